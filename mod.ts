@@ -1,0 +1,2755 @@
+/**
+ * wireserve: a strict HTTP/1.1 server on raw TCP, in one file, for Deno, Bun and Node.
+ *
+ * ```ts
+ * import { serve } from "jsr:@wireserve/wireserve";
+ *
+ * const server = serve({ port: 0, hostname: "127.0.0.1" }, (request, info) =>
+ *   new Response(`hello ${info.remoteAddr.hostname}, you asked for ${new URL(request.url).pathname}`));
+ * const addr = await server.ready;
+ * console.log(`listening on http://${addr.hostname}:${addr.port}/`);
+ * await server.shutdown();
+ * ```
+ *
+ * How bytes flow through this file, top to bottom:
+ *
+ * ```
+ * socket bytes ─► transport adapter ─► findHeadEnd · parseRequestHead · requestFraming (pure)
+ *   ─► body decoding (Content-Length / ChunkedDecoder) ─► Request ─► handler ─► Response
+ *   ─► responseFraming · serializeResponseHead · encodeChunk (pure) ─► transport adapter ─► socket
+ * ```
+ *
+ * The protocol core follows RFC 9112 (HTTP/1.1 message syntax) and RFC 9110 (HTTP semantics). It is
+ * deliberately strict: no bare LF line endings, no obs-fold, no whitespace before a colon, no
+ * `Transfer-Encoding` together with `Content-Length`, no duplicate `Content-Length`, no HTTP/0.9.
+ * Each violation is answered with its precise status and the connection is closed, so nothing can be
+ * smuggled behind it. TLS and HTTP/2 are not implemented here; TLS will come from the runtime.
+ *
+ * Run it as a program to serve the demo site: `deno run -A mod.ts`, `bun mod.ts` or `node mod.ts`.
+ *
+ * @module
+ */
+
+import * as nodeNet from "node:net";
+
+//#region Public types
+
+/** A network address: the listening address of a server or the peer of a connection. */
+export interface NetAddr {
+  /** The IP address, e.g. `"127.0.0.1"` or `"::1"`. */
+  hostname: string;
+  /** The TCP port. */
+  port: number;
+  /** Always `"tcp"`. */
+  transport: "tcp";
+}
+
+/** What a handler learns about the connection a request arrived on. */
+export interface ConnInfo {
+  /** The address of the client. */
+  readonly remoteAddr: NetAddr;
+  /** The local address the client connected to. */
+  readonly localAddr: NetAddr;
+  /** Whether the connection is encrypted (TLS). */
+  readonly secure: boolean;
+}
+
+/** A request handler, the same shape as `Deno.serve`'s and `Bun.serve`'s `fetch`. */
+export type Handler = (request: Request, info: ConnInfo) => Response | Promise<Response>;
+
+/** The size limits the parser and the connection driver enforce. Every limit is finite. */
+export interface Limits {
+  /**
+   * Bytes in a request head: request line, header fields and the final empty line. Over it: 431.
+   * Node's default maximum header size is also 16 KiB.
+   * @default {16384}
+   */
+  maxHeadBytes: number;
+  /**
+   * Header fields in a request head (and trailer fields in a chunked body). Over it: 431.
+   * @default {100}
+   */
+  maxHeaderCount: number;
+  /**
+   * Bytes in the request-target. Over it: 414.
+   * @default {8192}
+   */
+  maxTargetBytes: number;
+  /**
+   * Bytes of decoded request body. Over it: 413, before reading when `Content-Length` says so.
+   * @default {10485760} (10 MiB)
+   */
+  maxBodyBytes: number;
+  /**
+   * Bytes of chunk extensions on one chunk-size line. Over it: 400.
+   * @default {1024}
+   */
+  maxChunkExtensionBytes: number;
+}
+
+/**
+ * How a message body is delimited (RFC 9112 §6). `"close"` only occurs in responses: the body ends
+ * when the server closes the connection (an HTTP/1.0 client and a body of unknown length).
+ */
+export type Framing =
+  | { readonly kind: "none" }
+  | { readonly kind: "length"; readonly length: number }
+  | { readonly kind: "chunked" }
+  | { readonly kind: "close" };
+
+/** A parsed request head: the result of {@linkcode parseRequestHead}. */
+export interface RequestHead {
+  /** The method as sent; methods are case-sensitive. */
+  method: string;
+  /** The request-target as sent: origin-form `/a?b`, absolute-form `http://h/a`, `*`, or `host:port`. */
+  target: string;
+  /** The minor version: `0` for HTTP/1.0, `1` for HTTP/1.1. */
+  version: 0 | 1;
+  /** Header fields in wire order; names lower-cased, values decoded as latin1 with OWS trimmed. */
+  headers: Array<[string, string]>;
+  /** How the request body is delimited. */
+  framing: Framing;
+  /** Whether the client allows the connection to stay open after this request. */
+  keepAlive: boolean;
+  /** Whether the client sent `Expect: 100-continue` (ignored for HTTP/1.0, RFC 9110 §10.1.1). */
+  expectContinue: boolean;
+  /** The `Host` field value, or `""` when an HTTP/1.0 request has none. */
+  host: string;
+  /** Bytes the head occupies, up to and including the empty line that ends it. */
+  size: number;
+}
+
+/** The facts {@linkcode responseFraming} needs to decide how a response body is delimited. */
+export interface ResponseFramingInput {
+  /** The request method. */
+  method: string;
+  /** The request's minor version. */
+  version: 0 | 1;
+  /** Whether the connection may stay open after this response. */
+  keepAlive: boolean;
+  /** The response status. */
+  status: number;
+  /** The body length when known, `null` for a stream of unknown length. */
+  bodyLength: number | null;
+}
+
+/** The result of {@linkcode responseFraming}. */
+export interface ResponseFramingResult {
+  /** How the body is delimited on the wire. */
+  framing: Framing;
+  /** Whether the connection closes after this response. */
+  close: boolean;
+}
+
+//#endregion
+//#region Constants and tables
+
+/** The default {@linkcode Limits}. */
+export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
+  maxHeadBytes: 16 * 1024,
+  maxHeaderCount: 100,
+  maxTargetBytes: 8 * 1024,
+  maxBodyBytes: 10 * 1024 * 1024,
+  maxChunkExtensionBytes: 1024,
+});
+
+const CR = 0x0d;
+const LF = 0x0a;
+const SP = 0x20;
+const HTAB = 0x09;
+const COLON = 0x3a;
+const SEMICOLON = 0x3b;
+
+/** Builds a 256-entry membership table from byte ranges and single characters. */
+function byteTable(ranges: Array<[number, number]>, characters = ""): Uint8Array {
+  const table = new Uint8Array(256);
+  for (const [low, high] of ranges) table.fill(1, low, high + 1);
+  for (let i = 0; i < characters.length; i++) table[characters.charCodeAt(i)] = 1;
+  return table;
+}
+
+/** tchar (RFC 9110 §5.6.2): the bytes of a token (methods, field names, coding names). */
+const TOKEN = byteTable([[0x30, 0x39], [0x41, 0x5a], [0x61, 0x7a]], "!#$%&'*+-.^_`|~");
+
+/**
+ * field-vchar, SP and HTAB (RFC 9110 §5.5): the bytes allowed inside a field value. obs-text
+ * (0x80-0xFF) is allowed; every other control byte, NUL and DEL included, is not.
+ */
+const FIELD_VALUE = byteTable([[0x21, 0x7e], [0x80, 0xff]], " \t");
+
+/**
+ * The bytes we accept in a request-target: visible ASCII (RFC 3986 characters and the few that
+ * browsers send unescaped), but not `#` (a fragment is never sent, RFC 9112 §3.2) and not `\`
+ * (the URL parser would silently turn it into `/`, a classic path-traversal disguise).
+ */
+const TARGET = byteTable([[0x21, 0x7e]]);
+TARGET[0x23] = 0;
+TARGET[0x5c] = 0;
+
+/** The bytes of a Host value: reg-name, IPv4, IP-literal in brackets, `:port` (RFC 3986 §3.2.2). */
+const HOST = byteTable([[0x30, 0x39], [0x41, 0x5a], [0x61, 0x7a]], "-._~!$&'()*+,;=%:[]");
+
+/** The value of each hexadecimal digit, 0xff for every other byte. */
+const HEX_VALUE = new Uint8Array(256).fill(0xff);
+for (let i = 0; i < 10; i++) HEX_VALUE[0x30 + i] = i;
+for (let i = 0; i < 6; i++) HEX_VALUE[0x41 + i] = HEX_VALUE[0x61 + i] = 10 + i;
+
+/** Reason phrases for the statuses this file sends itself and the common ones handlers use. */
+const STATUS_TEXT: Readonly<Record<number, string>> = {
+  100: "Continue",
+  101: "Switching Protocols",
+  200: "OK",
+  201: "Created",
+  202: "Accepted",
+  203: "Non-Authoritative Information",
+  204: "No Content",
+  205: "Reset Content",
+  206: "Partial Content",
+  300: "Multiple Choices",
+  301: "Moved Permanently",
+  302: "Found",
+  303: "See Other",
+  304: "Not Modified",
+  307: "Temporary Redirect",
+  308: "Permanent Redirect",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  406: "Not Acceptable",
+  408: "Request Timeout",
+  409: "Conflict",
+  410: "Gone",
+  411: "Length Required",
+  412: "Precondition Failed",
+  413: "Content Too Large",
+  414: "URI Too Long",
+  415: "Unsupported Media Type",
+  416: "Range Not Satisfiable",
+  417: "Expectation Failed",
+  422: "Unprocessable Content",
+  426: "Upgrade Required",
+  428: "Precondition Required",
+  429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+  505: "HTTP Version Not Supported",
+};
+
+const ASCII_ENCODER = new TextEncoder();
+const ASCII_DECODER = new TextDecoder();
+
+/** The last chunk of a chunked body with no trailers: `0\r\n\r\n`. */
+export const LAST_CHUNK: Uint8Array = ASCII_ENCODER.encode("0\r\n\r\n");
+const CRLF_BYTES = ASCII_ENCODER.encode("\r\n");
+const CONTINUE_BYTES = ASCII_ENCODER.encode("HTTP/1.1 100 Continue\r\n\r\n");
+
+/**
+ * The methods the server hands to a handler. RFC 9110 §9.1: methods are case-sensitive, and a
+ * server answers a method it does not implement with 501. A fixed list is also the only way to
+ * behave the same on every runtime: fetch's `Request` upper-cases `get` to `GET` everywhere, Bun's
+ * turns an unknown method into `GET`, and all refuse CONNECT, TRACE and TRACK (this server is no
+ * proxy). GET to PATCH are RFC 9110 and RFC 5789; the rest are WebDAV (RFC 4918) and QUERY.
+ */
+const SERVED_METHODS = new Set([
+  "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
+  "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "QUERY",
+]);
+
+/** The `Allow` value of the answer to `OPTIONS *`. */
+const ALLOWED_METHODS_HEADER = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH";
+
+//#endregion
+//#region Errors
+
+/**
+ * Every way a peer can violate HTTP/1.1, and the status we answer it with before closing. Tests and
+ * callers match on these codes, never on message text.
+ */
+export const HTTP_ERROR = {
+  /** The request line is not `method SP request-target SP HTTP-version CRLF`. */
+  INVALID_REQUEST_LINE: 400,
+  /** The method is not a token. */
+  INVALID_METHOD: 400,
+  /** The request-target has a forbidden byte or is of no form the method allows. */
+  INVALID_TARGET: 400,
+  /** The request-target is longer than `maxTargetBytes`. */
+  TARGET_TOO_LONG: 414,
+  /** The version is well formed but not HTTP/1.0 or HTTP/1.1. */
+  UNSUPPORTED_VERSION: 505,
+  /** A header field is malformed: bad name, whitespace before the colon, control byte, obs-fold. */
+  INVALID_HEADER: 400,
+  /** A line ends in LF without CR, or a CR is not followed by LF (RFC 9112 §2.2). */
+  BARE_LF: 400,
+  /** The head is longer than `maxHeadBytes`. */
+  HEAD_TOO_LARGE: 431,
+  /** The head has more than `maxHeaderCount` fields. */
+  TOO_MANY_HEADERS: 431,
+  /** An HTTP/1.1 request without exactly one valid `Host` (RFC 9112 §3.2). */
+  MISSING_HOST: 400,
+  /** `Content-Length` is not one plain decimal number. */
+  INVALID_CONTENT_LENGTH: 400,
+  /** `Transfer-Encoding` together with `Content-Length`, or in an HTTP/1.0 request. */
+  CONFLICTING_FRAMING: 400,
+  /** `Transfer-Encoding` whose final coding is not `chunked` (RFC 9112 §6.3). */
+  INVALID_TRANSFER_ENCODING: 400,
+  /** A transfer coding other than `chunked` (RFC 9112 §6.1). */
+  UNSUPPORTED_TRANSFER_ENCODING: 501,
+  /** A `Expect` value other than `100-continue` (RFC 9110 §10.1.1). */
+  UNSUPPORTED_EXPECTATION: 417,
+  /** Malformed chunked framing: size, extension, missing CRLF after the data. */
+  INVALID_CHUNK: 400,
+  /** The body is longer than `maxBodyBytes`. */
+  BODY_TOO_LARGE: 413,
+  /** The connection ended in the middle of a head or a body. */
+  UNEXPECTED_EOF: 400,
+  /** The client was too slow. */
+  TIMEOUT: 408,
+  /** A method this server does not implement: CONNECT, TRACE, or a mis-cased standard method. */
+  METHOD_NOT_IMPLEMENTED: 501,
+} as const;
+
+/** The name of one protocol violation, a key of {@linkcode HTTP_ERROR}. */
+export type HttpErrorCode = keyof typeof HTTP_ERROR;
+
+/**
+ * The peer violated HTTP/1.1. `status` is the response to send before closing the connection.
+ * Misuse by the programmer (a bad status code, say) throws `TypeError` or `RangeError` instead.
+ *
+ * @example Matching a violation by its code
+ * ```ts
+ * import { HttpError, parseContentLength } from "jsr:@wireserve/wireserve";
+ * try {
+ *   parseContentLength("12abc");
+ * } catch (error) {
+ *   if (error instanceof HttpError) console.log(error.code, error.status); // INVALID_CONTENT_LENGTH 400
+ * }
+ * ```
+ */
+export class HttpError extends Error {
+  /** Which rule was broken. */
+  readonly code: HttpErrorCode;
+  /** The status to answer with. */
+  readonly status: number;
+  /**
+   * @param code Which rule was broken.
+   * @param message What was wrong, for logs; never sent to the client.
+   */
+  constructor(code: HttpErrorCode, message: string) {
+    super(message);
+    this.name = "HttpError";
+    this.code = code;
+    this.status = HTTP_ERROR[code];
+  }
+}
+
+/** Shows at most 64 bytes of peer input in an error message, with control bytes escaped. */
+function quoteBytes(buf: Uint8Array, start: number, end: number): string {
+  let text = "";
+  const stop = Math.min(end, start + 64);
+  for (let i = start; i < stop; i++) {
+    const byte = buf[i];
+    text += byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c
+      ? String.fromCharCode(byte)
+      : `\\x${byte.toString(16).padStart(2, "0")}`;
+  }
+  return `"${text}${end > stop ? "…" : ""}"`;
+}
+
+//#endregion
+//#region Parse: request heads
+
+/** Decodes bytes as latin1 (every byte to the code point of the same value). */
+function decodeLatin1(buf: Uint8Array, start: number, end: number): string {
+  let text = "";
+  // fromCharCode takes its arguments on the stack: go in slices well below any engine's limit.
+  for (let i = start; i < end; i += 8192) {
+    text += String.fromCharCode.apply(
+      null,
+      buf.subarray(i, Math.min(end, i + 8192)) as unknown as number[],
+    );
+  }
+  return text;
+}
+
+/**
+ * Finds the end of a message head: the index just past the first CRLF CRLF in `buf[start, end)`,
+ * or -1 when it is not there yet. Pass `from` to resume a search where an earlier call on a shorter
+ * buffer stopped (its `end - 3`): bytes before `from` are not searched again.
+ *
+ * Every LF must follow a CR and every CR must precede an LF (RFC 9112 §2.2: we do not accept bare
+ * LF as a line ending, because another parser in the path might not either).
+ *
+ * @param buf The bytes received so far.
+ * @param start Where the head starts.
+ * @param end Where the received bytes end; nothing at or past it is read.
+ * @param from Where to resume the search, at least `start`.
+ * @returns The index just past the head, or -1.
+ * @throws {HttpError} `BARE_LF` for a lone CR or LF.
+ *
+ * @example
+ * ```ts
+ * import { findHeadEnd } from "jsr:@wireserve/wireserve";
+ * const bytes = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: a\r\n\r\nrest");
+ * findHeadEnd(bytes, 0, bytes.length); // 27
+ * ```
+ */
+export function findHeadEnd(buf: Uint8Array, start: number, end: number, from = start): number {
+  for (let i = from > start ? from : start; i < end; i++) {
+    const byte = buf[i];
+    if (byte === LF) {
+      if (i === start || buf[i - 1] !== CR) {
+        throw new HttpError("BARE_LF", "Cannot parse head: LF without CR");
+      }
+      // "\r\n\r\n": this LF ends an empty line when the two bytes before the CR are CR LF.
+      if (i - start >= 3 && buf[i - 2] === LF && buf[i - 3] === CR) return i + 1;
+    } else if (byte === CR && i + 1 < end && buf[i + 1] !== LF) {
+      throw new HttpError("BARE_LF", "Cannot parse head: CR without LF");
+    }
+  }
+  return -1;
+}
+
+/** Fills in the defaults for a partial set of limits. */
+function resolveLimits(limits: Partial<Limits> | undefined): Limits {
+  if (limits === undefined) return DEFAULT_LIMITS;
+  return {
+    maxHeadBytes: limits.maxHeadBytes ?? DEFAULT_LIMITS.maxHeadBytes,
+    maxHeaderCount: limits.maxHeaderCount ?? DEFAULT_LIMITS.maxHeaderCount,
+    maxTargetBytes: limits.maxTargetBytes ?? DEFAULT_LIMITS.maxTargetBytes,
+    maxBodyBytes: limits.maxBodyBytes ?? DEFAULT_LIMITS.maxBodyBytes,
+    maxChunkExtensionBytes: limits.maxChunkExtensionBytes ?? DEFAULT_LIMITS.maxChunkExtensionBytes,
+  };
+}
+
+/** Where the parts of a request line are, as byte offsets. */
+interface RequestLineBounds {
+  methodEnd: number;
+  targetStart: number;
+  targetEnd: number;
+  version: 0 | 1;
+  /** Just past the CRLF that ends the request line. */
+  lineEnd: number;
+}
+
+/**
+ * Scans a request line in `buf[start, end)`, rejecting a bad byte as soon as it is seen, so that a
+ * client sending garbage (or TLS to a plaintext port) is answered before it sends a line end.
+ * Returns null when the line is not complete yet.
+ */
+function scanRequestLine(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  limits: Limits,
+): RequestLineBounds | null {
+  // method = token (RFC 9110 §9.1)
+  let i = start;
+  while (i < end && TOKEN[buf[i]] === 1) i++;
+  if (i === end) return null;
+  if (buf[i] !== SP || i === start) {
+    if (buf[i] === CR || buf[i] === LF || buf[i] === SP) {
+      throw new HttpError("INVALID_REQUEST_LINE", `Cannot parse request line: ${quoteBytes(buf, start, i + 1)}`);
+    }
+    throw new HttpError("INVALID_METHOD", `Cannot parse method: ${quoteBytes(buf, start, i + 1)}`);
+  }
+  const methodEnd = i;
+  // request-target, one SP after the method (RFC 9112 §3: no other whitespace).
+  const targetStart = ++i;
+  const targetLimit = targetStart + limits.maxTargetBytes;
+  while (i < end && TARGET[buf[i]] === 1) {
+    if (++i > targetLimit) {
+      throw new HttpError("TARGET_TOO_LONG", `Cannot parse request target: longer than ${limits.maxTargetBytes} bytes`);
+    }
+  }
+  if (i === end) return null;
+  if (buf[i] !== SP || i === targetStart) {
+    const byte = buf[i];
+    if (byte === CR || byte === LF || byte === SP || byte === HTAB) {
+      // "GET /\r\n" is HTTP/0.9, "GET  /" has two spaces: neither is an HTTP/1.x request line.
+      throw new HttpError("INVALID_REQUEST_LINE", `Cannot parse request line: ${quoteBytes(buf, start, i + 1)}`);
+    }
+    throw new HttpError("INVALID_TARGET", `Cannot parse request target: ${quoteBytes(buf, targetStart, i + 1)}`);
+  }
+  const targetEnd = i++;
+  // HTTP-version = "HTTP/" DIGIT "." DIGIT, then CRLF (RFC 9112 §2.3).
+  const expected = "HTTP/0.0\r\n";
+  for (let k = 0; k < expected.length; k++, i++) {
+    if (i === end) return null;
+    const byte = buf[i];
+    const want = expected.charCodeAt(k);
+    const ok = want === 0x30 ? byte >= 0x30 && byte <= 0x39 : byte === want;
+    if (!ok) {
+      throw new HttpError(
+        (k === 9 && byte !== LF) || (k === 8 && byte === LF) ? "BARE_LF" : "INVALID_REQUEST_LINE",
+        `Cannot parse request line: bad version ${quoteBytes(buf, targetEnd + 1, i + 1)}`,
+      );
+    }
+  }
+  const major = buf[targetEnd + 6] - 0x30;
+  const minor = buf[targetEnd + 8] - 0x30;
+  if (major !== 1 || minor > 1) {
+    throw new HttpError("UNSUPPORTED_VERSION", `Cannot serve HTTP/${major}.${minor}: only HTTP/1.0 and HTTP/1.1 are supported`);
+  }
+  return { methodEnd, targetStart, targetEnd, version: minor as 0 | 1, lineEnd: i };
+}
+
+/**
+ * Parses a request head that starts at `buf[start]` (RFC 9112 §2-§6). Returns null when the head
+ * is not complete yet, after rejecting whatever can already be rejected: a bad request line, a
+ * target over the limit, more than `maxHeadBytes` without an end. Leading empty lines are the
+ * caller's business.
+ *
+ * Header names are lower-cased and values decoded as latin1, so bytes 0x80-0xFF survive a round
+ * trip. The body framing is decided by {@linkcode requestFraming}.
+ *
+ * @param buf The bytes received so far.
+ * @param start Where the head starts.
+ * @param end Where the received bytes end; nothing at or past it is read.
+ * @param limits Size limits; missing ones take their {@linkcode DEFAULT_LIMITS} value.
+ * @returns The parsed head, or null when more bytes are needed.
+ * @throws {HttpError} On any violation, with the status to answer.
+ *
+ * @example
+ * ```ts
+ * import { parseRequestHead } from "jsr:@wireserve/wireserve";
+ * const bytes = new TextEncoder().encode("GET /hello HTTP/1.1\r\nHost: example.com\r\n\r\n");
+ * const head = parseRequestHead(bytes, 0, bytes.length);
+ * head?.target; // "/hello"
+ * ```
+ */
+export function parseRequestHead(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  limits?: Partial<Limits>,
+): RequestHead | null {
+  const resolved = resolveLimits(limits);
+  // Look no further than the limit, so that whole and piecemeal input fail the same way.
+  const scanEnd = Math.min(end, start + resolved.maxHeadBytes);
+  const line = scanRequestLine(buf, start, scanEnd, resolved);
+  const headEnd = line === null ? -1 : findHeadEnd(buf, line.lineEnd - 2, scanEnd);
+  if (line === null || headEnd === -1) {
+    if (end - start > resolved.maxHeadBytes) {
+      throw new HttpError("HEAD_TOO_LARGE", `Cannot parse head: longer than ${resolved.maxHeadBytes} bytes`);
+    }
+    return null;
+  }
+  return parseCompleteHead(buf, start, headEnd, line, resolved);
+}
+
+/** Parses the header section of a head whose request line and end are known. */
+function parseCompleteHead(
+  buf: Uint8Array,
+  start: number,
+  headEnd: number,
+  line: RequestLineBounds,
+  limits: Limits,
+): RequestHead {
+  // One decode for the whole head; names and values are slices of it.
+  let ascii = true;
+  for (let i = start; i < headEnd; i++) {
+    if (buf[i] >= 0x80) {
+      ascii = false;
+      break;
+    }
+  }
+  const text = ascii
+    ? ASCII_DECODER.decode(buf.subarray(start, headEnd))
+    : decodeLatin1(buf, start, headEnd);
+  const method = text.slice(0, line.methodEnd - start);
+  const target = text.slice(line.targetStart - start, line.targetEnd - start);
+  const headers: Array<[string, string]> = [];
+  let host: string | undefined;
+  let hostCount = 0;
+  let connectionClose = false;
+  let connectionKeepAlive = false;
+  let expectContinue = false;
+
+  parseFieldLines(buf, text, start, line.lineEnd, headEnd - 2, limits.maxHeaderCount, headers);
+  for (let k = 0; k < headers.length; k++) {
+    const [name, value] = headers[k];
+    switch (name) {
+      case "host":
+        host = value;
+        hostCount++;
+        break;
+      case "connection":
+        for (const option of value.toLowerCase().split(",")) {
+          const token = option.trim();
+          if (token === "close") connectionClose = true;
+          else if (token === "keep-alive") connectionKeepAlive = true;
+        }
+        break;
+      case "expect":
+        if (value.toLowerCase() !== "100-continue") {
+          throw new HttpError("UNSUPPORTED_EXPECTATION", "Cannot meet expectation: only 100-continue is supported");
+        }
+        expectContinue = line.version === 1;
+        break;
+    }
+  }
+
+  // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request without Host, or with more
+  // than one, or with an invalid one.
+  if (hostCount > 1 || (line.version === 1 && hostCount === 0)) {
+    throw new HttpError("MISSING_HOST", `Cannot route request: ${hostCount} Host fields, expected exactly one`);
+  }
+  if (host !== undefined && !isValidHost(host)) {
+    throw new HttpError("MISSING_HOST", "Cannot route request: the Host field is not a valid host");
+  }
+  checkTargetForm(method, target);
+  const framing = requestFraming(headers, line.version);
+  return {
+    method,
+    target,
+    version: line.version,
+    headers,
+    framing,
+    keepAlive: line.version === 1 ? !connectionClose : connectionKeepAlive && !connectionClose,
+    expectContinue,
+    host: host ?? "",
+    size: headEnd - start,
+  };
+}
+
+/**
+ * Parses field lines (RFC 9112 §5) in `buf[from, fieldsEnd)`, where every line ends in CRLF (the
+ * caller has checked line endings). `text` is `buf` decoded as latin1 from `textStart`, so names
+ * and values are slices of one string. Appends `[lower-cased name, value]` pairs to `fields`.
+ */
+function parseFieldLines(
+  buf: Uint8Array,
+  text: string,
+  textStart: number,
+  from: number,
+  fieldsEnd: number,
+  maxCount: number,
+  fields: Array<[string, string]>,
+): void {
+  let i = from;
+  while (i < fieldsEnd) {
+    // field-line = field-name ":" OWS field-value OWS
+    const nameStart = i;
+    let upper = false;
+    while (TOKEN[buf[i]] === 1) {
+      if (buf[i] <= 0x5a && buf[i] >= 0x41) upper = true;
+      i++;
+    }
+    if (buf[i] !== COLON || i === nameStart) {
+      const why = i === nameStart && (buf[i] === SP || buf[i] === HTAB)
+        ? "obs-fold (a line starting with whitespace) is not allowed"
+        : buf[i] === SP || buf[i] === HTAB
+        ? "whitespace before the colon is not allowed"
+        : `bad field name ${quoteBytes(buf, nameStart, i + 1)}`;
+      throw new HttpError("INVALID_HEADER", `Cannot parse header field: ${why}`);
+    }
+    if (fields.length === maxCount) {
+      throw new HttpError("TOO_MANY_HEADERS", `Cannot parse head: more than ${maxCount} fields`);
+    }
+    const nameEnd = i++;
+    while (buf[i] === SP || buf[i] === HTAB) i++;
+    const valueStart = i;
+    while (FIELD_VALUE[buf[i]] === 1) i++;
+    if (buf[i] !== CR) {
+      throw new HttpError(
+        "INVALID_HEADER",
+        `Cannot parse header field: control byte in the value of ${quoteBytes(buf, nameStart, nameEnd)}`,
+      );
+    }
+    let valueEnd = i;
+    while (valueEnd > valueStart && (buf[valueEnd - 1] === SP || buf[valueEnd - 1] === HTAB)) {
+      valueEnd--;
+    }
+    i += 2; // CRLF
+    const name = text.slice(nameStart - textStart, nameEnd - textStart);
+    fields.push([upper ? name.toLowerCase() : name, text.slice(valueStart - textStart, valueEnd - textStart)]);
+  }
+}
+
+/** Host = uri-host [ ":" port ] (RFC 9110 §7.2): checked by byte class and bracket shape. */
+function isValidHost(host: string): boolean {
+  if (host.length === 0) return false;
+  for (let i = 0; i < host.length; i++) {
+    const code = host.charCodeAt(i);
+    if (code > 0xff || HOST[code] !== 1) return false;
+  }
+  if (host.charCodeAt(0) === 0x5b) return host.indexOf("]") > 1 && !host.includes("[", 1);
+  return !host.includes("[") && !host.includes("]");
+}
+
+/**
+ * RFC 9112 §3.2: origin-form for every method, absolute-form (`http://` or `https://`) too,
+ * asterisk-form only for OPTIONS, authority-form only for CONNECT.
+ */
+function checkTargetForm(method: string, target: string): void {
+  const first = target.charCodeAt(0);
+  if (first === 0x2f) return; // "/"
+  if (target === "*") {
+    if (method === "OPTIONS") return;
+  } else if (method === "CONNECT") {
+    if (target.includes(":") && !target.includes("/")) return;
+  } else {
+    const lower = target.slice(0, 8).toLowerCase();
+    if (lower.startsWith("http://") || lower.startsWith("https://")) return;
+  }
+  throw new HttpError("INVALID_TARGET", `Cannot parse request target: no ${method} request has the form of ${JSON.stringify(target.slice(0, 64))}`);
+}
+
+/**
+ * Parses a `Content-Length` value strictly (RFC 9110 §8.6): one or more decimal digits and nothing
+ * else. Lists such as `5, 5` are rejected too: a server that picks one of two lengths is a server
+ * that can be smuggled past.
+ *
+ * @param value The field value, OWS already trimmed.
+ * @returns The length.
+ * @throws {HttpError} `INVALID_CONTENT_LENGTH` for anything but a safe integer in plain digits.
+ *
+ * @example
+ * ```ts
+ * import { parseContentLength } from "jsr:@wireserve/wireserve";
+ * parseContentLength("42"); // 42
+ * ```
+ */
+export function parseContentLength(value: string): number {
+  if (value.length === 0 || value.length > 16) {
+    throw new HttpError("INVALID_CONTENT_LENGTH", `Cannot parse Content-Length: ${JSON.stringify(value.slice(0, 64))}`);
+  }
+  let length = 0;
+  for (let i = 0; i < value.length; i++) {
+    const digit = value.charCodeAt(i) - 0x30;
+    if (digit < 0 || digit > 9) {
+      throw new HttpError("INVALID_CONTENT_LENGTH", `Cannot parse Content-Length: ${JSON.stringify(value)}`);
+    }
+    length = length * 10 + digit;
+  }
+  if (length > Number.MAX_SAFE_INTEGER) {
+    throw new HttpError("INVALID_CONTENT_LENGTH", `Cannot parse Content-Length: ${value} is too large`);
+  }
+  return length;
+}
+
+/**
+ * Decides how a request body is delimited, as RFC 9112 §6.3 orders it:
+ *
+ * 1. `Transfer-Encoding` and `Content-Length` together: 400. The RFC lets a server drop the length
+ *    and go on; we refuse, because that disagreement is exactly what request smuggling exploits.
+ * 2. `Transfer-Encoding` in HTTP/1.0: 400 (RFC 9112 §6.1: the framing is faulty).
+ * 3. `Transfer-Encoding` whose final coding is `chunked`: chunked, if `chunked` is the only coding
+ *    (we decode no other transfer coding: 501 for `gzip, chunked`, RFC 9112 §6.1).
+ * 4. `Transfer-Encoding` whose final coding is not `chunked`: 400.
+ * 5. `Content-Length`: exactly one field with one plain number.
+ * 6. Neither: no body.
+ *
+ * @param headers The header fields, names lower-cased.
+ * @param version The request's minor version.
+ * @returns The body framing of the request.
+ * @throws {HttpError} For every conflicting or malformed framing.
+ *
+ * @example
+ * ```ts
+ * import { requestFraming } from "jsr:@wireserve/wireserve";
+ * requestFraming([["content-length", "5"]], 1); // { kind: "length", length: 5 }
+ * ```
+ */
+export function requestFraming(
+  headers: ReadonlyArray<readonly [string, string]>,
+  version: 0 | 1,
+): Framing {
+  let contentLength: string | undefined;
+  let transferCodings: string[] | undefined;
+  for (const [name, value] of headers) {
+    if (name === "content-length") {
+      if (contentLength !== undefined) {
+        throw new HttpError("INVALID_CONTENT_LENGTH", "Cannot frame body: more than one Content-Length field");
+      }
+      contentLength = value;
+    } else if (name === "transfer-encoding") {
+      transferCodings ??= [];
+      // #transfer-coding: empty list elements are allowed and ignored (RFC 9110 §5.6.1).
+      for (const element of value.split(",")) {
+        const coding = element.trim();
+        if (coding !== "") transferCodings.push(coding.toLowerCase());
+      }
+    }
+  }
+  if (transferCodings !== undefined) {
+    if (contentLength !== undefined) {
+      throw new HttpError("CONFLICTING_FRAMING", "Cannot frame body: both Transfer-Encoding and Content-Length");
+    }
+    if (version === 0) {
+      throw new HttpError("CONFLICTING_FRAMING", "Cannot frame body: Transfer-Encoding in an HTTP/1.0 request");
+    }
+    const last = transferCodings.length - 1;
+    if (last < 0 || transferCodings[last] !== "chunked") {
+      throw new HttpError("INVALID_TRANSFER_ENCODING", "Cannot frame body: the final transfer coding is not chunked");
+    }
+    for (let k = 0; k < last; k++) {
+      const coding = transferCodings[k];
+      if (coding === "chunked") {
+        throw new HttpError("INVALID_TRANSFER_ENCODING", "Cannot frame body: chunked is applied more than once");
+      }
+      if (!isToken(coding)) {
+        throw new HttpError("INVALID_TRANSFER_ENCODING", `Cannot frame body: ${JSON.stringify(coding.slice(0, 64))} is not a transfer coding`);
+      }
+      throw new HttpError("UNSUPPORTED_TRANSFER_ENCODING", `Cannot decode transfer coding ${JSON.stringify(coding.slice(0, 64))}`);
+    }
+    return CHUNKED;
+  }
+  if (contentLength !== undefined) {
+    const length = parseContentLength(contentLength);
+    return length === 0 ? NO_BODY : { kind: "length", length };
+  }
+  return NO_BODY;
+}
+
+const NO_BODY: Framing = Object.freeze({ kind: "none" });
+const CHUNKED: Framing = Object.freeze({ kind: "chunked" });
+const CLOSE_DELIMITED: Framing = Object.freeze({ kind: "close" });
+
+/** Whether a string is a non-empty token (RFC 9110 §5.6.2). */
+function isToken(text: string): boolean {
+  if (text.length === 0) return false;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code > 0xff || TOKEN[code] !== 1) return false;
+  }
+  return true;
+}
+
+//#endregion
+//#region Parse: chunked bodies
+
+// The states of ChunkedDecoder, one per position in the chunked-body grammar (RFC 9112 §7.1):
+//   chunked-body = *chunk last-chunk trailer-section CRLF
+//   chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+const CHUNK_SIZE = 0; // reading hex digits
+const CHUNK_SIZE_WHITESPACE = 1; // BWS after the size: only ";" may follow
+const CHUNK_EXTENSION = 2; // after ";", up to CR
+const CHUNK_SIZE_LF = 3; // after the CR that ends the size line
+const CHUNK_DATA = 4;
+const CHUNK_DATA_CR = 5;
+const CHUNK_DATA_LF = 6;
+const CHUNK_TRAILERS = 7; // the trailer section, up to and including its empty line
+const CHUNK_DONE = 8;
+
+/** 16 hex digits is 2^64: a longer size can only be an attack on an overflowing parser. */
+const MAX_CHUNK_SIZE_DIGITS = 16;
+
+/**
+ * Decodes a chunked request body incrementally (RFC 9112 §7.1), byte-exact and without copying the
+ * data: `decode` hands out views into the buffer it is given. Feed it whatever bytes arrived; it
+ * consumes what it can and stops right after the body's final CRLF, so the bytes of a pipelined
+ * next request are left to the caller.
+ *
+ * Chunk extensions are checked for control bytes and bounded by `maxChunkExtensionBytes`, then
+ * ignored. Trailer fields are parsed like header fields and kept in `trailers`.
+ *
+ * @example
+ * ```ts
+ * import { ChunkedDecoder } from "jsr:@wireserve/wireserve";
+ * const bytes = new TextEncoder().encode("5\r\nhello\r\n0\r\n\r\n");
+ * const decoder = new ChunkedDecoder();
+ * const data: Uint8Array[] = [];
+ * decoder.decode(bytes, 0, bytes.length, data); // 15
+ * decoder.done; // true
+ * ```
+ */
+export class ChunkedDecoder {
+  #limits: Limits;
+  #state = CHUNK_SIZE;
+  #digits = 0;
+  #remaining = 0;
+  #extensionBytes = 0;
+  #trailerBytes: Uint8Array | null = null;
+  #trailerLength = 0;
+  #trailers: Array<[string, string]> = [];
+
+  /** @param limits `maxChunkExtensionBytes`, and `maxHeadBytes`/`maxHeaderCount` for trailers. */
+  constructor(limits?: Partial<Limits>) {
+    this.#limits = resolveLimits(limits);
+  }
+
+  /** Whether the whole body, trailers included, has been decoded. */
+  get done(): boolean {
+    return this.#state === CHUNK_DONE;
+  }
+
+  /** The trailer fields, names lower-cased, once `done`. */
+  get trailers(): Array<[string, string]> {
+    return this.#trailers;
+  }
+
+  /**
+   * Consumes bytes of the chunked body from `buf[start, end)`.
+   *
+   * @param buf The received bytes.
+   * @param start Where unconsumed bytes start.
+   * @param end Where the received bytes end; nothing at or past it is read.
+   * @param out Receives views of the chunk data, in order.
+   * @returns How many bytes were consumed; fewer than offered only once `done`.
+   * @throws {HttpError} `INVALID_CHUNK`, `BARE_LF`, or a trailer error.
+   */
+  decode(buf: Uint8Array, start: number, end: number, out: Uint8Array[]): number {
+    let i = start;
+    while (i < end) {
+      const byte = buf[i];
+      switch (this.#state) {
+        case CHUNK_SIZE: {
+          const value = HEX_VALUE[byte];
+          if (value !== 0xff) {
+            if (++this.#digits > MAX_CHUNK_SIZE_DIGITS) {
+              throw new HttpError("INVALID_CHUNK", "Cannot parse chunk size: more than 16 hex digits");
+            }
+            this.#remaining = this.#remaining * 16 + value;
+            if (this.#remaining > Number.MAX_SAFE_INTEGER) {
+              throw new HttpError("INVALID_CHUNK", "Cannot parse chunk size: too large");
+            }
+            i++;
+            continue;
+          }
+          if (this.#digits === 0) {
+            throw new HttpError(byte === LF ? "BARE_LF" : "INVALID_CHUNK", `Cannot parse chunk size: ${quoteBytes(buf, i, i + 1)}`);
+          }
+          this.#afterSize(byte);
+          i++;
+          continue;
+        }
+        case CHUNK_SIZE_WHITESPACE:
+          this.#afterSize(byte);
+          i++;
+          continue;
+        case CHUNK_EXTENSION:
+          if (byte === CR) {
+            this.#state = CHUNK_SIZE_LF;
+          } else if (FIELD_VALUE[byte] !== 1) {
+            throw new HttpError(byte === LF ? "BARE_LF" : "INVALID_CHUNK", "Cannot parse chunk extension: control byte");
+          } else if (++this.#extensionBytes > this.#limits.maxChunkExtensionBytes) {
+            throw new HttpError("INVALID_CHUNK", `Cannot parse chunk extension: longer than ${this.#limits.maxChunkExtensionBytes} bytes`);
+          }
+          i++;
+          continue;
+        case CHUNK_SIZE_LF:
+          if (byte !== LF) throw new HttpError("BARE_LF", "Cannot parse chunk size line: CR without LF");
+          this.#state = this.#remaining === 0 ? CHUNK_TRAILERS : CHUNK_DATA;
+          i++;
+          continue;
+        case CHUNK_DATA: {
+          const take = Math.min(this.#remaining, end - i);
+          out.push(buf.subarray(i, i + take));
+          this.#remaining -= take;
+          i += take;
+          if (this.#remaining === 0) this.#state = CHUNK_DATA_CR;
+          continue;
+        }
+        case CHUNK_DATA_CR:
+          if (byte !== CR) {
+            throw new HttpError(byte === LF ? "BARE_LF" : "INVALID_CHUNK", "Cannot parse chunk: data is not followed by CRLF");
+          }
+          this.#state = CHUNK_DATA_LF;
+          i++;
+          continue;
+        case CHUNK_DATA_LF:
+          if (byte !== LF) throw new HttpError("BARE_LF", "Cannot parse chunk: CR without LF after data");
+          this.#state = CHUNK_SIZE;
+          this.#digits = 0;
+          this.#extensionBytes = 0;
+          i++;
+          continue;
+        case CHUNK_TRAILERS:
+          i = this.#collectTrailers(buf, i, end);
+          continue;
+        default: // CHUNK_DONE: the rest belongs to whatever follows the body.
+          return i - start;
+      }
+    }
+    return i - start;
+  }
+
+  /** After the size digits: BWS, then ";" for an extension, or CR. */
+  #afterSize(byte: number): void {
+    if (byte === CR) this.#state = CHUNK_SIZE_LF;
+    else if (byte === SEMICOLON) this.#state = CHUNK_EXTENSION;
+    else if (byte === SP || byte === HTAB) this.#state = CHUNK_SIZE_WHITESPACE;
+    else {
+      throw new HttpError(byte === LF ? "BARE_LF" : "INVALID_CHUNK", "Cannot parse chunk size: unexpected byte after the size");
+    }
+  }
+
+  /**
+   * Copies trailer-section bytes aside (they are rare and small) until the empty line that ends
+   * the section, then parses them as field lines. Returns the index after the consumed bytes.
+   */
+  #collectTrailers(buf: Uint8Array, i: number, end: number): number {
+    const limit = this.#limits.maxHeadBytes;
+    this.#trailerBytes ??= new Uint8Array(64);
+    while (i < end) {
+      const byte = buf[i++];
+      if (this.#trailerLength === this.#trailerBytes.length) {
+        if (this.#trailerLength >= limit) {
+          throw new HttpError("HEAD_TOO_LARGE", `Cannot parse trailers: longer than ${limit} bytes`);
+        }
+        const grown = new Uint8Array(Math.min(limit, this.#trailerLength * 2));
+        grown.set(this.#trailerBytes);
+        this.#trailerBytes = grown;
+      }
+      const bytes = this.#trailerBytes;
+      const at = this.#trailerLength++;
+      bytes[at] = byte;
+      const previous = at > 0 ? bytes[at - 1] : -1;
+      if (byte === LF) {
+        if (previous !== CR) throw new HttpError("BARE_LF", "Cannot parse trailers: LF without CR");
+        // The section ends with an empty line: CRLF at its start, or CRLF CRLF.
+        if (at === 1 || (at >= 3 && bytes[at - 2] === LF && bytes[at - 3] === CR)) {
+          const fieldsEnd = at - 1;
+          const text = decodeLatin1(bytes, 0, fieldsEnd);
+          parseFieldLines(bytes, text, 0, 0, fieldsEnd, this.#limits.maxHeaderCount, this.#trailers);
+          this.#trailerBytes = null;
+          this.#state = CHUNK_DONE;
+          return i;
+        }
+      } else if (previous === CR) {
+        throw new HttpError("BARE_LF", "Cannot parse trailers: CR without LF");
+      }
+    }
+    return i;
+  }
+}
+
+//#endregion
+//#region Serialize: responses
+
+/**
+ * Decides how a response body is delimited and whether the connection closes after it
+ * (RFC 9112 §6.1-§6.3, §9.3):
+ *
+ * - a response to HEAD, and every 1xx, 204 and 304, has no body;
+ * - a body of known length is sent with `Content-Length`;
+ * - a body of unknown length is chunked for HTTP/1.1 and delimited by closing for HTTP/1.0, which
+ *   has no chunked coding.
+ *
+ * @param input The request's method and version, whether to keep the connection, the status, the body length.
+ * @returns The framing and whether to close afterwards.
+ *
+ * @example
+ * ```ts
+ * import { responseFraming } from "jsr:@wireserve/wireserve";
+ * responseFraming({ method: "GET", version: 1, keepAlive: true, status: 200, bodyLength: null });
+ * // { framing: { kind: "chunked" }, close: false }
+ * ```
+ */
+export function responseFraming(input: ResponseFramingInput): ResponseFramingResult {
+  const { status } = input;
+  if (input.method === "HEAD" || status < 200 || status === 204 || status === 304) {
+    return { framing: NO_BODY, close: !input.keepAlive };
+  }
+  if (input.bodyLength !== null) {
+    return { framing: { kind: "length", length: input.bodyLength }, close: !input.keepAlive };
+  }
+  if (input.version === 0) return { framing: CLOSE_DELIMITED, close: true };
+  return { framing: CHUNKED, close: !input.keepAlive };
+}
+
+/** Fields the connection layer owns: whatever a handler sets for them is replaced. */
+const HOP_BY_HOP = new Set(["connection", "content-length", "keep-alive", "transfer-encoding"]);
+
+let cachedDateSecond = -1;
+let cachedDateLine = "";
+
+/** `date: <IMF-fixdate>\r\n`, formatted once per second (RFC 9110 §6.6.1). */
+function dateLine(): string {
+  const second = Math.floor(Date.now() / 1000);
+  if (second !== cachedDateSecond) {
+    cachedDateSecond = second;
+    cachedDateLine = `date: ${new Date(second * 1000).toUTCString()}\r\n`;
+  }
+  return cachedDateLine;
+}
+
+/** Options for {@linkcode serializeResponseHead}. */
+export interface SerializeResponseHeadOptions {
+  /** The reason phrase; the standard one for the status when empty or absent. */
+  statusText?: string;
+  /** How the body is delimited, from {@linkcode responseFraming}. */
+  framing: Framing;
+  /** Whether the connection closes after this response. */
+  close: boolean;
+  /** The request's minor version: HTTP/1.0 clients are told `Connection: keep-alive` explicitly. */
+  version?: 0 | 1;
+  /**
+   * For a body-less response to HEAD (or a 304), the `Content-Length` the body would have had.
+   * Ignored when the framing carries a length itself.
+   */
+  contentLength?: number;
+  /** Bytes to append after the head, so that a small response is one write. */
+  body?: Uint8Array;
+}
+
+/**
+ * Serializes a response head: status line, the handler's fields, `Date`, and the framing fields,
+ * ending with the empty line. `Content-Length`, `Transfer-Encoding`, `Connection` and `Keep-Alive`
+ * are the connection's business: the handler's values for them are replaced by what `framing` and
+ * `close` say. Field values are written as latin1, the inverse of how requests are decoded.
+ *
+ * @param status The status code, 100-999.
+ * @param headers The response's header fields.
+ * @param options Framing, connection and an optional body to append.
+ * @returns The head (and body, if given) as one byte array.
+ * @throws {RangeError} For a status outside 100-999.
+ * @throws {TypeError} For a field name or value that could break the head (CR, LF, NUL).
+ *
+ * @example
+ * ```ts
+ * import { serializeResponseHead } from "jsr:@wireserve/wireserve";
+ * const bytes = serializeResponseHead(200, new Headers({ "content-type": "text/plain" }), {
+ *   framing: { kind: "length", length: 2 },
+ *   close: false,
+ *   body: new TextEncoder().encode("hi"),
+ * });
+ * ```
+ */
+export function serializeResponseHead(
+  status: number,
+  headers: Headers | Iterable<readonly [string, string]>,
+  options: SerializeResponseHeadOptions,
+): Uint8Array {
+  if (!Number.isInteger(status) || status < 100 || status > 999) {
+    throw new RangeError(`Cannot serialize response: status ${status} is not in 100-999`);
+  }
+  const reason = options.statusText || STATUS_TEXT[status] || "";
+  let head = `HTTP/1.1 ${status} ${reason}\r\n`;
+  let hasDate = false;
+  // Headers objects validate names and values; a plain iterable must be checked here.
+  const checked = headers instanceof Headers;
+  for (const [name, value] of headers) {
+    if (HOP_BY_HOP.has(name)) continue;
+    if (!checked) checkField(name, value);
+    if (name === "date") hasDate = true;
+    head += `${name}: ${value}\r\n`;
+  }
+  if (!hasDate) head += dateLine();
+  const { framing } = options;
+  if (framing.kind === "length") head += `content-length: ${framing.length}\r\n`;
+  else if (framing.kind === "chunked") head += "transfer-encoding: chunked\r\n";
+  else if (options.contentLength !== undefined && status !== 204 && status >= 200) {
+    head += `content-length: ${options.contentLength}\r\n`;
+  }
+  if (options.close) head += "connection: close\r\n";
+  else if (options.version === 0) head += "connection: keep-alive\r\n";
+  head += "\r\n";
+  return encodeLatin1(head, options.body);
+}
+
+/** Rejects a field a handler could use to inject lines into the head. */
+function checkField(name: string, value: string): void {
+  if (!isToken(name)) throw new TypeError(`Cannot serialize header: ${JSON.stringify(name)} is not a field name`);
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    if (code > 0xff || (FIELD_VALUE[code] !== 1)) {
+      throw new TypeError(`Cannot serialize header ${name}: its value has a forbidden character`);
+    }
+  }
+}
+
+/** Encodes a latin1 string, with `tail` appended, into one new byte array. */
+function encodeLatin1(text: string, tail?: Uint8Array): Uint8Array {
+  const bytes = new Uint8Array(text.length + (tail === undefined ? 0 : tail.length));
+  const { read, written } = ASCII_ENCODER.encodeInto(text, bytes);
+  if (read !== text.length || written !== text.length) {
+    // Not ASCII: TextEncoder wrote UTF-8. Write each code point as one byte instead.
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  }
+  if (tail !== undefined) bytes.set(tail, text.length);
+  return bytes;
+}
+
+/**
+ * Encodes one chunk of a chunked body: the size in hex, CRLF, the data, CRLF. Empty data gives an
+ * empty array, because a zero-size chunk would end the body (use {@linkcode LAST_CHUNK} for that).
+ *
+ * @param data The chunk data.
+ * @returns The encoded chunk, one array.
+ *
+ * @example
+ * ```ts
+ * import { encodeChunk } from "jsr:@wireserve/wireserve";
+ * new TextDecoder().decode(encodeChunk(new TextEncoder().encode("hello"))); // "5\r\nhello\r\n"
+ * ```
+ */
+export function encodeChunk(data: Uint8Array): Uint8Array {
+  if (data.length === 0) return new Uint8Array(0);
+  const size = `${data.length.toString(16)}\r\n`;
+  const bytes = new Uint8Array(size.length + data.length + 2);
+  ASCII_ENCODER.encodeInto(size, bytes);
+  bytes.set(data, size.length);
+  bytes.set(CRLF_BYTES, size.length + data.length);
+  return bytes;
+}
+
+//#endregion
+//#region Connection driver
+
+/**
+ * One accepted connection, as a transport adapter presents it. The adapter pushes events into the
+ * {@linkcode ConnectionEvents} the server returns for it; the server calls these methods.
+ */
+export interface TransportConnection {
+  /** The client's address. */
+  readonly remoteAddr: NetAddr;
+  /** The local address the client connected to. */
+  readonly localAddr: NetAddr;
+  /** Whether the bytes travel over TLS. */
+  readonly secure: boolean;
+  /**
+   * Queues bytes for sending; the adapter takes ownership of them. Returns false once more than a
+   * high-water mark is queued: the caller should then wait for `onDrain` before writing more, so
+   * that a client that does not read cannot make the server buffer without bound.
+   */
+  write(bytes: Uint8Array): boolean;
+  /** Stops delivering `onData` until `resume()` (read backpressure). */
+  pause(): void;
+  /** Resumes delivering `onData`. */
+  resume(): void;
+  /**
+   * Sends what is queued, then half-closes. Further input is read and dropped (so the kernel does
+   * not answer it with a reset that could destroy the response in flight) until the peer closes
+   * or a short linger time passes; then `onClose` follows.
+   */
+  end(): void;
+  /** Closes at once, dropping queued bytes. `onClose` follows. */
+  destroy(): void;
+}
+
+/** What a transport adapter tells the server about one connection. */
+export interface ConnectionEvents {
+  /** Bytes arrived. The chunk is the server's from now on: the adapter never reuses its memory. */
+  onData(chunk: Uint8Array): void;
+  /** The peer half-closed: no more bytes will arrive. */
+  onEnd(): void;
+  /** The queued bytes fell below the high-water mark. */
+  onDrain(): void;
+  /** The connection is closed, by either side or by an error. Called once. */
+  onClose(): void;
+}
+
+/** The options the connection driver works with, all resolved. */
+interface DriverOptions extends Limits {
+  handler: Handler;
+  onError: (error: unknown, request: Request) => Response | Promise<Response>;
+  maxRequestsPerConnection: number;
+}
+
+/** How much of a request body the server reads and drops after a response, rather than closing. */
+const MAX_DISCARD_BYTES = 256 * 1024;
+
+/** Microtask turns to wait for a response body read before treating the body as a live stream. */
+const BODY_READ_TURNS = 12;
+
+/** Bytes of unparsed input to hold while a request is being answered, before pausing the socket. */
+const MAX_PIPELINE_BACKLOG = 64 * 1024;
+
+const EMPTY = new Uint8Array(0);
+
+/** The connection is waiting for (the rest of) a request head. */
+const READING_HEAD = 0;
+/** A request is being answered; its body may still be arriving. */
+const ANSWERING = 1;
+/** The response is sent; the rest of the request body is being read and dropped. */
+const DISCARDING_BODY = 2;
+/** Nothing more will be read or answered. */
+const CLOSED = 3;
+
+/** The state of the request body being received. */
+interface BodyState {
+  framing: Framing;
+  /** Bytes still expected, for Content-Length framing. */
+  remaining: number;
+  decoder: ChunkedDecoder | null;
+  received: number;
+  done: boolean;
+  /** The body stream handed to the handler; null when there is none (GET with a body, discarding). */
+  controller: ReadableStreamDefaultController<Uint8Array> | null;
+  expectContinue: boolean;
+  continueSent: boolean;
+  error: HttpError | null;
+}
+
+/** A response body read ahead: the chunks available at once, and whether they are all of it. */
+interface BodyPrefix {
+  chunks: Uint8Array[];
+  length: number;
+  done: boolean;
+  /** The read still in flight when `done` is false and the stream did not answer in time. */
+  pending: Promise<ReadableStreamReadResult<Uint8Array>> | null;
+  /** The reader the rest of the body comes from. */
+  reader: ReadableStreamDefaultReader<Uint8Array> | null;
+}
+
+/**
+ * The HTTP/1.1 state machine of one connection: feeds bytes to the parser, builds `Request`s,
+ * calls the handler, writes `Response`s, one request at a time and strictly in order.
+ */
+class HttpConnection implements ConnectionEvents {
+  #transport: TransportConnection;
+  #options: DriverOptions;
+  #info: ConnInfo;
+  #onClosed: (connection: HttpConnection) => void;
+  #state = READING_HEAD;
+  /** Unparsed input is `#buffer[#start, #end)`. */
+  #buffer: Uint8Array = EMPTY;
+  #start = 0;
+  #end = 0;
+  /** Whether `#buffer` was allocated here (so bytes may be appended in place). */
+  #ownBuffer = false;
+  /** Whether views into `#buffer` were handed out (so it must never be written again). */
+  #bufferShared = false;
+  /** Where the search for the head end resumes. */
+  #headScanFrom = 0;
+  /** The input length at which the incomplete request line is checked again (doubling). */
+  #nextHeadCheck = 0;
+  #body: BodyState | null = null;
+  #requestCount = 0;
+  #peerEnded = false;
+  #closeRequested = false;
+  #paused = false;
+  #backlogPaused = false;
+  /** Writes waiting to be flushed as one (pipelined responses go out together). */
+  #output: Uint8Array[] = [];
+  #outputBytes = 0;
+  #drainWaiters: Array<() => void> = [];
+  #writable = true;
+
+  constructor(
+    transport: TransportConnection,
+    options: DriverOptions,
+    onClosed: (connection: HttpConnection) => void,
+  ) {
+    this.#transport = transport;
+    this.#options = options;
+    this.#onClosed = onClosed;
+    this.#info = {
+      remoteAddr: transport.remoteAddr,
+      localAddr: transport.localAddr,
+      secure: transport.secure,
+    };
+  }
+
+  /** Whether no request is in progress: shutdown may close this connection at once. */
+  get idle(): boolean {
+    return this.#state === READING_HEAD && this.#end === this.#start;
+  }
+
+  /** Asks the connection to close: at once when idle, after the current response otherwise. */
+  close(): void {
+    this.#closeRequested = true;
+    if (this.#state === READING_HEAD) this.#closeNow();
+  }
+
+  onData(chunk: Uint8Array): void {
+    if (this.#state === CLOSED || chunk.length === 0) return;
+    let offset = 0;
+    const body = this.#body;
+    if (body !== null && !body.done && this.#end === this.#start) {
+      // Body bytes go straight from the chunk to the body stream, without a copy.
+      offset = this.#feedBody(chunk, 0, chunk.length, true);
+      if (this.#state === CLOSED) return;
+    }
+    if (offset < chunk.length) this.#append(chunk, offset);
+    if (this.#state === READING_HEAD) this.#processInput();
+    else if (this.#end - this.#start > MAX_PIPELINE_BACKLOG && !this.#backlogPaused) {
+      this.#backlogPaused = true;
+      this.#transport.pause();
+    }
+  }
+
+  onEnd(): void {
+    this.#peerEnded = true;
+    const body = this.#body;
+    if (body !== null && !body.done) {
+      this.#bodyFailed(body, new HttpError("UNEXPECTED_EOF", "Cannot read body: the client closed the connection"));
+    } else if (this.#state === READING_HEAD) {
+      // Nothing to answer, or a head cut short: there is nobody left to read an error.
+      this.#closeNow();
+    }
+  }
+
+  onDrain(): void {
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  onClose(): void {
+    this.#state = CLOSED;
+    this.#writable = false;
+    const body = this.#body;
+    if (body !== null && !body.done && body.error === null) {
+      body.error = new HttpError("UNEXPECTED_EOF", "Cannot read body: the connection closed");
+      try {
+        body.controller?.error(body.error);
+      } catch { /* the stream was already closed or errored */ }
+    }
+    this.onDrain();
+    this.#onClosed(this);
+  }
+
+  //#region input
+
+  /** Appends `chunk[offset..]` to the unparsed input. */
+  #append(chunk: Uint8Array, offset: number): void {
+    const length = chunk.length - offset;
+    if (this.#start === this.#end) {
+      // Nothing pending: parse the chunk where it lies.
+      this.#buffer = chunk;
+      this.#start = offset;
+      this.#end = chunk.length;
+      this.#ownBuffer = false;
+      this.#bufferShared = false;
+      this.#headScanFrom = offset;
+      return;
+    }
+    const pending = this.#end - this.#start;
+    if (this.#ownBuffer && !this.#bufferShared && this.#end + length <= this.#buffer.length) {
+      this.#buffer.set(chunk.subarray(offset), this.#end);
+      this.#end += length;
+      return;
+    }
+    const grown = new Uint8Array(Math.max(4096, (pending + length) * 2));
+    grown.set(this.#buffer.subarray(this.#start, this.#end));
+    grown.set(chunk.subarray(offset), pending);
+    this.#headScanFrom -= this.#start;
+    this.#nextHeadCheck -= this.#start;
+    this.#buffer = grown;
+    this.#start = 0;
+    this.#end = pending + length;
+    this.#ownBuffer = true;
+    this.#bufferShared = false;
+  }
+
+  /** Parses and answers the requests in the unparsed input, in order, until one must wait. */
+  #processInput(): void {
+    try {
+      while (this.#state === READING_HEAD) {
+        if (!this.#skipEmptyLines()) break;
+        const head = this.#parseHead();
+        if (head === null) break;
+        this.#startRequest(head);
+      }
+    } catch (error) {
+      this.#fail(error);
+    }
+    if (this.#state === READING_HEAD) {
+      this.#flush();
+      if (this.#backlogPaused) {
+        this.#backlogPaused = false;
+        this.#transport.resume();
+      }
+    }
+  }
+
+  /**
+   * RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a request line (some
+   * clients send a CRLF after a POST body). Returns false when input is exhausted.
+   */
+  #skipEmptyLines(): boolean {
+    const buffer = this.#buffer;
+    while (this.#end - this.#start >= 2 && buffer[this.#start] === CR && buffer[this.#start + 1] === LF) {
+      this.#start += 2;
+      this.#headScanFrom = this.#start;
+    }
+    if (this.#start === this.#end) {
+      if (this.#peerEnded) this.#closeNow();
+      return false;
+    }
+    return !(this.#end - this.#start === 1 && buffer[this.#start] === CR);
+  }
+
+  /** Looks for a complete head without rescanning what was searched before. */
+  #parseHead(): RequestHead | null {
+    const buffer = this.#buffer;
+    const start = this.#start;
+    const end = this.#end;
+    const limit = Math.min(end, start + this.#options.maxHeadBytes);
+    const from = Math.max(start, this.#headScanFrom - 3);
+    const headEnd = findHeadEnd(buffer, start, limit, from);
+    if (headEnd === -1) {
+      this.#headScanFrom = limit;
+      const pending = end - start;
+      // Reject a bad request line early, but re-check it only each time the input doubles.
+      if (pending > this.#options.maxHeadBytes || pending >= this.#nextHeadCheck - start) {
+        this.#nextHeadCheck = start + pending * 2;
+        parseRequestHead(buffer, start, end, this.#options);
+      }
+      if (this.#peerEnded) this.#closeNow();
+      return null;
+    }
+    const head = parseRequestHead(buffer, start, headEnd, this.#options);
+    if (head === null) throw new Error("unreachable: a complete head parsed as incomplete");
+    this.#start = headEnd;
+    this.#headScanFrom = headEnd;
+    this.#nextHeadCheck = 0;
+    return head;
+  }
+
+  /** Checks what the server can serve, sets up the body, and hands the request to the handler. */
+  #startRequest(head: RequestHead): void {
+    this.#requestCount++;
+    const { method } = head;
+    if (!SERVED_METHODS.has(method)) {
+      throw new HttpError("METHOD_NOT_IMPLEMENTED", `Cannot serve method ${JSON.stringify(method.slice(0, 32))}`);
+    }
+    const { framing } = head;
+    if (framing.kind === "length" && framing.length > this.#options.maxBodyBytes) {
+      throw new HttpError("BODY_TOO_LARGE", `Cannot read body: Content-Length ${framing.length} is over ${this.#options.maxBodyBytes}`);
+    }
+    const hasBody = framing.kind !== "none";
+    const body: BodyState | null = hasBody
+      ? {
+        framing,
+        remaining: framing.kind === "length" ? framing.length : 0,
+        decoder: framing.kind === "chunked" ? new ChunkedDecoder(this.#options) : null,
+        received: 0,
+        done: false,
+        controller: null,
+        expectContinue: head.expectContinue,
+        continueSent: false,
+        error: null,
+      }
+      : null;
+    this.#body = body;
+    this.#state = ANSWERING;
+    if (head.target === "*") {
+      // OPTIONS * asks about the server itself (RFC 9110 §9.3.7); there is no resource to hand over.
+      this.#answerAsterisk(head);
+      return;
+    }
+    const request = this.#buildRequest(head, body);
+    if (body !== null && this.#end > this.#start) {
+      this.#start += this.#feedBody(this.#buffer, this.#start, this.#end, false);
+    }
+    this.#answer(head, request).catch((error) => this.#fail(error));
+  }
+
+  /** Builds the `Request` the handler sees. */
+  #buildRequest(head: RequestHead, body: BodyState | null): Request {
+    const { target } = head;
+    let url: string;
+    if (target.charCodeAt(0) === 0x2f) {
+      const authority = head.host !== "" ? head.host : formatHost(this.#info.localAddr);
+      url = `${this.#info.secure ? "https" : "http"}://${authority}${target}`;
+    } else {
+      url = target; // absolute-form: its authority overrides Host (RFC 9112 §3.2.2)
+    }
+    // A GET or HEAD body has no meaning (RFC 9110 §9.3.1) and fetch's Request cannot carry one:
+    // it is read and dropped to keep the framing.
+    const streamBody = body !== null && head.method !== "GET" && head.method !== "HEAD";
+    const init: RequestInit & { duplex?: "half" } = { method: head.method, headers: head.headers };
+    if (streamBody) {
+      init.body = this.#bodyStream(body);
+      init.duplex = "half";
+    }
+    let request: Request;
+    try {
+      request = new Request(url, init);
+    } catch {
+      throw new HttpError("INVALID_TARGET", `Cannot build request URL from ${JSON.stringify(url.slice(0, 64))}`);
+    }
+    if (request.method !== head.method) {
+      throw new HttpError("METHOD_NOT_IMPLEMENTED", `Cannot serve method ${JSON.stringify(head.method)} on this runtime`);
+    }
+    return request;
+  }
+
+  /** The request body as a stream that asks for bytes only as the handler reads. */
+  #bodyStream(body: BodyState): ReadableStream<Uint8Array> {
+    return new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        body.controller = controller;
+      },
+      pull: () => {
+        if (body.expectContinue && !body.continueSent && !body.done && this.#writable) {
+          // RFC 9110 §10.1.1: the client waits for this before sending the body.
+          body.continueSent = true;
+          this.#send(CONTINUE_BYTES);
+          this.#flush();
+        }
+        if (this.#paused) {
+          this.#paused = false;
+          this.#transport.resume();
+        }
+      },
+      cancel: () => {
+        body.controller = null;
+        if (this.#paused) {
+          this.#paused = false;
+          this.#transport.resume();
+        }
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  /**
+   * Feeds body bytes from `buffer[start, end)`; returns how many were consumed. `fresh` says the
+   * bytes are a chunk just received, so views of it may be handed out as they are.
+   */
+  #feedBody(buffer: Uint8Array, start: number, end: number, fresh: boolean): number {
+    const body = this.#body as BodyState;
+    if (body.done || body.error !== null) return 0;
+    const pieces: Uint8Array[] = [];
+    let consumed: number;
+    try {
+      if (body.decoder === null) {
+        consumed = Math.min(body.remaining, end - start);
+        pieces.push(buffer.subarray(start, start + consumed));
+        body.remaining -= consumed;
+        body.done = body.remaining === 0;
+      } else {
+        consumed = body.decoder.decode(buffer, start, end, pieces);
+        body.done = body.decoder.done;
+      }
+    } catch (error) {
+      this.#bodyFailed(body, error as HttpError);
+      return end - start;
+    }
+    if (!fresh) this.#bufferShared = true;
+    for (const piece of pieces) body.received += piece.length;
+    if (body.received > this.#options.maxBodyBytes) {
+      this.#bodyFailed(body, new HttpError("BODY_TOO_LARGE", `Cannot read body: more than ${this.#options.maxBodyBytes} bytes`));
+      return end - start;
+    }
+    const controller = body.controller;
+    if (controller !== null) {
+      try {
+        for (const piece of pieces) if (piece.length > 0) controller.enqueue(piece);
+        if (body.done) controller.close();
+      } catch { /* the handler cancelled the stream; the bytes are dropped */ }
+      if (!body.done && (controller.desiredSize ?? 0) < 0 && !this.#paused) {
+        // The handler is not reading: stop reading the socket until it does.
+        this.#paused = true;
+        this.#transport.pause();
+      }
+    }
+    if (body.done) this.#bodyFinished();
+    return consumed;
+  }
+
+  /** The request body is complete: if the response is already sent, go on to the next request. */
+  #bodyFinished(): void {
+    if (this.#state === DISCARDING_BODY) {
+      this.#body = null;
+      this.#state = READING_HEAD;
+      queueMicrotask(() => this.#processInput());
+    }
+  }
+
+  /** The request body broke a rule or was cut off. */
+  #bodyFailed(body: BodyState, error: HttpError): void {
+    body.error = error;
+    body.done = true;
+    try {
+      body.controller?.error(error);
+    } catch { /* already closed */ }
+    if (this.#state === DISCARDING_BODY) {
+      this.#closeNow();
+    } else if (this.#peerEnded && error.code === "UNEXPECTED_EOF") {
+      // Nobody is left to read an answer.
+      this.#closeNow();
+    }
+    // While answering, #answer sees body.error and sends its status instead of the handler's.
+  }
+
+  //#endregion
+  //#region output
+
+  /** Calls the handler and writes its response, or the error that replaces it. */
+  async #answer(head: RequestHead, request: Request): Promise<void> {
+    let response: Response;
+    try {
+      const result = this.#options.handler(request, this.#info);
+      if (result instanceof Promise) {
+        this.#flush(); // earlier pipelined responses should not wait for a slow handler
+        response = await result;
+      } else {
+        response = result;
+      }
+      if (!(response instanceof Response)) {
+        throw new TypeError(`Cannot send response: the handler returned ${typeof response}, not a Response`);
+      }
+    } catch (error) {
+      response = await this.#handlerFailed(error, request);
+    }
+    const body = this.#body;
+    if (body !== null && body.error !== null) {
+      // The request was broken (body too large, bad chunk): that is the answer, not the handler's.
+      await response.body?.cancel().catch(() => {});
+      this.#fail(body.error);
+      return;
+    }
+    if (this.#state === CLOSED) {
+      await response.body?.cancel().catch(() => {});
+      return;
+    }
+    await this.#writeResponse(head, response);
+    this.#finishExchange();
+  }
+
+  /** Turns a handler failure into a response via `onError`, or a plain 500 if that fails too. */
+  async #handlerFailed(error: unknown, request: Request): Promise<Response> {
+    try {
+      const response = await this.#options.onError(error, request);
+      if (response instanceof Response) return response;
+    } catch { /* fall through to the plain 500 */ }
+    return plainResponse(500);
+  }
+
+  /** Decides whether this exchange keeps the connection open. */
+  #keepAlive(head: RequestHead): boolean {
+    if (!head.keepAlive || this.#peerEnded || this.#closeRequested) return false;
+    if (this.#requestCount >= this.#options.maxRequestsPerConnection) return false;
+    const body = this.#body;
+    if (body === null || body.done) return true;
+    // Unread body left: read and drop a little of it, or close rather than wait for a lot.
+    if (body.expectContinue && !body.continueSent) return false;
+    if (body.decoder !== null) return false;
+    return body.remaining <= MAX_DISCARD_BYTES;
+  }
+
+  /** Writes a handler's response with the framing it calls for. */
+  async #writeResponse(head: RequestHead, response: Response): Promise<void> {
+    const keepAlive = this.#keepAlive(head);
+    const status = response.status;
+    const headers = response.headers;
+    const stream = response.body;
+    const bodyless = head.method === "HEAD" || status < 200 || status === 204 || status === 304;
+    const prefix: BodyPrefix = stream === null
+      ? { chunks: [], length: 0, done: true, pending: null, reader: null }
+      : await readAvailable(stream.getReader());
+    let bodyLength: number | null = prefix.done ? prefix.length : null;
+    let declaredLength: number | undefined;
+    if (bodyLength === null) {
+      // A stream with a declared length (a file, say) keeps it; the driver holds it to that length.
+      const declared = headers.get("content-length");
+      if (declared !== null) {
+        try {
+          declaredLength = parseContentLength(declared);
+          bodyLength = declaredLength;
+        } catch { /* not a usable length: send chunked */ }
+      }
+    }
+    const { framing, close } = responseFraming({
+      method: head.method,
+      version: head.version,
+      keepAlive,
+      status,
+      bodyLength,
+    });
+    const headOptions: SerializeResponseHeadOptions = {
+      statusText: response.statusText,
+      framing,
+      close,
+      version: head.version,
+    };
+    if (bodyless) {
+      if (head.method === "HEAD" && bodyLength !== null) headOptions.contentLength = bodyLength;
+      if (stream !== null) await stream.cancel().catch(() => {});
+      this.#send(serializeResponseHead(status, headers, headOptions));
+      this.#closeRequested ||= close;
+      return;
+    }
+    this.#closeRequested ||= close;
+    if (prefix.done) {
+      headOptions.body = prefix.chunks.length === 1 ? prefix.chunks[0] : concat(prefix.chunks, prefix.length);
+      this.#send(serializeResponseHead(status, headers, headOptions));
+      return;
+    }
+    // A live stream: send as it comes, with backpressure.
+    this.#send(serializeResponseHead(status, headers, headOptions));
+    await this.#streamBody(prefix, framing, declaredLength);
+  }
+
+  /** Sends a response body of unknown length chunk by chunk, waiting whenever the client lags. */
+  async #streamBody(prefix: BodyPrefix, framing: Framing, declaredLength: number | undefined): Promise<void> {
+    const reader = prefix.reader as ReadableStreamDefaultReader<Uint8Array>;
+    let sent = 0;
+    const sendPiece = async (piece: Uint8Array): Promise<boolean> => {
+      if (!(piece instanceof Uint8Array)) {
+        throw new TypeError("Cannot send response body: a chunk is not a Uint8Array");
+      }
+      if (piece.length === 0) return true;
+      sent += piece.length;
+      if (declaredLength !== undefined && sent > declaredLength) {
+        throw new TypeError(`Cannot send response body: longer than its Content-Length ${declaredLength}`);
+      }
+      this.#send(framing.kind === "chunked" ? encodeChunk(piece) : piece);
+      return await this.#flushAndWait();
+    };
+    try {
+      for (const piece of prefix.chunks) if (!await sendPiece(piece)) throw new Error("closed");
+      let pending = prefix.pending;
+      while (true) {
+        const result = await (pending ?? reader.read());
+        pending = null;
+        if (result.done) break;
+        if (!await sendPiece(result.value)) throw new Error("closed");
+      }
+      if (declaredLength !== undefined && sent !== declaredLength) {
+        throw new TypeError(`Cannot send response body: ${sent} bytes, but Content-Length is ${declaredLength}`);
+      }
+      if (framing.kind === "chunked") this.#send(LAST_CHUNK);
+      if (framing.kind === "close") this.#closeRequested = true;
+    } catch (error) {
+      // The body failed or the client left: the message cannot be completed, so the connection ends
+      // without a proper end of body, which tells the client the response is incomplete.
+      reader.cancel(error).catch(() => {});
+      if (this.#state !== CLOSED && !(error instanceof Error && error.message === "closed")) {
+        console.error("wireserve: response body stream failed:", error);
+      }
+      this.#destroy();
+    }
+  }
+
+  /** After a response: close, drop the rest of the body, or read the next request. */
+  #finishExchange(): void {
+    if (this.#state === CLOSED) return;
+    if (this.#closeRequested) {
+      this.#closeNow();
+      return;
+    }
+    const body = this.#body;
+    if (body !== null && !body.done) {
+      body.controller = null;
+      this.#state = DISCARDING_BODY;
+      if (this.#paused) {
+        this.#paused = false;
+        this.#transport.resume();
+      }
+      return;
+    }
+    this.#body = null;
+    this.#state = READING_HEAD;
+    this.#processInput();
+  }
+
+  /** Answers `OPTIONS *` for the server as a whole. */
+  #answerAsterisk(head: RequestHead): void {
+    const keepAlive = this.#keepAlive(head);
+    const headers = new Headers({ allow: ALLOWED_METHODS_HEADER });
+    this.#send(serializeResponseHead(204, headers, { framing: NO_BODY, close: !keepAlive, version: head.version }));
+    this.#closeRequested ||= !keepAlive;
+    this.#finishExchange();
+  }
+
+  /** Answers a protocol violation with its status, then closes: nothing after it is trusted. */
+  #fail(error: unknown): void {
+    if (this.#state === CLOSED) return;
+    if (!(error instanceof HttpError)) {
+      console.error("wireserve: connection failed:", error);
+      this.#destroy();
+      return;
+    }
+    const response = errorResponseBytes(error.status);
+    this.#state = CLOSED;
+    this.#send(response);
+    this.#flush();
+    this.#transport.end();
+  }
+
+  /** Queues bytes; they go out at the next flush. */
+  #send(bytes: Uint8Array): void {
+    this.#output.push(bytes);
+    this.#outputBytes += bytes.length;
+  }
+
+  /** Writes the queued bytes as one write. Returns false when the transport asks to wait. */
+  #flush(): boolean {
+    const output = this.#output;
+    if (output.length === 0 || !this.#writable) return this.#writable;
+    const bytes = output.length === 1 ? output[0] : concat(output, this.#outputBytes);
+    this.#output = [];
+    this.#outputBytes = 0;
+    return this.#transport.write(bytes);
+  }
+
+  /** Flushes and waits for the transport to drain if it asks to. Resolves false once closed. */
+  async #flushAndWait(): Promise<boolean> {
+    if (this.#flush()) return this.#writable;
+    await new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
+    return this.#writable;
+  }
+
+  /** Flushes and half-closes. */
+  #closeNow(): void {
+    if (this.#state === CLOSED) return;
+    this.#state = CLOSED;
+    this.#flush();
+    this.#transport.end();
+  }
+
+  /** Drops the connection without ceremony. */
+  #destroy(): void {
+    this.#state = CLOSED;
+    this.#writable = false;
+    this.#transport.destroy();
+  }
+
+  //#endregion
+}
+
+/** Reads what a response body has ready within a few microtask turns, without waiting for I/O. */
+async function readAvailable(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<BodyPrefix> {
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  while (true) {
+    let settled = false;
+    const read = reader.read();
+    read.then(() => settled = true, () => settled = true);
+    for (let turn = 0; turn < BODY_READ_TURNS && !settled; turn++) await undefined;
+    if (!settled) return { chunks, length, done: false, pending: read, reader };
+    const result = await read;
+    if (result.done) return { chunks, length, done: true, pending: null, reader };
+    const value = result.value;
+    if (!(value instanceof Uint8Array)) {
+      throw new TypeError("Cannot send response body: a chunk is not a Uint8Array");
+    }
+    chunks.push(value);
+    length += value.length;
+    if (length > MAX_PIPELINE_BACKLOG * 16) return { chunks, length, done: false, pending: null, reader };
+  }
+}
+
+/** Concatenates byte arrays of known total length. */
+function concat(pieces: Uint8Array[], length: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  let offset = 0;
+  for (const piece of pieces) {
+    bytes.set(piece, offset);
+    offset += piece.length;
+  }
+  return bytes;
+}
+
+/** `host` or `[v6]:port`, for URLs. */
+function formatHost(addr: NetAddr): string {
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  return `${host}:${addr.port}`;
+}
+
+/** A short plain-text response, for errors and the default 500. */
+function plainResponse(status: number): Response {
+  return new Response(`${status} ${STATUS_TEXT[status] ?? ""}\n`, {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8" },
+  });
+}
+
+/** The bytes of an error response with `Connection: close`; the body never echoes the request. */
+function errorResponseBytes(status: number): Uint8Array {
+  const body = ASCII_ENCODER.encode(`${status} ${STATUS_TEXT[status] ?? ""}\n`);
+  return serializeResponseHead(status, [["content-type", "text/plain; charset=utf-8"]], {
+    framing: { kind: "length", length: body.length },
+    close: true,
+    body,
+  });
+}
+
+//#endregion
+//#region Transport adapters
+
+/** Where and how to listen. */
+export interface ListenOptions {
+  /** The address to bind. */
+  hostname: string;
+  /** The port to bind; 0 picks a free one. */
+  port: number;
+}
+
+/** A listening socket, as a transport adapter presents it. */
+export interface TransportListener {
+  /** The bound address (with the real port when 0 was asked for). */
+  readonly addr: NetAddr;
+  /** Stops accepting connections; open ones are not touched. */
+  close(): void;
+}
+
+/**
+ * A transport adapter: listens, and for each accepted connection calls `accept`, which returns the
+ * events to deliver for it. This is the only part of wireserve that knows which runtime it is on.
+ */
+export type Transport = (
+  options: ListenOptions,
+  accept: (connection: TransportConnection) => ConnectionEvents,
+) => TransportListener | Promise<TransportListener>;
+
+/** The name of a built-in transport adapter. */
+export type TransportName = "deno" | "bun" | "node";
+
+/** Bytes queued for a client before `write` asks the driver to wait (as Node's default). */
+const WRITE_HIGH_WATER = 64 * 1024;
+/** How long a closing connection keeps reading and dropping input before it is torn down. */
+const LINGER_MILLISECONDS = 2000;
+/** Size of the buffer Deno reads into. */
+const READ_BUFFER_BYTES = 64 * 1024;
+
+/** Events for a connection the server turned away: everything is ignored. */
+const IGNORED_EVENTS: ConnectionEvents = {
+  onData() {},
+  onEnd() {},
+  onDrain() {},
+  onClose() {},
+};
+
+// The few runtime APIs used, declared structurally: no @types packages, and each runtime's own
+// declarations stay compatible with these.
+
+interface DenoAddr {
+  hostname: string;
+  port: number;
+}
+interface DenoConn {
+  readonly remoteAddr: DenoAddr;
+  readonly localAddr: DenoAddr;
+  read(buffer: Uint8Array): Promise<number | null>;
+  write(bytes: Uint8Array): Promise<number>;
+  closeWrite(): Promise<void>;
+  close(): void;
+  setNoDelay?(noDelay?: boolean): void;
+}
+interface DenoListener extends AsyncIterable<DenoConn> {
+  readonly addr: DenoAddr;
+  close(): void;
+}
+interface DenoNamespace {
+  listen(options: { hostname: string; port: number; transport: "tcp" }): DenoListener;
+}
+
+interface BunSocket {
+  data: BunConnection;
+  readonly remoteAddress: string;
+  readonly remotePort?: number;
+  readonly localAddress?: string;
+  readonly localPort: number;
+  write(bytes: Uint8Array): number;
+  shutdown(): void;
+  end(): void;
+  terminate(): void;
+  pause(): void;
+  resume(): void;
+  setNoDelay?(noDelay?: boolean): void;
+}
+interface BunListener {
+  readonly hostname: string;
+  readonly port: number;
+  stop(closeActive?: boolean): void;
+}
+interface BunNamespace {
+  listen(options: {
+    hostname: string;
+    port: number;
+    allowHalfOpen: boolean;
+    socket: {
+      open(socket: BunSocket): void;
+      data(socket: BunSocket, chunk: Uint8Array): void;
+      drain(socket: BunSocket): void;
+      end(socket: BunSocket): void;
+      close(socket: BunSocket): void;
+      error(socket: BunSocket, error: Error): void;
+    };
+  }): BunListener;
+}
+
+/** The runtime globals, typed as far as this file uses them. */
+const RUNTIME = globalThis as unknown as { Deno?: DenoNamespace; Bun?: BunNamespace };
+
+/** Which runtime this is. Bun first, then Deno: both also define `process`, as Node does. */
+function detectRuntime(): TransportName {
+  if (RUNTIME.Bun !== undefined) return "bun";
+  if (RUNTIME.Deno !== undefined) return "deno";
+  return "node";
+}
+
+/** Deno: a pull loop over `conn.read`, and a write loop that finishes Deno's partial writes. */
+const listenDeno: Transport = (options, accept) => {
+  const deno = RUNTIME.Deno;
+  if (deno === undefined) throw new TypeError("Cannot listen with the deno transport: Deno is not available");
+  const listener = deno.listen({ hostname: options.hostname, port: options.port, transport: "tcp" });
+  (async () => {
+    for await (const conn of listener) {
+      const connection = new DenoConnection(conn);
+      connection.start(accept(connection));
+    }
+  })().catch(() => {/* the listener was closed */});
+  return {
+    addr: toNetAddr(listener.addr.hostname, listener.addr.port),
+    close: () => {
+      try {
+        listener.close();
+      } catch { /* already closed */ }
+    },
+  };
+};
+
+class DenoConnection implements TransportConnection {
+  readonly remoteAddr: NetAddr;
+  readonly localAddr: NetAddr;
+  readonly secure = false;
+  #conn: DenoConn;
+  #events: ConnectionEvents = IGNORED_EVENTS;
+  #queue: Uint8Array[] = [];
+  #queuedBytes = 0;
+  #writing = false;
+  #ending = false;
+  #closed = false;
+  #paused = false;
+  #wake: (() => void) | null = null;
+  #linger: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(conn: DenoConn) {
+    this.#conn = conn;
+    this.remoteAddr = toNetAddr(conn.remoteAddr.hostname, conn.remoteAddr.port);
+    this.localAddr = toNetAddr(conn.localAddr.hostname, conn.localAddr.port);
+    try {
+      conn.setNoDelay?.(true);
+    } catch { /* not a TCP socket */ }
+  }
+
+  start(events: ConnectionEvents): void {
+    this.#events = events;
+    this.#readLoop();
+  }
+
+  async #readLoop(): Promise<void> {
+    const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    while (!this.#closed) {
+      if (this.#paused && !this.#ending) await new Promise<void>((resolve) => this.#wake = resolve);
+      if (this.#closed) return;
+      let count: number | null;
+      try {
+        count = await this.#conn.read(buffer);
+      } catch {
+        count = null;
+      }
+      if (this.#closed) return;
+      if (count === null) {
+        if (this.#ending) this.#close();
+        else this.#events.onEnd();
+        return;
+      }
+      // A copy of what arrived: the driver may keep views of it while this buffer is read into again.
+      if (!this.#ending) this.#events.onData(buffer.slice(0, count));
+    }
+  }
+
+  write(bytes: Uint8Array): boolean {
+    if (this.#closed || this.#ending) return false;
+    this.#queue.push(bytes);
+    this.#queuedBytes += bytes.length;
+    if (!this.#writing) this.#writeLoop();
+    return this.#queuedBytes < WRITE_HIGH_WATER;
+  }
+
+  async #writeLoop(): Promise<void> {
+    this.#writing = true;
+    try {
+      while (this.#queue.length > 0 && !this.#closed) {
+        const queue = this.#queue;
+        const bytes = queue.length === 1 ? queue[0] : concat(queue, this.#queuedBytes);
+        this.#queue = [];
+        for (let offset = 0; offset < bytes.length;) offset += await this.#conn.write(bytes.subarray(offset));
+        this.#queuedBytes -= bytes.length;
+        this.#events.onDrain();
+      }
+    } catch {
+      this.#close();
+    }
+    this.#writing = false;
+    if (this.#ending && !this.#closed) this.#halfClose();
+  }
+
+  pause(): void {
+    this.#paused = true;
+  }
+
+  resume(): void {
+    this.#paused = false;
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  end(): void {
+    if (this.#ending || this.#closed) return;
+    this.#ending = true;
+    this.resume();
+    if (!this.#writing) this.#halfClose();
+  }
+
+  #halfClose(): void {
+    this.#linger = setTimeout(() => this.#close(), LINGER_MILLISECONDS);
+    this.#conn.closeWrite().catch(() => this.#close());
+  }
+
+  destroy(): void {
+    this.#close();
+  }
+
+  #close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#linger);
+    try {
+      this.#conn.close();
+    } catch { /* already closed */ }
+    this.resume();
+    this.#events.onClose();
+  }
+}
+
+/** Bun: its socket handlers push events; its writes are unbuffered, so the rest is queued here. */
+const listenBun: Transport = (options, accept) => {
+  const bun = RUNTIME.Bun;
+  if (bun === undefined) throw new TypeError("Cannot listen with the bun transport: Bun is not available");
+  const listener = bun.listen({
+    hostname: options.hostname,
+    port: options.port,
+    // Half-open: a client may send its request and FIN, and still deserves the response.
+    allowHalfOpen: true,
+    socket: {
+      open(socket) {
+        const connection = new BunConnection(socket);
+        socket.data = connection;
+        connection.events = accept(connection);
+      },
+      data: (socket, chunk) => socket.data.onData(chunk),
+      drain: (socket) => socket.data.onWritable(),
+      end: (socket) => socket.data.onPeerEnd(),
+      close: (socket) => socket.data.onClosed(),
+      error() {/* close follows */},
+    },
+  });
+  return {
+    addr: toNetAddr(listener.hostname, listener.port),
+    close: () => listener.stop(false),
+  };
+};
+
+class BunConnection implements TransportConnection {
+  readonly remoteAddr: NetAddr;
+  readonly localAddr: NetAddr;
+  readonly secure = false;
+  events: ConnectionEvents = IGNORED_EVENTS;
+  #socket: BunSocket;
+  #queue: Uint8Array[] = [];
+  #queuedBytes = 0;
+  #ending = false;
+  #closed = false;
+  #linger: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(socket: BunSocket) {
+    this.#socket = socket;
+    this.remoteAddr = toNetAddr(socket.remoteAddress, socket.remotePort ?? 0);
+    this.localAddr = toNetAddr(socket.localAddress ?? "", socket.localPort);
+    try {
+      socket.setNoDelay?.(true);
+    } catch { /* not supported */ }
+  }
+
+  onData(chunk: Uint8Array): void {
+    if (!this.#ending) this.events.onData(chunk);
+  }
+
+  onPeerEnd(): void {
+    if (this.#ending) this.#socket.end();
+    else this.events.onEnd();
+  }
+
+  onClosed(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#linger);
+    this.events.onClose();
+  }
+
+  /** Bun says the socket may take more bytes: send what is queued. */
+  onWritable(): void {
+    const queue = this.#queue;
+    while (queue.length > 0) {
+      const bytes = queue[0];
+      const written = this.#socket.write(bytes);
+      if (written < 0) return;
+      this.#queuedBytes -= written;
+      if (written < bytes.length) {
+        queue[0] = bytes.subarray(written);
+        return;
+      }
+      queue.shift();
+    }
+    if (this.#ending) this.#halfClose();
+    else this.events.onDrain();
+  }
+
+  write(bytes: Uint8Array): boolean {
+    if (this.#closed || this.#ending) return false;
+    if (this.#queue.length === 0) {
+      const written = this.#socket.write(bytes);
+      if (written === bytes.length) return true;
+      if (written < 0) return false;
+      bytes = bytes.subarray(written);
+    }
+    this.#queue.push(bytes);
+    this.#queuedBytes += bytes.length;
+    return this.#queuedBytes < WRITE_HIGH_WATER;
+  }
+
+  pause(): void {
+    this.#socket.pause();
+  }
+
+  resume(): void {
+    this.#socket.resume();
+  }
+
+  end(): void {
+    if (this.#ending || this.#closed) return;
+    this.#ending = true;
+    this.#socket.resume();
+    if (this.#queue.length === 0) this.#halfClose();
+  }
+
+  #halfClose(): void {
+    // shutdown() sends FIN and keeps reading; Bun's end() would close at once and could reset.
+    this.#socket.shutdown();
+    this.#linger = setTimeout(() => this.#socket.end(), LINGER_MILLISECONDS);
+  }
+
+  destroy(): void {
+    if (this.#closed) return;
+    this.#socket.terminate();
+  }
+}
+
+/** Node (and any runtime's `node:net`): streams with `write() === false` and `'drain'`. */
+const listenNode: Transport = (options, accept) => {
+  const server = nodeNet.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+    const connection = new NodeConnection(socket);
+    connection.start(accept(connection));
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ host: options.hostname, port: options.port }, () => {
+      server.off("error", reject);
+      const address = server.address() as nodeNet.AddressInfo;
+      resolve({
+        addr: toNetAddr(address.address, address.port),
+        close: () => server.close(),
+      });
+    });
+  });
+};
+
+class NodeConnection implements TransportConnection {
+  readonly remoteAddr: NetAddr;
+  readonly localAddr: NetAddr;
+  readonly secure = false;
+  #socket: nodeNet.Socket;
+  #ending = false;
+  #linger: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(socket: nodeNet.Socket) {
+    this.#socket = socket;
+    this.remoteAddr = toNetAddr(socket.remoteAddress ?? "", socket.remotePort ?? 0);
+    this.localAddr = toNetAddr(socket.localAddress ?? "", socket.localPort ?? 0);
+  }
+
+  start(events: ConnectionEvents): void {
+    const socket = this.#socket;
+    socket.on("data", (chunk: Uint8Array) => {
+      if (!this.#ending) events.onData(chunk);
+    });
+    socket.on("end", () => {
+      if (this.#ending) socket.destroy();
+      else events.onEnd();
+    });
+    socket.on("drain", () => events.onDrain());
+    socket.on("error", () => {/* close follows */});
+    socket.on("close", () => {
+      clearTimeout(this.#linger);
+      events.onClose();
+    });
+  }
+
+  write(bytes: Uint8Array): boolean {
+    if (this.#ending || this.#socket.destroyed) return false;
+    return this.#socket.write(bytes);
+  }
+
+  pause(): void {
+    this.#socket.pause();
+  }
+
+  resume(): void {
+    this.#socket.resume();
+  }
+
+  end(): void {
+    if (this.#ending) return;
+    this.#ending = true;
+    this.#socket.resume();
+    this.#socket.end();
+    this.#linger = setTimeout(() => this.#socket.destroy(), LINGER_MILLISECONDS);
+  }
+
+  destroy(): void {
+    this.#socket.destroy();
+  }
+}
+
+/** The built-in transports by name. */
+const TRANSPORTS: Readonly<Record<TransportName, Transport>> = {
+  deno: listenDeno,
+  bun: listenBun,
+  node: listenNode,
+};
+
+/** A NetAddr with the IPv4-mapped IPv6 prefix removed, as Deno.serve reports addresses. */
+function toNetAddr(hostname: string, port: number): NetAddr {
+  return {
+    hostname: hostname.startsWith("::ffff:") && hostname.includes(".") ? hostname.slice(7) : hostname,
+    port,
+    transport: "tcp",
+  };
+}
+
+//#endregion
+//#region serve()
+
+/** Options for {@linkcode serve}. The limits of {@linkcode Limits} are options too. */
+export interface ServeOptions extends Partial<Limits> {
+  /**
+   * The port to listen on; 0 picks a free one.
+   * @default {8080}
+   */
+  port?: number;
+  /**
+   * The address to listen on.
+   * @default {"0.0.0.0"}
+   */
+  hostname?: string;
+  /** Aborting it shuts the server down, as {@linkcode Server.shutdown} does. */
+  signal?: AbortSignal;
+  /** Called once the server listens, with the bound address. */
+  onListen?: (addr: NetAddr) => void;
+  /**
+   * Turns an exception thrown by the handler (or a value that is not a `Response`) into a
+   * response. The default logs the error and answers a plain 500, with no details.
+   */
+  onError?: (error: unknown, request: Request) => Response | Promise<Response>;
+  /**
+   * The transport adapter: a built-in one by name, or your own. Defaults to the runtime's own
+   * (`Bun.listen`, `Deno.listen`, or `node:net`); `"node"` works on all three runtimes.
+   */
+  transport?: TransportName | Transport;
+  /**
+   * Requests served on one connection before it is closed.
+   * @default {1000}
+   */
+  maxRequestsPerConnection?: number;
+  /**
+   * Open connections. Past it, a new connection is answered 503 and closed at once.
+   * @default {10000}
+   */
+  maxConnections?: number;
+}
+
+/** A running server, returned by {@linkcode serve}. */
+export interface Server {
+  /**
+   * The bound address. Deno and Bun bind at once; `node:net` binds asynchronously, so before
+   * `ready` resolves there this throws.
+   */
+  readonly addr: NetAddr;
+  /** Resolves with the bound address once the server listens; rejects if it cannot listen. */
+  readonly ready: Promise<NetAddr>;
+  /** Resolves once the server has shut down and every connection is closed. */
+  readonly finished: Promise<void>;
+  /**
+   * Stops accepting connections, closes idle ones at once, lets requests in progress finish
+   * (their responses carry `Connection: close`), and resolves when all connections are closed.
+   */
+  shutdown(): Promise<void>;
+}
+
+const DEFAULT_PORT = 8080;
+const DEFAULT_HOSTNAME = "0.0.0.0";
+
+/** Logs a handler error and answers a plain 500: details belong in the log, not the response. */
+function defaultOnError(error: unknown): Response {
+  console.error("wireserve: handler failed:", error);
+  return plainResponse(500);
+}
+
+/** Checks that a numeric option is a whole number in range. */
+function checkInteger(name: string, value: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new RangeError(`Cannot serve: ${name} must be an integer from ${min} to ${max}, got ${value}`);
+  }
+  return value;
+}
+
+/**
+ * Serves HTTP/1.1 on a TCP port: each request goes to `handler`, whose `Response` is sent back.
+ *
+ * @param options Where to listen, limits, hooks; see {@linkcode ServeOptions}.
+ * @param handler Answers each request.
+ * @returns The running server.
+ *
+ * @example Serving on a free port, then shutting down
+ * ```ts
+ * import { serve } from "jsr:@wireserve/wireserve";
+ * const server = serve({ port: 0, hostname: "127.0.0.1" }, () => new Response("hi"));
+ * const { port } = await server.ready;
+ * const response = await fetch(`http://127.0.0.1:${port}/`);
+ * console.log(await response.text()); // "hi"
+ * await server.shutdown();
+ * ```
+ */
+export function serve(options: ServeOptions, handler: Handler): Server;
+/**
+ * Serves HTTP/1.1 on port 8080 with the default options.
+ *
+ * @param handler Answers each request.
+ * @returns The running server.
+ */
+export function serve(handler: Handler): Server;
+export function serve(first: ServeOptions | Handler, second?: Handler): Server {
+  const options: ServeOptions = typeof first === "function" ? {} : first;
+  const handler = typeof first === "function" ? first : second;
+  if (typeof handler !== "function") throw new TypeError("Cannot serve: the handler is not a function");
+  const limits = resolveLimits(options);
+  for (const [name, value] of Object.entries(limits)) checkInteger(name, value, 1);
+  const port = checkInteger("port", options.port ?? DEFAULT_PORT, 0, 65535);
+  const hostname = options.hostname ?? DEFAULT_HOSTNAME;
+  const maxConnections = checkInteger("maxConnections", options.maxConnections ?? 10_000, 1);
+  const driverOptions: DriverOptions = {
+    ...limits,
+    handler,
+    onError: options.onError ?? defaultOnError,
+    maxRequestsPerConnection: checkInteger("maxRequestsPerConnection", options.maxRequestsPerConnection ?? 1000, 1),
+  };
+  const transport = typeof options.transport === "function"
+    ? options.transport
+    : TRANSPORTS[options.transport ?? detectRuntime()];
+  if (transport === undefined) throw new TypeError(`Cannot serve: unknown transport ${String(options.transport)}`);
+
+  const connections = new Set<HttpConnection>();
+  let listener: TransportListener | null = null;
+  let shuttingDown = false;
+  let resolveFinished!: () => void;
+  const finished = new Promise<void>((resolve) => resolveFinished = resolve);
+  const checkFinished = () => {
+    if (shuttingDown && listener !== null && connections.size === 0) resolveFinished();
+  };
+  const onClosed = (connection: HttpConnection) => {
+    connections.delete(connection);
+    checkFinished();
+  };
+  const accept = (connection: TransportConnection): ConnectionEvents => {
+    if (shuttingDown) {
+      connection.destroy();
+      return IGNORED_EVENTS;
+    }
+    if (connections.size >= maxConnections) {
+      connection.write(SERVICE_UNAVAILABLE);
+      connection.end();
+      return IGNORED_EVENTS;
+    }
+    const httpConnection = new HttpConnection(connection, driverOptions, onClosed);
+    connections.add(httpConnection);
+    return httpConnection;
+  };
+  const bound = (result: TransportListener): NetAddr => {
+    listener = result;
+    options.onListen?.(result.addr);
+    if (shuttingDown) closeAll();
+    return result.addr;
+  };
+  const closeAll = () => {
+    listener?.close();
+    for (const connection of connections) connection.close();
+    checkFinished();
+  };
+
+  // Deno and Bun bind synchronously (and throw, as Deno.serve does, if they cannot); node:net
+  // reports the result later.
+  const listening = transport({ hostname, port }, accept);
+  const ready = listening instanceof Promise ? listening.then(bound) : Promise.resolve(bound(listening));
+  const shutdown = (): Promise<void> => {
+    if (!shuttingDown) {
+      shuttingDown = true;
+      if (listener !== null) closeAll();
+    }
+    return finished;
+  };
+  if (options.signal !== undefined) {
+    if (options.signal.aborted) shutdown();
+    else options.signal.addEventListener("abort", () => shutdown(), { once: true });
+  }
+  return {
+    get addr(): NetAddr {
+      if (listener === null) throw new Error("Cannot read addr: the server is not listening yet, await server.ready");
+      return listener.addr;
+    },
+    ready,
+    finished,
+    shutdown,
+  };
+}
+
+/** The answer to a connection over `maxConnections`. */
+const SERVICE_UNAVAILABLE = errorResponseBytes(503);
+
+//#endregion
+//#region CLI
+
+/** The pages of the tutorial's demo site. */
+const DEMO_PAGES: Readonly<Record<string, { title: string; body: string }>> = {
+  "/": {
+    title: "Hello from wireserve",
+    body: `<p>This page came over a raw TCP socket, parsed and answered by one TypeScript file.</p>
+<p><a href="/about">About this server</a></p>`,
+  },
+  "/about": {
+    title: "About",
+    body: `<p>wireserve is a strict HTTP/1.1 server written from the wire up. It runs unchanged on
+Deno, Bun and Node.</p>
+<p><a href="/">Home</a></p>`,
+  },
+};
+
+/** Renders a small HTML page. */
+function htmlPage(title: string, body: string): string {
+  return `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>${title}</title></head>
+<body>
+<h1>${title}</h1>
+${body}
+</body>
+</html>
+`;
+}
+
+/**
+ * The demo site from the original tutorial: `/`, `/about`, and a 404 page for anything else.
+ *
+ * @param request The request.
+ * @returns The page, 404, or 405 for a method other than GET and HEAD.
+ *
+ * @example
+ * ```ts
+ * import { demoHandler, serve } from "jsr:@wireserve/wireserve";
+ * serve({ port: 8080 }, demoHandler);
+ * ```
+ */
+export function demoHandler(request: Request): Response {
+  const html = { "content-type": "text/html; charset=utf-8" };
+  if (request.method !== "GET" && request.method !== "HEAD") {
+    return new Response("405 Method Not Allowed\n", {
+      status: 405,
+      headers: { allow: "GET, HEAD", "content-type": "text/plain; charset=utf-8" },
+    });
+  }
+  const page = DEMO_PAGES[new URL(request.url).pathname];
+  if (page === undefined) {
+    return new Response(htmlPage("404 Not Found", `<p>There is nothing here. <a href="/">Home</a></p>`), {
+      status: 404,
+      headers: html,
+    });
+  }
+  return new Response(htmlPage(page.title, page.body), { headers: html });
+}
+
+interface ProcessLike {
+  argv: string[];
+  exitCode?: number;
+  on(signal: string, listener: () => void): void;
+  off(signal: string, listener: () => void): void;
+}
+
+const USAGE = `Usage: wireserve [--port PORT] [--host HOSTNAME]
+
+Serves the demo site: / (hello), /about, and a 404 page for anything else.
+
+  --port PORT       port to listen on (default 8080; 0 picks a free one)
+  --host HOSTNAME   address to listen on (default 0.0.0.0)
+  -h, --help        show this help
+`;
+
+/** Parses the command line; returns null after printing an error or the help. */
+function parseArguments(args: string[]): { port: number; hostname: string } | null {
+  let port = DEFAULT_PORT;
+  let hostname = DEFAULT_HOSTNAME;
+  for (let i = 0; i < args.length; i++) {
+    const [flag, inline] = args[i].startsWith("--") && args[i].includes("=")
+      ? [args[i].slice(0, args[i].indexOf("=")), args[i].slice(args[i].indexOf("=") + 1)]
+      : [args[i], undefined];
+    const value = () => inline ?? args[++i];
+    if (flag === "-h" || flag === "--help") {
+      console.log(USAGE);
+      return null;
+    } else if (flag === "--port" || flag === "-p") {
+      const text = value() ?? "";
+      port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+      if (!(port <= 65535)) {
+        console.error(`Cannot start: --port needs a number from 0 to 65535, got ${JSON.stringify(text)}\n\n${USAGE}`);
+        return null;
+      }
+    } else if (flag === "--host" || flag === "--hostname") {
+      hostname = value() ?? "";
+      if (hostname === "") {
+        console.error(`Cannot start: --host needs an address\n\n${USAGE}`);
+        return null;
+      }
+    } else {
+      console.error(`Cannot start: unknown argument ${JSON.stringify(args[i])}\n\n${USAGE}`);
+      return null;
+    }
+  }
+  return { port, hostname };
+}
+
+/** Runs the command line: serves until SIGINT or SIGTERM, then shuts down gracefully. */
+async function main(process: ProcessLike): Promise<void> {
+  const parsed = parseArguments(process.argv.slice(2));
+  if (parsed === null) {
+    process.exitCode = process.argv.includes("--help") || process.argv.includes("-h") ? 0 : 2;
+    return;
+  }
+  const server = serve({
+    ...parsed,
+    onListen: (addr) => {
+      const host = addr.hostname === "0.0.0.0" ? "localhost" : formatHost(addr).slice(0, -`:${addr.port}`.length);
+      console.log(`Listening on http://${host}:${addr.port}/`);
+    },
+  }, demoHandler);
+  const stop = () => {
+    console.log("Shutting down…");
+    server.shutdown();
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  await server.ready;
+  await server.finished;
+  process.off("SIGINT", stop);
+  process.off("SIGTERM", stop);
+}
+
+if (import.meta.main) {
+  await main((globalThis as unknown as { process: ProcessLike }).process);
+}
+
+//#endregion
