@@ -257,8 +257,21 @@ const CONTINUE_BYTES = ASCII_ENCODER.encode("HTTP/1.1 100 Continue\r\n\r\n");
  * proxy). GET to PATCH are RFC 9110 and RFC 5789; the rest are WebDAV (RFC 4918) and QUERY.
  */
 const SERVED_METHODS = new Set([
-  "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
-  "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "QUERY",
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "DELETE",
+  "OPTIONS",
+  "PATCH",
+  "PROPFIND",
+  "PROPPATCH",
+  "MKCOL",
+  "COPY",
+  "MOVE",
+  "LOCK",
+  "UNLOCK",
+  "QUERY",
 ]);
 
 /** The `Allow` value of the answer to `OPTIONS *`. */
@@ -454,7 +467,10 @@ function scanRequestLine(
   if (i === end) return null;
   if (buf[i] !== SP || i === start) {
     if (buf[i] === CR || buf[i] === LF || buf[i] === SP) {
-      throw new HttpError("INVALID_REQUEST_LINE", `Cannot parse request line: ${quoteBytes(buf, start, i + 1)}`);
+      throw new HttpError(
+        "INVALID_REQUEST_LINE",
+        `Cannot parse request line: ${quoteBytes(buf, start, i + 1)}`,
+      );
     }
     throw new HttpError("INVALID_METHOD", `Cannot parse method: ${quoteBytes(buf, start, i + 1)}`);
   }
@@ -464,7 +480,10 @@ function scanRequestLine(
   const targetLimit = targetStart + limits.maxTargetBytes;
   while (i < end && TARGET[buf[i]] === 1) {
     if (++i > targetLimit) {
-      throw new HttpError("TARGET_TOO_LONG", `Cannot parse request target: longer than ${limits.maxTargetBytes} bytes`);
+      throw new HttpError(
+        "TARGET_TOO_LONG",
+        `Cannot parse request target: longer than ${limits.maxTargetBytes} bytes`,
+      );
     }
   }
   if (i === end) return null;
@@ -472,9 +491,15 @@ function scanRequestLine(
     const byte = buf[i];
     if (byte === CR || byte === LF || byte === SP || byte === HTAB) {
       // "GET /\r\n" is HTTP/0.9, "GET  /" has two spaces: neither is an HTTP/1.x request line.
-      throw new HttpError("INVALID_REQUEST_LINE", `Cannot parse request line: ${quoteBytes(buf, start, i + 1)}`);
+      throw new HttpError(
+        "INVALID_REQUEST_LINE",
+        `Cannot parse request line: ${quoteBytes(buf, start, i + 1)}`,
+      );
     }
-    throw new HttpError("INVALID_TARGET", `Cannot parse request target: ${quoteBytes(buf, targetStart, i + 1)}`);
+    throw new HttpError(
+      "INVALID_TARGET",
+      `Cannot parse request target: ${quoteBytes(buf, targetStart, i + 1)}`,
+    );
   }
   const targetEnd = i++;
   // HTTP-version = "HTTP/" DIGIT "." DIGIT, then CRLF (RFC 9112 §2.3).
@@ -494,7 +519,10 @@ function scanRequestLine(
   const major = buf[targetEnd + 6] - 0x30;
   const minor = buf[targetEnd + 8] - 0x30;
   if (major !== 1 || minor > 1) {
-    throw new HttpError("UNSUPPORTED_VERSION", `Cannot serve HTTP/${major}.${minor}: only HTTP/1.0 and HTTP/1.1 are supported`);
+    throw new HttpError(
+      "UNSUPPORTED_VERSION",
+      `Cannot serve HTTP/${major}.${minor}: only HTTP/1.0 and HTTP/1.1 are supported`,
+    );
   }
   return { methodEnd, targetStart, targetEnd, version: minor as 0 | 1, lineEnd: i };
 }
@@ -536,7 +564,10 @@ export function parseRequestHead(
   const headEnd = line === null ? -1 : findHeadEnd(buf, line.lineEnd - 2, scanEnd);
   if (line === null || headEnd === -1) {
     if (end - start > resolved.maxHeadBytes) {
-      throw new HttpError("HEAD_TOO_LARGE", `Cannot parse head: longer than ${resolved.maxHeadBytes} bytes`);
+      throw new HttpError(
+        "HEAD_TOO_LARGE",
+        `Cannot parse head: longer than ${resolved.maxHeadBytes} bytes`,
+      );
     }
     return null;
   }
@@ -588,7 +619,10 @@ function parseCompleteHead(
         break;
       case "expect":
         if (value.toLowerCase() !== "100-continue") {
-          throw new HttpError("UNSUPPORTED_EXPECTATION", "Cannot meet expectation: only 100-continue is supported");
+          throw new HttpError(
+            "UNSUPPORTED_EXPECTATION",
+            "Cannot meet expectation: only 100-continue is supported",
+          );
         }
         expectContinue = line.version === 1;
         break;
@@ -598,7 +632,10 @@ function parseCompleteHead(
   // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request without Host, or with more
   // than one, or with an invalid one.
   if (hostCount > 1 || (line.version === 1 && hostCount === 0)) {
-    throw new HttpError("MISSING_HOST", `Cannot route request: ${hostCount} Host fields, expected exactly one`);
+    throw new HttpError(
+      "MISSING_HOST",
+      `Cannot route request: ${hostCount} Host fields, expected exactly one`,
+    );
   }
   if (host !== undefined && !isValidHost(host)) {
     throw new HttpError("MISSING_HOST", "Cannot route request: the Host field is not a valid host");
@@ -659,7 +696,9 @@ function parseFieldLines(
     if (buf[i] !== CR) {
       throw new HttpError(
         "INVALID_HEADER",
-        `Cannot parse header field: control byte in the value of ${quoteBytes(buf, nameStart, nameEnd)}`,
+        `Cannot parse header field: control byte in the value of ${
+          quoteBytes(buf, nameStart, nameEnd)
+        }`,
       );
     }
     let valueEnd = i;
@@ -668,7 +707,10 @@ function parseFieldLines(
     }
     i += 2; // CRLF
     const name = text.slice(nameStart - textStart, nameEnd - textStart);
-    fields.push([upper ? name.toLowerCase() : name, text.slice(valueStart - textStart, valueEnd - textStart)]);
+    fields.push([
+      upper ? name.toLowerCase() : name,
+      text.slice(valueStart - textStart, valueEnd - textStart),
+    ]);
   }
 }
 
@@ -698,7 +740,12 @@ function checkTargetForm(method: string, target: string): void {
     const lower = target.slice(0, 8).toLowerCase();
     if (lower.startsWith("http://") || lower.startsWith("https://")) return;
   }
-  throw new HttpError("INVALID_TARGET", `Cannot parse request target: no ${method} request has the form of ${JSON.stringify(target.slice(0, 64))}`);
+  throw new HttpError(
+    "INVALID_TARGET",
+    `Cannot parse request target: no ${method} request has the form of ${
+      JSON.stringify(target.slice(0, 64))
+    }`,
+  );
 }
 
 /**
@@ -718,18 +765,27 @@ function checkTargetForm(method: string, target: string): void {
  */
 export function parseContentLength(value: string): number {
   if (value.length === 0 || value.length > 16) {
-    throw new HttpError("INVALID_CONTENT_LENGTH", `Cannot parse Content-Length: ${JSON.stringify(value.slice(0, 64))}`);
+    throw new HttpError(
+      "INVALID_CONTENT_LENGTH",
+      `Cannot parse Content-Length: ${JSON.stringify(value.slice(0, 64))}`,
+    );
   }
   let length = 0;
   for (let i = 0; i < value.length; i++) {
     const digit = value.charCodeAt(i) - 0x30;
     if (digit < 0 || digit > 9) {
-      throw new HttpError("INVALID_CONTENT_LENGTH", `Cannot parse Content-Length: ${JSON.stringify(value)}`);
+      throw new HttpError(
+        "INVALID_CONTENT_LENGTH",
+        `Cannot parse Content-Length: ${JSON.stringify(value)}`,
+      );
     }
     length = length * 10 + digit;
   }
   if (length > Number.MAX_SAFE_INTEGER) {
-    throw new HttpError("INVALID_CONTENT_LENGTH", `Cannot parse Content-Length: ${value} is too large`);
+    throw new HttpError(
+      "INVALID_CONTENT_LENGTH",
+      `Cannot parse Content-Length: ${value} is too large`,
+    );
   }
   return length;
 }
@@ -766,7 +822,10 @@ export function requestFraming(
   for (const [name, value] of headers) {
     if (name === "content-length") {
       if (contentLength !== undefined) {
-        throw new HttpError("INVALID_CONTENT_LENGTH", "Cannot frame body: more than one Content-Length field");
+        throw new HttpError(
+          "INVALID_CONTENT_LENGTH",
+          "Cannot frame body: more than one Content-Length field",
+        );
       }
       contentLength = value;
     } else if (name === "transfer-encoding") {
@@ -780,24 +839,42 @@ export function requestFraming(
   }
   if (transferCodings !== undefined) {
     if (contentLength !== undefined) {
-      throw new HttpError("CONFLICTING_FRAMING", "Cannot frame body: both Transfer-Encoding and Content-Length");
+      throw new HttpError(
+        "CONFLICTING_FRAMING",
+        "Cannot frame body: both Transfer-Encoding and Content-Length",
+      );
     }
     if (version === 0) {
-      throw new HttpError("CONFLICTING_FRAMING", "Cannot frame body: Transfer-Encoding in an HTTP/1.0 request");
+      throw new HttpError(
+        "CONFLICTING_FRAMING",
+        "Cannot frame body: Transfer-Encoding in an HTTP/1.0 request",
+      );
     }
     const last = transferCodings.length - 1;
     if (last < 0 || transferCodings[last] !== "chunked") {
-      throw new HttpError("INVALID_TRANSFER_ENCODING", "Cannot frame body: the final transfer coding is not chunked");
+      throw new HttpError(
+        "INVALID_TRANSFER_ENCODING",
+        "Cannot frame body: the final transfer coding is not chunked",
+      );
     }
     for (let k = 0; k < last; k++) {
       const coding = transferCodings[k];
       if (coding === "chunked") {
-        throw new HttpError("INVALID_TRANSFER_ENCODING", "Cannot frame body: chunked is applied more than once");
+        throw new HttpError(
+          "INVALID_TRANSFER_ENCODING",
+          "Cannot frame body: chunked is applied more than once",
+        );
       }
       if (!isToken(coding)) {
-        throw new HttpError("INVALID_TRANSFER_ENCODING", `Cannot frame body: ${JSON.stringify(coding.slice(0, 64))} is not a transfer coding`);
+        throw new HttpError(
+          "INVALID_TRANSFER_ENCODING",
+          `Cannot frame body: ${JSON.stringify(coding.slice(0, 64))} is not a transfer coding`,
+        );
       }
-      throw new HttpError("UNSUPPORTED_TRANSFER_ENCODING", `Cannot decode transfer coding ${JSON.stringify(coding.slice(0, 64))}`);
+      throw new HttpError(
+        "UNSUPPORTED_TRANSFER_ENCODING",
+        `Cannot decode transfer coding ${JSON.stringify(coding.slice(0, 64))}`,
+      );
     }
     return CHUNKED;
   }
@@ -904,7 +981,10 @@ export class ChunkedDecoder {
           const value = HEX_VALUE[byte];
           if (value !== 0xff) {
             if (++this.#digits > MAX_CHUNK_SIZE_DIGITS) {
-              throw new HttpError("INVALID_CHUNK", "Cannot parse chunk size: more than 16 hex digits");
+              throw new HttpError(
+                "INVALID_CHUNK",
+                "Cannot parse chunk size: more than 16 hex digits",
+              );
             }
             this.#remaining = this.#remaining * 16 + value;
             if (this.#remaining > Number.MAX_SAFE_INTEGER) {
@@ -914,7 +994,10 @@ export class ChunkedDecoder {
             continue;
           }
           if (this.#digits === 0) {
-            throw new HttpError(byte === LF ? "BARE_LF" : "INVALID_CHUNK", `Cannot parse chunk size: ${quoteBytes(buf, i, i + 1)}`);
+            throw new HttpError(
+              byte === LF ? "BARE_LF" : "INVALID_CHUNK",
+              `Cannot parse chunk size: ${quoteBytes(buf, i, i + 1)}`,
+            );
           }
           this.#afterSize(byte);
           i++;
@@ -928,14 +1011,22 @@ export class ChunkedDecoder {
           if (byte === CR) {
             this.#state = CHUNK_SIZE_LF;
           } else if (FIELD_VALUE[byte] !== 1) {
-            throw new HttpError(byte === LF ? "BARE_LF" : "INVALID_CHUNK", "Cannot parse chunk extension: control byte");
+            throw new HttpError(
+              byte === LF ? "BARE_LF" : "INVALID_CHUNK",
+              "Cannot parse chunk extension: control byte",
+            );
           } else if (++this.#extensionBytes > this.#limits.maxChunkExtensionBytes) {
-            throw new HttpError("INVALID_CHUNK", `Cannot parse chunk extension: longer than ${this.#limits.maxChunkExtensionBytes} bytes`);
+            throw new HttpError(
+              "INVALID_CHUNK",
+              `Cannot parse chunk extension: longer than ${this.#limits.maxChunkExtensionBytes} bytes`,
+            );
           }
           i++;
           continue;
         case CHUNK_SIZE_LF:
-          if (byte !== LF) throw new HttpError("BARE_LF", "Cannot parse chunk size line: CR without LF");
+          if (byte !== LF) {
+            throw new HttpError("BARE_LF", "Cannot parse chunk size line: CR without LF");
+          }
           this.#state = this.#remaining === 0 ? CHUNK_TRAILERS : CHUNK_DATA;
           i++;
           continue;
@@ -949,13 +1040,18 @@ export class ChunkedDecoder {
         }
         case CHUNK_DATA_CR:
           if (byte !== CR) {
-            throw new HttpError(byte === LF ? "BARE_LF" : "INVALID_CHUNK", "Cannot parse chunk: data is not followed by CRLF");
+            throw new HttpError(
+              byte === LF ? "BARE_LF" : "INVALID_CHUNK",
+              "Cannot parse chunk: data is not followed by CRLF",
+            );
           }
           this.#state = CHUNK_DATA_LF;
           i++;
           continue;
         case CHUNK_DATA_LF:
-          if (byte !== LF) throw new HttpError("BARE_LF", "Cannot parse chunk: CR without LF after data");
+          if (byte !== LF) {
+            throw new HttpError("BARE_LF", "Cannot parse chunk: CR without LF after data");
+          }
           this.#state = CHUNK_SIZE;
           this.#digits = 0;
           this.#extensionBytes = 0;
@@ -977,7 +1073,10 @@ export class ChunkedDecoder {
     else if (byte === SEMICOLON) this.#state = CHUNK_EXTENSION;
     else if (byte === SP || byte === HTAB) this.#state = CHUNK_SIZE_WHITESPACE;
     else {
-      throw new HttpError(byte === LF ? "BARE_LF" : "INVALID_CHUNK", "Cannot parse chunk size: unexpected byte after the size");
+      throw new HttpError(
+        byte === LF ? "BARE_LF" : "INVALID_CHUNK",
+        "Cannot parse chunk size: unexpected byte after the size",
+      );
     }
   }
 
@@ -987,18 +1086,20 @@ export class ChunkedDecoder {
    */
   #collectTrailers(buf: Uint8Array, i: number, end: number): number {
     const limit = this.#limits.maxHeadBytes;
-    this.#trailerBytes ??= new Uint8Array(64);
+    let bytes = this.#trailerBytes ?? new Uint8Array(64);
     while (i < end) {
       const byte = buf[i++];
-      if (this.#trailerLength === this.#trailerBytes.length) {
+      if (this.#trailerLength === bytes.length) {
         if (this.#trailerLength >= limit) {
-          throw new HttpError("HEAD_TOO_LARGE", `Cannot parse trailers: longer than ${limit} bytes`);
+          throw new HttpError(
+            "HEAD_TOO_LARGE",
+            `Cannot parse trailers: longer than ${limit} bytes`,
+          );
         }
-        const grown = new Uint8Array(Math.min(limit, this.#trailerLength * 2));
-        grown.set(this.#trailerBytes);
-        this.#trailerBytes = grown;
+        const grown: Uint8Array = new Uint8Array(Math.min(limit, this.#trailerLength * 2));
+        grown.set(bytes);
+        bytes = grown;
       }
-      const bytes = this.#trailerBytes;
       const at = this.#trailerLength++;
       bytes[at] = byte;
       const previous = at > 0 ? bytes[at - 1] : -1;
@@ -1008,7 +1109,15 @@ export class ChunkedDecoder {
         if (at === 1 || (at >= 3 && bytes[at - 2] === LF && bytes[at - 3] === CR)) {
           const fieldsEnd = at - 1;
           const text = decodeLatin1(bytes, 0, fieldsEnd);
-          parseFieldLines(bytes, text, 0, 0, fieldsEnd, this.#limits.maxHeaderCount, this.#trailers);
+          parseFieldLines(
+            bytes,
+            text,
+            0,
+            0,
+            fieldsEnd,
+            this.#limits.maxHeaderCount,
+            this.#trailers,
+          );
           this.#trailerBytes = null;
           this.#state = CHUNK_DONE;
           return i;
@@ -1017,6 +1126,7 @@ export class ChunkedDecoder {
         throw new HttpError("BARE_LF", "Cannot parse trailers: CR without LF");
       }
     }
+    this.#trailerBytes = bytes;
     return i;
   }
 }
@@ -1147,7 +1257,9 @@ export function serializeResponseHead(
 
 /** Rejects a field a handler could use to inject lines into the head. */
 function checkField(name: string, value: string): void {
-  if (!isToken(name)) throw new TypeError(`Cannot serialize header: ${JSON.stringify(name)} is not a field name`);
+  if (!isToken(name)) {
+    throw new TypeError(`Cannot serialize header: ${JSON.stringify(name)} is not a field name`);
+  }
   for (let i = 0; i < value.length; i++) {
     const code = value.charCodeAt(i);
     if (code > 0xff || (FIELD_VALUE[code] !== 1)) {
@@ -1371,7 +1483,10 @@ class HttpConnection implements ConnectionEvents {
     this.#peerEnded = true;
     const body = this.#body;
     if (body !== null && !body.done) {
-      this.#bodyFailed(body, new HttpError("UNEXPECTED_EOF", "Cannot read body: the client closed the connection"));
+      this.#bodyFailed(
+        body,
+        new HttpError("UNEXPECTED_EOF", "Cannot read body: the client closed the connection"),
+      );
     } else if (this.#state === READING_HEAD) {
       // Nothing to answer, or a head cut short: there is nobody left to read an error.
       this.#closeNow();
@@ -1458,7 +1573,9 @@ class HttpConnection implements ConnectionEvents {
    */
   #skipEmptyLines(): boolean {
     const buffer = this.#buffer;
-    while (this.#end - this.#start >= 2 && buffer[this.#start] === CR && buffer[this.#start + 1] === LF) {
+    while (
+      this.#end - this.#start >= 2 && buffer[this.#start] === CR && buffer[this.#start + 1] === LF
+    ) {
       this.#start += 2;
       this.#headScanFrom = this.#start;
     }
@@ -1501,11 +1618,17 @@ class HttpConnection implements ConnectionEvents {
     this.#requestCount++;
     const { method } = head;
     if (!SERVED_METHODS.has(method)) {
-      throw new HttpError("METHOD_NOT_IMPLEMENTED", `Cannot serve method ${JSON.stringify(method.slice(0, 32))}`);
+      throw new HttpError(
+        "METHOD_NOT_IMPLEMENTED",
+        `Cannot serve method ${JSON.stringify(method.slice(0, 32))}`,
+      );
     }
     const { framing } = head;
     if (framing.kind === "length" && framing.length > this.#options.maxBodyBytes) {
-      throw new HttpError("BODY_TOO_LARGE", `Cannot read body: Content-Length ${framing.length} is over ${this.#options.maxBodyBytes}`);
+      throw new HttpError(
+        "BODY_TOO_LARGE",
+        `Cannot read body: Content-Length ${framing.length} is over ${this.#options.maxBodyBytes}`,
+      );
     }
     const hasBody = framing.kind !== "none";
     const body: BodyState | null = hasBody
@@ -1557,10 +1680,16 @@ class HttpConnection implements ConnectionEvents {
     try {
       request = new Request(url, init);
     } catch {
-      throw new HttpError("INVALID_TARGET", `Cannot build request URL from ${JSON.stringify(url.slice(0, 64))}`);
+      throw new HttpError(
+        "INVALID_TARGET",
+        `Cannot build request URL from ${JSON.stringify(url.slice(0, 64))}`,
+      );
     }
     if (request.method !== head.method) {
-      throw new HttpError("METHOD_NOT_IMPLEMENTED", `Cannot serve method ${JSON.stringify(head.method)} on this runtime`);
+      throw new HttpError(
+        "METHOD_NOT_IMPLEMENTED",
+        `Cannot serve method ${JSON.stringify(head.method)} on this runtime`,
+      );
     }
     return request;
   }
@@ -1619,7 +1748,13 @@ class HttpConnection implements ConnectionEvents {
     if (!fresh) this.#bufferShared = true;
     for (const piece of pieces) body.received += piece.length;
     if (body.received > this.#options.maxBodyBytes) {
-      this.#bodyFailed(body, new HttpError("BODY_TOO_LARGE", `Cannot read body: more than ${this.#options.maxBodyBytes} bytes`));
+      this.#bodyFailed(
+        body,
+        new HttpError(
+          "BODY_TOO_LARGE",
+          `Cannot read body: more than ${this.#options.maxBodyBytes} bytes`,
+        ),
+      );
       return end - start;
     }
     const controller = body.controller;
@@ -1678,7 +1813,9 @@ class HttpConnection implements ConnectionEvents {
         response = result;
       }
       if (!(response instanceof Response)) {
-        throw new TypeError(`Cannot send response: the handler returned ${typeof response}, not a Response`);
+        throw new TypeError(
+          `Cannot send response: the handler returned ${typeof response}, not a Response`,
+        );
       }
     } catch (error) {
       response = await this.#handlerFailed(error, request);
@@ -1763,7 +1900,9 @@ class HttpConnection implements ConnectionEvents {
     }
     this.#closeRequested ||= close;
     if (prefix.done) {
-      headOptions.body = prefix.chunks.length === 1 ? prefix.chunks[0] : concat(prefix.chunks, prefix.length);
+      headOptions.body = prefix.chunks.length === 1
+        ? prefix.chunks[0]
+        : concat(prefix.chunks, prefix.length);
       this.#send(serializeResponseHead(status, headers, headOptions));
       return;
     }
@@ -1773,7 +1912,11 @@ class HttpConnection implements ConnectionEvents {
   }
 
   /** Sends a response body of unknown length chunk by chunk, waiting whenever the client lags. */
-  async #streamBody(prefix: BodyPrefix, framing: Framing, declaredLength: number | undefined): Promise<void> {
+  async #streamBody(
+    prefix: BodyPrefix,
+    framing: Framing,
+    declaredLength: number | undefined,
+  ): Promise<void> {
     const reader = prefix.reader as ReadableStreamDefaultReader<Uint8Array>;
     let sent = 0;
     const sendPiece = async (piece: Uint8Array): Promise<boolean> => {
@@ -1783,7 +1926,9 @@ class HttpConnection implements ConnectionEvents {
       if (piece.length === 0) return true;
       sent += piece.length;
       if (declaredLength !== undefined && sent > declaredLength) {
-        throw new TypeError(`Cannot send response body: longer than its Content-Length ${declaredLength}`);
+        throw new TypeError(
+          `Cannot send response body: longer than its Content-Length ${declaredLength}`,
+        );
       }
       this.#send(framing.kind === "chunked" ? encodeChunk(piece) : piece);
       return await this.#flushAndWait();
@@ -1798,7 +1943,9 @@ class HttpConnection implements ConnectionEvents {
         if (!await sendPiece(result.value)) throw new Error("closed");
       }
       if (declaredLength !== undefined && sent !== declaredLength) {
-        throw new TypeError(`Cannot send response body: ${sent} bytes, but Content-Length is ${declaredLength}`);
+        throw new TypeError(
+          `Cannot send response body: ${sent} bytes, but Content-Length is ${declaredLength}`,
+        );
       }
       if (framing.kind === "chunked") this.#send(LAST_CHUNK);
       if (framing.kind === "close") this.#closeRequested = true;
@@ -1839,7 +1986,13 @@ class HttpConnection implements ConnectionEvents {
   #answerAsterisk(head: RequestHead): void {
     const keepAlive = this.#keepAlive(head);
     const headers = new Headers({ allow: ALLOWED_METHODS_HEADER });
-    this.#send(serializeResponseHead(204, headers, { framing: NO_BODY, close: !keepAlive, version: head.version }));
+    this.#send(
+      serializeResponseHead(204, headers, {
+        framing: NO_BODY,
+        close: !keepAlive,
+        version: head.version,
+      }),
+    );
     this.#closeRequested ||= !keepAlive;
     this.#finishExchange();
   }
@@ -1918,7 +2071,9 @@ async function readAvailable(reader: ReadableStreamDefaultReader<Uint8Array>): P
     }
     chunks.push(value);
     length += value.length;
-    if (length > MAX_PIPELINE_BACKLOG * 16) return { chunks, length, done: false, pending: null, reader };
+    if (length > MAX_PIPELINE_BACKLOG * 16) {
+      return { chunks, length, done: false, pending: null, reader };
+    }
   }
 }
 
@@ -2075,8 +2230,14 @@ function detectRuntime(): TransportName {
 /** Deno: a pull loop over `conn.read`, and a write loop that finishes Deno's partial writes. */
 const listenDeno: Transport = (options, accept) => {
   const deno = RUNTIME.Deno;
-  if (deno === undefined) throw new TypeError("Cannot listen with the deno transport: Deno is not available");
-  const listener = deno.listen({ hostname: options.hostname, port: options.port, transport: "tcp" });
+  if (deno === undefined) {
+    throw new TypeError("Cannot listen with the deno transport: Deno is not available");
+  }
+  const listener = deno.listen({
+    hostname: options.hostname,
+    port: options.port,
+    transport: "tcp",
+  });
   (async () => {
     for await (const conn of listener) {
       const connection = new DenoConnection(conn);
@@ -2159,7 +2320,9 @@ class DenoConnection implements TransportConnection {
         const queue = this.#queue;
         const bytes = queue.length === 1 ? queue[0] : concat(queue, this.#queuedBytes);
         this.#queue = [];
-        for (let offset = 0; offset < bytes.length;) offset += await this.#conn.write(bytes.subarray(offset));
+        for (let offset = 0; offset < bytes.length;) {
+          offset += await this.#conn.write(bytes.subarray(offset));
+        }
         this.#queuedBytes -= bytes.length;
         this.#events.onDrain();
       }
@@ -2212,7 +2375,9 @@ class DenoConnection implements TransportConnection {
 /** Bun: its socket handlers push events; its writes are unbuffered, so the rest is queued here. */
 const listenBun: Transport = (options, accept) => {
   const bun = RUNTIME.Bun;
-  if (bun === undefined) throw new TypeError("Cannot listen with the bun transport: Bun is not available");
+  if (bun === undefined) {
+    throw new TypeError("Cannot listen with the bun transport: Bun is not available");
+  }
   const listener = bun.listen({
     hostname: options.hostname,
     port: options.port,
@@ -2418,7 +2583,9 @@ const TRANSPORTS: Readonly<Record<TransportName, Transport>> = {
 /** A NetAddr with the IPv4-mapped IPv6 prefix removed, as Deno.serve reports addresses. */
 function toNetAddr(hostname: string, port: number): NetAddr {
   return {
-    hostname: hostname.startsWith("::ffff:") && hostname.includes(".") ? hostname.slice(7) : hostname,
+    hostname: hostname.startsWith("::ffff:") && hostname.includes(".")
+      ? hostname.slice(7)
+      : hostname,
     port,
     transport: "tcp",
   };
@@ -2493,9 +2660,16 @@ function defaultOnError(error: unknown): Response {
 }
 
 /** Checks that a numeric option is a whole number in range. */
-function checkInteger(name: string, value: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+function checkInteger(
+  name: string,
+  value: number,
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (!Number.isInteger(value) || value < min || value > max) {
-    throw new RangeError(`Cannot serve: ${name} must be an integer from ${min} to ${max}, got ${value}`);
+    throw new RangeError(
+      `Cannot serve: ${name} must be an integer from ${min} to ${max}, got ${value}`,
+    );
   }
   return value;
 }
@@ -2528,7 +2702,9 @@ export function serve(handler: Handler): Server;
 export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   const options: ServeOptions = typeof first === "function" ? {} : first;
   const handler = typeof first === "function" ? first : second;
-  if (typeof handler !== "function") throw new TypeError("Cannot serve: the handler is not a function");
+  if (typeof handler !== "function") {
+    throw new TypeError("Cannot serve: the handler is not a function");
+  }
   const limits = resolveLimits(options);
   for (const [name, value] of Object.entries(limits)) checkInteger(name, value, 1);
   const port = checkInteger("port", options.port ?? DEFAULT_PORT, 0, 65535);
@@ -2538,12 +2714,18 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     ...limits,
     handler,
     onError: options.onError ?? defaultOnError,
-    maxRequestsPerConnection: checkInteger("maxRequestsPerConnection", options.maxRequestsPerConnection ?? 1000, 1),
+    maxRequestsPerConnection: checkInteger(
+      "maxRequestsPerConnection",
+      options.maxRequestsPerConnection ?? 1000,
+      1,
+    ),
   };
   const transport = typeof options.transport === "function"
     ? options.transport
     : TRANSPORTS[options.transport ?? detectRuntime()];
-  if (transport === undefined) throw new TypeError(`Cannot serve: unknown transport ${String(options.transport)}`);
+  if (transport === undefined) {
+    throw new TypeError(`Cannot serve: unknown transport ${String(options.transport)}`);
+  }
 
   const connections = new Set<HttpConnection>();
   let listener: TransportListener | null = null;
@@ -2586,7 +2768,9 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   // Deno and Bun bind synchronously (and throw, as Deno.serve does, if they cannot); node:net
   // reports the result later.
   const listening = transport({ hostname, port }, accept);
-  const ready = listening instanceof Promise ? listening.then(bound) : Promise.resolve(bound(listening));
+  const ready = listening instanceof Promise
+    ? listening.then(bound)
+    : Promise.resolve(bound(listening));
   const shutdown = (): Promise<void> => {
     if (!shuttingDown) {
       shuttingDown = true;
@@ -2600,7 +2784,9 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   }
   return {
     get addr(): NetAddr {
-      if (listener === null) throw new Error("Cannot read addr: the server is not listening yet, await server.ready");
+      if (listener === null) {
+        throw new Error("Cannot read addr: the server is not listening yet, await server.ready");
+      }
       return listener.addr;
     },
     ready,
@@ -2665,10 +2851,13 @@ export function demoHandler(request: Request): Response {
   }
   const page = DEMO_PAGES[new URL(request.url).pathname];
   if (page === undefined) {
-    return new Response(htmlPage("404 Not Found", `<p>There is nothing here. <a href="/">Home</a></p>`), {
-      status: 404,
-      headers: html,
-    });
+    return new Response(
+      htmlPage("404 Not Found", `<p>There is nothing here. <a href="/">Home</a></p>`),
+      {
+        status: 404,
+        headers: html,
+      },
+    );
   }
   return new Response(htmlPage(page.title, page.body), { headers: html });
 }
@@ -2705,7 +2894,11 @@ function parseArguments(args: string[]): { port: number; hostname: string } | nu
       const text = value() ?? "";
       port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
       if (!(port <= 65535)) {
-        console.error(`Cannot start: --port needs a number from 0 to 65535, got ${JSON.stringify(text)}\n\n${USAGE}`);
+        console.error(
+          `Cannot start: --port needs a number from 0 to 65535, got ${
+            JSON.stringify(text)
+          }\n\n${USAGE}`,
+        );
         return null;
       }
     } else if (flag === "--host" || flag === "--hostname") {
@@ -2732,7 +2925,9 @@ async function main(process: ProcessLike): Promise<void> {
   const server = serve({
     ...parsed,
     onListen: (addr) => {
-      const host = addr.hostname === "0.0.0.0" ? "localhost" : formatHost(addr).slice(0, -`:${addr.port}`.length);
+      const host = addr.hostname === "0.0.0.0"
+        ? "localhost"
+        : formatHost(addr).slice(0, -`:${addr.port}`.length);
       console.log(`Listening on http://${host}:${addr.port}/`);
     },
   }, demoHandler);
