@@ -1463,9 +1463,10 @@ class HttpConnection implements ConnectionEvents {
   }
 
   onData(chunk: Uint8Array): void {
-    if (this.#state === CLOSED || chunk.length === 0) return;
-    let offset = 0;
     const body = this.#body;
+    // After a broken body nothing more is read: it could be anything, including a smuggled request.
+    if (this.#state === CLOSED || chunk.length === 0 || body?.error) return;
+    let offset = 0;
     if (body !== null && !body.done && this.#end === this.#start) {
       // Body bytes go straight from the chunk to the body stream, without a copy.
       offset = this.#feedBody(chunk, 0, chunk.length, true);
@@ -1963,7 +1964,7 @@ class HttpConnection implements ConnectionEvents {
   /** After a response: close, drop the rest of the body, or read the next request. */
   #finishExchange(): void {
     if (this.#state === CLOSED) return;
-    if (this.#closeRequested) {
+    if (this.#closeRequested || this.#body?.error) {
       this.#closeNow();
       return;
     }
