@@ -1779,7 +1779,8 @@ class HttpConnection implements ConnectionEvents {
     if (this.#state === DISCARDING_BODY) {
       this.#body = null;
       this.#state = READING_HEAD;
-      queueMicrotask(() => this.#processInput());
+      if (this.#closeRequested) this.#closeNow();
+      else queueMicrotask(() => this.#processInput());
     }
   }
 
@@ -1972,6 +1973,7 @@ class HttpConnection implements ConnectionEvents {
     if (body !== null && !body.done) {
       body.controller = null;
       this.#state = DISCARDING_BODY;
+      this.#flush();
       if (this.#paused) {
         this.#paused = false;
         this.#transport.resume();
