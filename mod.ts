@@ -764,14 +764,17 @@ function checkTargetForm(method: string, target: string): void {
  * ```
  */
 export function parseContentLength(value: string): number {
-  if (value.length === 0 || value.length > 16) {
+  // Leading zeros are allowed (1*DIGIT), and do not count toward the 16 digits of a safe integer.
+  let first = 0;
+  while (first < value.length - 1 && value.charCodeAt(first) === 0x30) first++;
+  if (value.length === 0 || value.length - first > 16) {
     throw new HttpError(
       "INVALID_CONTENT_LENGTH",
       `Cannot parse Content-Length: ${JSON.stringify(value.slice(0, 64))}`,
     );
   }
   let length = 0;
-  for (let i = 0; i < value.length; i++) {
+  for (let i = first; i < value.length; i++) {
     const digit = value.charCodeAt(i) - 0x30;
     if (digit < 0 || digit > 9) {
       throw new HttpError(
@@ -879,8 +882,7 @@ export function requestFraming(
     return CHUNKED;
   }
   if (contentLength !== undefined) {
-    const length = parseContentLength(contentLength);
-    return length === 0 ? NO_BODY : { kind: "length", length };
+    return { kind: "length", length: parseContentLength(contentLength) };
   }
   return NO_BODY;
 }
@@ -906,14 +908,32 @@ function isToken(text: string): boolean {
 //   chunked-body = *chunk last-chunk trailer-section CRLF
 //   chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
 const CHUNK_SIZE = 0; // reading hex digits
-const CHUNK_SIZE_WHITESPACE = 1; // BWS after the size: only ";" may follow
-const CHUNK_EXTENSION = 2; // after ";", up to CR
+const CHUNK_EXTENSION = 2; // after the size digits, up to CR; see #extensionByte
 const CHUNK_SIZE_LF = 3; // after the CR that ends the size line
 const CHUNK_DATA = 4;
 const CHUNK_DATA_CR = 5;
 const CHUNK_DATA_LF = 6;
 const CHUNK_TRAILERS = 7; // the trailer section, up to and including its empty line
 const CHUNK_DONE = 8;
+
+// The states inside a chunk extension.
+const EXTENSION_BEFORE_SEMICOLON = 0;
+const EXTENSION_BEFORE_NAME = 1;
+const EXTENSION_NAME = 2;
+const EXTENSION_AFTER_NAME = 3;
+const EXTENSION_BEFORE_VALUE = 4;
+const EXTENSION_TOKEN_VALUE = 5;
+const EXTENSION_QUOTED_VALUE = 6;
+const EXTENSION_QUOTED_ESCAPE = 7;
+const EXTENSION_AFTER_VALUE = 8;
+
+/** qdtext (RFC 9110 §5.6.4): a field-value byte other than DQUOTE and backslash. */
+const QUOTED_TEXT = FIELD_VALUE.slice();
+QUOTED_TEXT[0x22] = 0;
+QUOTED_TEXT[0x5c] = 0;
+const EQUALS = 0x3d;
+const DQUOTE = 0x22;
+const BACKSLASH = 0x5c;
 
 /** 16 hex digits is 2^64: a longer size can only be an attack on an overflowing parser. */
 const MAX_CHUNK_SIZE_DIGITS = 16;
@@ -943,6 +963,7 @@ export class ChunkedDecoder {
   #digits = 0;
   #remaining = 0;
   #extensionBytes = 0;
+  #extension = EXTENSION_BEFORE_SEMICOLON;
   #trailerBytes: Uint8Array | null = null;
   #trailerLength = 0;
   #trailers: Array<[string, string]> = [];
@@ -1003,23 +1024,17 @@ export class ChunkedDecoder {
           i++;
           continue;
         }
-        case CHUNK_SIZE_WHITESPACE:
-          this.#afterSize(byte);
-          i++;
-          continue;
         case CHUNK_EXTENSION:
-          if (byte === CR) {
+          if (byte === CR && this.#extensionAtEnd()) {
             this.#state = CHUNK_SIZE_LF;
-          } else if (FIELD_VALUE[byte] !== 1) {
-            throw new HttpError(
-              byte === LF ? "BARE_LF" : "INVALID_CHUNK",
-              "Cannot parse chunk extension: control byte",
-            );
-          } else if (++this.#extensionBytes > this.#limits.maxChunkExtensionBytes) {
-            throw new HttpError(
-              "INVALID_CHUNK",
-              `Cannot parse chunk extension: longer than ${this.#limits.maxChunkExtensionBytes} bytes`,
-            );
+          } else {
+            if (++this.#extensionBytes > this.#limits.maxChunkExtensionBytes) {
+              throw new HttpError(
+                "INVALID_CHUNK",
+                `Cannot parse chunk extension: longer than ${this.#limits.maxChunkExtensionBytes} bytes`,
+              );
+            }
+            this.#extensionByte(byte);
           }
           i++;
           continue;
@@ -1067,17 +1082,111 @@ export class ChunkedDecoder {
     return i - start;
   }
 
-  /** After the size digits: BWS, then ";" for an extension, or CR. */
+  /** After the size digits: CR ends the line; anything else must be a chunk extension. */
   #afterSize(byte: number): void {
-    if (byte === CR) this.#state = CHUNK_SIZE_LF;
-    else if (byte === SEMICOLON) this.#state = CHUNK_EXTENSION;
-    else if (byte === SP || byte === HTAB) this.#state = CHUNK_SIZE_WHITESPACE;
-    else {
+    if (byte === CR) {
+      this.#state = CHUNK_SIZE_LF;
+      return;
+    }
+    this.#state = CHUNK_EXTENSION;
+    this.#extension = EXTENSION_BEFORE_SEMICOLON;
+    this.#extensionBytes = 1;
+    this.#extensionByte(byte);
+  }
+
+  /** Whether a CR may end the size line in the current extension state. */
+  #extensionAtEnd(): boolean {
+    const state = this.#extension;
+    return state === EXTENSION_NAME || state === EXTENSION_TOKEN_VALUE ||
+      state === EXTENSION_AFTER_VALUE;
+  }
+
+  /**
+   * One byte of a chunk extension (RFC 9112 §7.1.1):
+   *   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+   *   chunk-ext-name = token; chunk-ext-val = token / quoted-string
+   * Extensions carry nothing we use, but a parser that skips them loosely to the CR can be made
+   * to disagree with one that does not about where the size line ends.
+   */
+  #extensionByte(byte: number): void {
+    const whitespace = byte === SP || byte === HTAB;
+    let next = -1;
+    switch (this.#extension) {
+      case EXTENSION_BEFORE_SEMICOLON:
+        next = whitespace
+          ? EXTENSION_BEFORE_SEMICOLON
+          : byte === SEMICOLON
+          ? EXTENSION_BEFORE_NAME
+          : -1;
+        break;
+      case EXTENSION_BEFORE_NAME:
+        next = whitespace ? EXTENSION_BEFORE_NAME : TOKEN[byte] === 1 ? EXTENSION_NAME : -1;
+        break;
+      case EXTENSION_NAME:
+        next = TOKEN[byte] === 1
+          ? EXTENSION_NAME
+          : whitespace
+          ? EXTENSION_AFTER_NAME
+          : byte === EQUALS
+          ? EXTENSION_BEFORE_VALUE
+          : byte === SEMICOLON
+          ? EXTENSION_BEFORE_NAME
+          : -1;
+        break;
+      case EXTENSION_AFTER_NAME:
+        next = whitespace
+          ? EXTENSION_AFTER_NAME
+          : byte === EQUALS
+          ? EXTENSION_BEFORE_VALUE
+          : byte === SEMICOLON
+          ? EXTENSION_BEFORE_NAME
+          : -1;
+        break;
+      case EXTENSION_BEFORE_VALUE:
+        next = whitespace
+          ? EXTENSION_BEFORE_VALUE
+          : byte === DQUOTE
+          ? EXTENSION_QUOTED_VALUE
+          : TOKEN[byte] === 1
+          ? EXTENSION_TOKEN_VALUE
+          : -1;
+        break;
+      case EXTENSION_TOKEN_VALUE:
+        next = TOKEN[byte] === 1
+          ? EXTENSION_TOKEN_VALUE
+          : whitespace
+          ? EXTENSION_BEFORE_SEMICOLON
+          : byte === SEMICOLON
+          ? EXTENSION_BEFORE_NAME
+          : -1;
+        break;
+      case EXTENSION_QUOTED_VALUE:
+        next = byte === DQUOTE
+          ? EXTENSION_AFTER_VALUE
+          : byte === BACKSLASH
+          ? EXTENSION_QUOTED_ESCAPE
+          : QUOTED_TEXT[byte] === 1
+          ? EXTENSION_QUOTED_VALUE
+          : -1;
+        break;
+      case EXTENSION_QUOTED_ESCAPE:
+        next = FIELD_VALUE[byte] === 1 ? EXTENSION_QUOTED_VALUE : -1;
+        break;
+      case EXTENSION_AFTER_VALUE:
+        next = whitespace
+          ? EXTENSION_BEFORE_SEMICOLON
+          : byte === SEMICOLON
+          ? EXTENSION_BEFORE_NAME
+          : -1;
+        break;
+    }
+    if (next === -1) {
       throw new HttpError(
         byte === LF ? "BARE_LF" : "INVALID_CHUNK",
-        "Cannot parse chunk size: unexpected byte after the size",
+        `Cannot parse chunk extension: unexpected ${quoteBytes(new Uint8Array([byte]), 0, 1)}`,
       );
     }
+    this.#extension = next;
   }
 
   /**
@@ -1631,7 +1740,7 @@ class HttpConnection implements ConnectionEvents {
         `Cannot read body: Content-Length ${framing.length} is over ${this.#options.maxBodyBytes}`,
       );
     }
-    const hasBody = framing.kind !== "none";
+    const hasBody = framing.kind === "chunked" || (framing.kind === "length" && framing.length > 0);
     const body: BodyState | null = hasBody
       ? {
         framing,
