@@ -31,6 +31,7 @@
  */
 
 import * as nodeNet from "node:net";
+import * as nodeTls from "node:tls";
 
 //#region Public types
 
@@ -85,6 +86,44 @@ export interface Limits {
    * @default {1024}
    */
   maxChunkExtensionBytes: number;
+}
+
+/**
+ * How long the server waits, in milliseconds. Each is measured against a clock that ticks a few
+ * times per shortest timeout, so a timeout fires up to a quarter of itself late. `Infinity`
+ * disables one.
+ */
+export interface Timeouts {
+  /**
+   * From the first byte of a request head to its end. A client that sends its head slowly
+   * (slowloris) is answered 408 and closed. Measures the whole head, not the gap between bytes.
+   * @default {10000}
+   */
+  headTimeout: number;
+  /**
+   * A connection with no request in progress (a new one, or kept alive between requests) is
+   * closed after this long.
+   * @default {5000}
+   */
+  idleTimeout: number;
+  /**
+   * While a handler waits for request body bytes (and while an unread body is drained), the
+   * longest gap between them. Past it: 408 and close.
+   * @default {10000}
+   */
+  bodyTimeout: number;
+  /**
+   * The longest a response may stall on a client that does not read. Past it the connection is
+   * dropped.
+   * @default {30000}
+   */
+  writeTimeout: number;
+  /**
+   * The longest a handler may take to return its `Response`. Past it the client gets 503 and the
+   * connection closes; the handler's late response is discarded.
+   * @default {60000}
+   */
+  handlerTimeout: number;
 }
 
 /**
@@ -143,6 +182,15 @@ export interface ResponseFramingResult {
 
 //#endregion
 //#region Constants and tables
+
+/** The default {@linkcode Timeouts}. */
+export const DEFAULT_TIMEOUTS: Readonly<Timeouts> = Object.freeze({
+  headTimeout: 10_000,
+  idleTimeout: 5_000,
+  bodyTimeout: 10_000,
+  writeTimeout: 30_000,
+  handlerTimeout: 60_000,
+});
 
 /** The default {@linkcode Limits}. */
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -1459,11 +1507,26 @@ export interface ConnectionEvents {
 }
 
 /** The options the connection driver works with, all resolved. */
-interface DriverOptions extends Limits {
+interface DriverOptions extends Limits, Timeouts {
   handler: Handler;
   onError: (error: unknown, request: Request) => Response | Promise<Response>;
   maxRequestsPerConnection: number;
+  /** The coarse clock the server's timer sweep keeps current. */
+  clock: Clock;
 }
+
+/** A clock read many times per request and set once per sweep, so reading it costs nothing. */
+interface Clock {
+  now: number;
+}
+
+// What the connection's one timer is waiting for. The body has its own, because a handler can be
+// reading the body while its response is pending.
+const TIMER_OFF = 0;
+const TIMER_IDLE = 1;
+const TIMER_HEAD = 2;
+const TIMER_HANDLER = 3;
+const TIMER_WRITE = 4;
 
 /** How much of a request body the server reads and drops after a response, rather than closing. */
 const MAX_DISCARD_BYTES = 256 * 1024;
@@ -1544,6 +1607,10 @@ class HttpConnection implements ConnectionEvents {
   #outputBytes = 0;
   #drainWaiters: Array<() => void> = [];
   #writable = true;
+  #timer = TIMER_OFF;
+  #deadline = 0;
+  /** When the request body must next make progress; 0 when nothing is waiting for it. */
+  #bodyDeadline = 0;
 
   constructor(
     transport: TransportConnection,
@@ -1558,6 +1625,63 @@ class HttpConnection implements ConnectionEvents {
       localAddr: transport.localAddr,
       secure: transport.secure,
     };
+    this.#setTimer(TIMER_IDLE, options.idleTimeout);
+  }
+
+  /** Checks the deadlines against the clock; called by the server's sweep. */
+  checkTimers(now: number): void {
+    if (this.#state === CLOSED) return;
+    const body = this.#body;
+    if (this.#bodyDeadline !== 0 && now >= this.#bodyDeadline && body !== null && !body.done) {
+      this.#bodyDeadline = 0;
+      this.#bodyFailed(
+        body,
+        new HttpError("TIMEOUT", "Cannot read body: the client stopped sending it"),
+      );
+    }
+    if (this.#timer === TIMER_OFF || now < this.#deadline || this.#state === CLOSED) return;
+    const timer = this.#timer;
+    this.#timer = TIMER_OFF;
+    if (timer === TIMER_IDLE) {
+      this.#closeNow();
+    } else if (timer === TIMER_HEAD) {
+      this.#fail(new HttpError("TIMEOUT", "Cannot read head: the client took too long to send it"));
+    } else if (timer === TIMER_HANDLER) {
+      // The handler is stuck. Answer for it; whatever it returns later is dropped.
+      console.error("wireserve: handler timed out");
+      this.#state = CLOSED;
+      this.#send(errorResponseBytes(503));
+      this.#flush();
+      this.#transport.end();
+    } else {
+      this.#destroy(); // TIMER_WRITE: the client stopped reading the response
+    }
+  }
+
+  /** Starts (or replaces) the connection's timer. */
+  #setTimer(kind: number, milliseconds: number): void {
+    if (milliseconds === Infinity) {
+      this.#timer = TIMER_OFF;
+      return;
+    }
+    this.#timer = kind;
+    this.#deadline = this.#options.clock.now + milliseconds;
+  }
+
+  /** Waits for the next bytes of the request body, within the body timeout. */
+  #expectBody(): void {
+    const timeout = this.#options.bodyTimeout;
+    this.#bodyDeadline = timeout === Infinity ? 0 : this.#options.clock.now + timeout;
+  }
+
+  /** The client's address, for per-client accounting. */
+  get remoteHost(): string {
+    return this.#info.remoteAddr.hostname;
+  }
+
+  /** Drops the connection at once (shutdown's grace period is over). */
+  destroy(): void {
+    this.#destroy();
   }
 
   /** Whether no request is in progress: shutdown may close this connection at once. */
@@ -1582,8 +1706,11 @@ class HttpConnection implements ConnectionEvents {
       if (this.#state === CLOSED) return;
     }
     if (offset < chunk.length) this.#append(chunk, offset);
-    if (this.#state === READING_HEAD) this.#processInput();
-    else if (this.#end - this.#start > MAX_PIPELINE_BACKLOG && !this.#backlogPaused) {
+    if (this.#state === READING_HEAD) {
+      // The head timer runs from the first byte of a head to its end.
+      if (this.#timer === TIMER_IDLE) this.#setTimer(TIMER_HEAD, this.#options.headTimeout);
+      this.#processInput();
+    } else if (this.#end - this.#start > MAX_PIPELINE_BACKLOG && !this.#backlogPaused) {
       this.#backlogPaused = true;
       this.#transport.pause();
     }
@@ -1669,6 +1796,13 @@ class HttpConnection implements ConnectionEvents {
       this.#fail(error);
     }
     if (this.#state === READING_HEAD) {
+      // Part of a head waiting: the head timer runs; nothing at all: the idle timer.
+      const waiting = this.#end > this.#start;
+      if (waiting && this.#timer === TIMER_IDLE) {
+        this.#setTimer(TIMER_HEAD, this.#options.headTimeout);
+      } else if (!waiting && this.#timer === TIMER_HEAD) {
+        this.#setTimer(TIMER_IDLE, this.#options.idleTimeout);
+      }
       this.#flush();
       if (this.#backlogPaused) {
         this.#backlogPaused = false;
@@ -1756,6 +1890,7 @@ class HttpConnection implements ConnectionEvents {
       : null;
     this.#body = body;
     this.#state = ANSWERING;
+    this.#setTimer(TIMER_HANDLER, this.#options.handlerTimeout);
     if (head.target === "*") {
       // OPTIONS * asks about the server itself (RFC 9110 §9.3.7); there is no resource to hand over.
       this.#answerAsterisk(head);
@@ -1821,6 +1956,7 @@ class HttpConnection implements ConnectionEvents {
           this.#paused = false;
           this.#transport.resume();
         }
+        if (!body.done) this.#expectBody();
       },
       cancel: () => {
         body.controller = null;
@@ -1879,7 +2015,12 @@ class HttpConnection implements ConnectionEvents {
         this.#transport.pause();
       }
     }
-    if (body.done) this.#bodyFinished();
+    if (body.done) {
+      this.#bodyDeadline = 0;
+      this.#bodyFinished();
+    } else if (this.#bodyDeadline !== 0) {
+      this.#expectBody();
+    }
     return consumed;
   }
 
@@ -1888,6 +2029,7 @@ class HttpConnection implements ConnectionEvents {
     if (this.#state === DISCARDING_BODY) {
       this.#body = null;
       this.#state = READING_HEAD;
+      this.#setTimer(TIMER_IDLE, this.#options.idleTimeout);
       if (this.#closeRequested) this.#closeNow();
       else queueMicrotask(() => this.#processInput());
     }
@@ -1931,6 +2073,7 @@ class HttpConnection implements ConnectionEvents {
     } catch (error) {
       response = await this.#handlerFailed(error, request);
     }
+    if (this.#timer === TIMER_HANDLER) this.#timer = TIMER_OFF;
     const body = this.#body;
     if (body !== null && body.error !== null) {
       // The request was broken (body too large, bad chunk): that is the answer, not the handler's.
@@ -2082,6 +2225,8 @@ class HttpConnection implements ConnectionEvents {
     if (body !== null && !body.done) {
       body.controller = null;
       this.#state = DISCARDING_BODY;
+      this.#timer = TIMER_OFF;
+      this.#expectBody();
       this.#flush();
       if (this.#paused) {
         this.#paused = false;
@@ -2091,6 +2236,7 @@ class HttpConnection implements ConnectionEvents {
     }
     this.#body = null;
     this.#state = READING_HEAD;
+    this.#setTimer(TIMER_IDLE, this.#options.idleTimeout);
     this.#processInput();
   }
 
@@ -2143,7 +2289,9 @@ class HttpConnection implements ConnectionEvents {
   /** Flushes and waits for the transport to drain if it asks to. Resolves false once closed. */
   async #flushAndWait(): Promise<boolean> {
     if (this.#flush()) return this.#writable;
+    this.#setTimer(TIMER_WRITE, this.#options.writeTimeout);
     await new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
+    if (this.#timer === TIMER_WRITE) this.#timer = TIMER_OFF;
     return this.#writable;
   }
 
@@ -2233,6 +2381,8 @@ export interface ListenOptions {
   hostname: string;
   /** The port to bind; 0 picks a free one. */
   port: number;
+  /** PEM certificate chain and key: listen for TLS instead of plain TCP. */
+  tls?: { cert: string; key: string };
 }
 
 /** A listening socket, as a transport adapter presents it. */
@@ -2292,6 +2442,13 @@ interface DenoListener extends AsyncIterable<DenoConn> {
 }
 interface DenoNamespace {
   listen(options: { hostname: string; port: number; transport: "tcp" }): DenoListener;
+  listenTls(options: {
+    hostname: string;
+    port: number;
+    cert: string;
+    key: string;
+    alpnProtocols: string[];
+  }): DenoListener;
 }
 
 interface BunSocket {
@@ -2318,6 +2475,7 @@ interface BunNamespace {
     hostname: string;
     port: number;
     allowHalfOpen: boolean;
+    tls?: { cert: string; key: string; ALPNProtocols: string };
     socket: {
       open(socket: BunSocket): void;
       data(socket: BunSocket, chunk: Uint8Array): void;
@@ -2345,14 +2503,14 @@ const listenDeno: Transport = (options, accept) => {
   if (deno === undefined) {
     throw new TypeError("Cannot listen with the deno transport: Deno is not available");
   }
-  const listener = deno.listen({
-    hostname: options.hostname,
-    port: options.port,
-    transport: "tcp",
-  });
+  const { hostname, port, tls } = options;
+  const listener = tls === undefined
+    ? deno.listen({ hostname, port, transport: "tcp" })
+    : deno.listenTls({ hostname, port, ...tls, alpnProtocols: ["http/1.1"] });
+  const secure = tls !== undefined;
   (async () => {
     for await (const conn of listener) {
-      const connection = new DenoConnection(conn);
+      const connection = new DenoConnection(conn, secure);
       connection.start(accept(connection));
     }
   })().catch(() => {/* the listener was closed */});
@@ -2369,7 +2527,7 @@ const listenDeno: Transport = (options, accept) => {
 class DenoConnection implements TransportConnection {
   readonly remoteAddr: NetAddr;
   readonly localAddr: NetAddr;
-  readonly secure = false;
+  readonly secure: boolean;
   #conn: DenoConn;
   #events: ConnectionEvents = IGNORED_EVENTS;
   #queue: Uint8Array[] = [];
@@ -2381,8 +2539,9 @@ class DenoConnection implements TransportConnection {
   #wake: (() => void) | null = null;
   #linger: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(conn: DenoConn) {
+  constructor(conn: DenoConn, secure: boolean) {
     this.#conn = conn;
+    this.secure = secure;
     this.remoteAddr = toNetAddr(conn.remoteAddr.hostname, conn.remoteAddr.port);
     this.localAddr = toNetAddr(conn.localAddr.hostname, conn.localAddr.port);
     try {
@@ -2495,9 +2654,11 @@ const listenBun: Transport = (options, accept) => {
     port: options.port,
     // Half-open: a client may send its request and FIN, and still deserves the response.
     allowHalfOpen: true,
+    // ALPN protocol lists are length-prefixed strings on the wire; Bun takes them in that form.
+    tls: options.tls && { ...options.tls, ALPNProtocols: "\x08http/1.1" },
     socket: {
       open(socket) {
-        const connection = new BunConnection(socket);
+        const connection = new BunConnection(socket, options.tls !== undefined);
         socket.data = connection;
         connection.events = accept(connection);
       },
@@ -2517,7 +2678,7 @@ const listenBun: Transport = (options, accept) => {
 class BunConnection implements TransportConnection {
   readonly remoteAddr: NetAddr;
   readonly localAddr: NetAddr;
-  readonly secure = false;
+  readonly secure: boolean;
   events: ConnectionEvents = IGNORED_EVENTS;
   #socket: BunSocket;
   #queue: Uint8Array[] = [];
@@ -2526,8 +2687,9 @@ class BunConnection implements TransportConnection {
   #closed = false;
   #linger: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(socket: BunSocket) {
+  constructor(socket: BunSocket, secure: boolean) {
     this.#socket = socket;
+    this.secure = secure;
     this.remoteAddr = toNetAddr(socket.remoteAddress, socket.remotePort ?? 0);
     this.localAddr = toNetAddr(socket.localAddress ?? "", socket.localPort);
     try {
@@ -2611,10 +2773,18 @@ class BunConnection implements TransportConnection {
 
 /** Node (and any runtime's `node:net`): streams with `write() === false` and `'drain'`. */
 const listenNode: Transport = (options, accept) => {
-  const server = nodeNet.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-    const connection = new NodeConnection(socket);
+  const { tls } = options;
+  const onConnection = (socket: nodeNet.Socket) => {
+    const connection = new NodeConnection(socket, tls !== undefined);
     connection.start(accept(connection));
-  });
+  };
+  // For TLS, the connection listener fires after the handshake ("secureConnection").
+  const server = tls === undefined
+    ? nodeNet.createServer({ allowHalfOpen: true, noDelay: true }, onConnection)
+    : nodeTls.createServer(
+      { ...tls, allowHalfOpen: true, noDelay: true, ALPNProtocols: ["http/1.1"] },
+      onConnection,
+    );
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen({ host: options.hostname, port: options.port }, () => {
@@ -2631,13 +2801,14 @@ const listenNode: Transport = (options, accept) => {
 class NodeConnection implements TransportConnection {
   readonly remoteAddr: NetAddr;
   readonly localAddr: NetAddr;
-  readonly secure = false;
+  readonly secure: boolean;
   #socket: nodeNet.Socket;
   #ending = false;
   #linger: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(socket: nodeNet.Socket) {
+  constructor(socket: nodeNet.Socket, secure: boolean) {
     this.#socket = socket;
+    this.secure = secure;
     this.remoteAddr = toNetAddr(socket.remoteAddress ?? "", socket.remotePort ?? 0);
     this.localAddr = toNetAddr(socket.localAddress ?? "", socket.localPort ?? 0);
   }
@@ -2707,7 +2878,7 @@ function toNetAddr(hostname: string, port: number): NetAddr {
 //#region serve()
 
 /** Options for {@linkcode serve}. The limits of {@linkcode Limits} are options too. */
-export interface ServeOptions extends Partial<Limits> {
+export interface ServeOptions extends Partial<Limits>, Partial<Timeouts> {
   /**
    * The port to listen on; 0 picks a free one.
    * @default {8080}
@@ -2742,6 +2913,24 @@ export interface ServeOptions extends Partial<Limits> {
    * @default {10000}
    */
   maxConnections?: number;
+  /**
+   * Open connections from one client address. Past it, a new connection from that address is
+   * answered 503 and closed. Off by default: many clients can share one address behind NAT.
+   * @default {Infinity}
+   */
+  maxConnectionsPerClient?: number;
+  /**
+   * After `shutdown()`, how long requests in progress may take to finish before their
+   * connections are dropped.
+   * @default {10000}
+   */
+  shutdownTimeout?: number;
+  /**
+   * The certificate chain in PEM, to serve HTTPS (with `key`). ALPN advertises `http/1.1`.
+   */
+  cert?: string;
+  /** The private key in PEM, to serve HTTPS (with `cert`). */
+  key?: string;
 }
 
 /** A running server, returned by {@linkcode serve}. */
@@ -2757,7 +2946,8 @@ export interface Server {
   readonly finished: Promise<void>;
   /**
    * Stops accepting connections, closes idle ones at once, lets requests in progress finish
-   * (their responses carry `Connection: close`), and resolves when all connections are closed.
+   * (their responses carry `Connection: close`) for up to `shutdownTimeout`, drops what is left,
+   * and resolves when all connections are closed.
    */
   shutdown(): Promise<void>;
 }
@@ -2769,6 +2959,12 @@ const DEFAULT_HOSTNAME = "0.0.0.0";
 function defaultOnError(error: unknown): Response {
   console.error("wireserve: handler failed:", error);
   return plainResponse(500);
+}
+
+/** Checks that a timeout is a whole number of milliseconds, or Infinity for none. */
+function checkTimeout(name: string, value: number): number {
+  if (value === Infinity) return value;
+  return checkInteger(name, value, 1);
 }
 
 /** Checks that a numeric option is a whole number in range. */
@@ -2819,11 +3015,28 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   }
   const limits = resolveLimits(options);
   for (const [name, value] of Object.entries(limits)) checkInteger(name, value, 1);
+  const timeouts: Timeouts = { ...DEFAULT_TIMEOUTS };
+  for (const name of Object.keys(timeouts) as Array<keyof Timeouts>) {
+    timeouts[name] = checkTimeout(name, options[name] ?? DEFAULT_TIMEOUTS[name]);
+  }
   const port = checkInteger("port", options.port ?? DEFAULT_PORT, 0, 65535);
   const hostname = options.hostname ?? DEFAULT_HOSTNAME;
   const maxConnections = checkInteger("maxConnections", options.maxConnections ?? 10_000, 1);
+  const maxPerClient = options.maxConnectionsPerClient === undefined ||
+      options.maxConnectionsPerClient === Infinity
+    ? Infinity
+    : checkInteger("maxConnectionsPerClient", options.maxConnectionsPerClient, 1);
+  const shutdownTimeout = checkTimeout("shutdownTimeout", options.shutdownTimeout ?? 10_000);
+  if ((options.cert === undefined) !== (options.key === undefined)) {
+    throw new TypeError("Cannot serve HTTPS: both cert and key are needed");
+  }
+  const tls = options.cert !== undefined && options.key !== undefined
+    ? { cert: options.cert, key: options.key }
+    : undefined;
+  const clock: Clock = { now: Date.now() };
   const driverOptions: DriverOptions = {
     ...limits,
+    ...timeouts,
     handler,
     onError: options.onError ?? defaultOnError,
     maxRequestsPerConnection: checkInteger(
@@ -2831,6 +3044,7 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
       options.maxRequestsPerConnection ?? 1000,
       1,
     ),
+    clock,
   };
   const transport = typeof options.transport === "function"
     ? options.transport
@@ -2840,26 +3054,56 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   }
 
   const connections = new Set<HttpConnection>();
+  const perClient = new Map<string, number>();
   let listener: TransportListener | null = null;
   let shuttingDown = false;
   let resolveFinished!: () => void;
   const finished = new Promise<void>((resolve) => resolveFinished = resolve);
+
+  // One timer for every connection's deadlines: a sweep a few times per shortest timeout, instead
+  // of a timer set and cleared per connection per request.
+  const shortest = Math.min(...Object.values(timeouts));
+  const tick = Math.max(10, Math.min(1000, Math.floor(shortest / 4)));
+  const sweep = setInterval(() => {
+    const now = clock.now = Date.now();
+    for (const connection of connections) connection.checkTimers(now);
+  }, tick);
+  let shutdownTimer: ReturnType<typeof setTimeout> | undefined;
+
   const checkFinished = () => {
-    if (shuttingDown && listener !== null && connections.size === 0) resolveFinished();
+    if (shuttingDown && listener !== null && connections.size === 0) {
+      clearInterval(sweep);
+      clearTimeout(shutdownTimer);
+      resolveFinished();
+    }
   };
   const onClosed = (connection: HttpConnection) => {
     connections.delete(connection);
+    if (maxPerClient !== Infinity) {
+      const host = connection.remoteHost;
+      const count = (perClient.get(host) ?? 1) - 1;
+      if (count === 0) perClient.delete(host);
+      else perClient.set(host, count);
+    }
     checkFinished();
+  };
+  const refuse = (connection: TransportConnection): ConnectionEvents => {
+    // Cheap: one prebuilt write and a close, no parsing.
+    connection.write(SERVICE_UNAVAILABLE);
+    connection.end();
+    return IGNORED_EVENTS;
   };
   const accept = (connection: TransportConnection): ConnectionEvents => {
     if (shuttingDown) {
       connection.destroy();
       return IGNORED_EVENTS;
     }
-    if (connections.size >= maxConnections) {
-      connection.write(SERVICE_UNAVAILABLE);
-      connection.end();
-      return IGNORED_EVENTS;
+    if (connections.size >= maxConnections) return refuse(connection);
+    if (maxPerClient !== Infinity) {
+      const host = connection.remoteAddr.hostname;
+      const count = perClient.get(host) ?? 0;
+      if (count >= maxPerClient) return refuse(connection);
+      perClient.set(host, count + 1);
     }
     const httpConnection = new HttpConnection(connection, driverOptions, onClosed);
     connections.add(httpConnection);
@@ -2874,14 +3118,28 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   const closeAll = () => {
     listener?.close();
     for (const connection of connections) connection.close();
+    if (shutdownTimeout !== Infinity && connections.size > 0) {
+      shutdownTimer = setTimeout(() => {
+        for (const connection of connections) connection.destroy();
+      }, shutdownTimeout);
+    }
     checkFinished();
   };
 
   // Deno and Bun bind synchronously (and throw, as Deno.serve does, if they cannot); node:net
   // reports the result later.
-  const listening = transport({ hostname, port }, accept);
+  let listening: TransportListener | Promise<TransportListener>;
+  try {
+    listening = transport({ hostname, port, tls }, accept);
+  } catch (error) {
+    clearInterval(sweep);
+    throw error;
+  }
   const ready = listening instanceof Promise
-    ? listening.then(bound)
+    ? listening.then(bound, (error) => {
+      clearInterval(sweep);
+      throw error;
+    })
     : Promise.resolve(bound(listening));
   const shutdown = (): Promise<void> => {
     if (!shuttingDown) {
