@@ -3169,6 +3169,202 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
 const SERVICE_UNAVAILABLE = errorResponseBytes(503);
 
 //#endregion
+//#region Rate limiting
+
+/** Decides whether a peer is a proxy whose forwarding headers can be believed. */
+export type TrustProxy = readonly string[] | ((hostname: string) => boolean);
+
+/**
+ * The client's address as this server can know it. By default that is the peer of the
+ * connection. Behind a reverse proxy the peer is the proxy; the client's address is then in the
+ * `Forwarded` (RFC 7239) or `X-Forwarded-For` header, but anybody can send those headers, so they
+ * are believed only from peers that `trustProxy` names. The chain is walked from the nearest hop
+ * back, and the first address that is not a trusted proxy is the client: a client cannot skip the
+ * walk by putting a fake address at the front of the list.
+ *
+ * @param request The request, for its forwarding headers.
+ * @param info The connection, for its peer address.
+ * @param trustProxy The trusted proxies: their addresses, or a predicate. None by default.
+ * @returns The client's address (an IP address, or a `Forwarded` token such as `unknown`).
+ *
+ * @example
+ * ```ts
+ * import { clientAddress, serve } from "jsr:@wireserve/wireserve";
+ * serve({ port: 8080 }, (request, info) =>
+ *   new Response(clientAddress(request, info, ["127.0.0.1"])));
+ * ```
+ */
+export function clientAddress(request: Request, info: ConnInfo, trustProxy?: TrustProxy): string {
+  const peer = info.remoteAddr.hostname;
+  if (trustProxy === undefined) return peer;
+  const trusted = typeof trustProxy === "function"
+    ? trustProxy
+    : (hostname: string) => trustProxy.includes(hostname);
+  if (!trusted(peer)) return peer;
+  const forwarded = request.headers.get("forwarded");
+  const hops = forwarded !== null
+    ? forwardedFor(forwarded)
+    : (request.headers.get("x-forwarded-for") ?? "").split(",").map((hop) => hop.trim());
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = hops[i];
+    if (hop === "" || !trusted(hop)) return hop === "" ? peer : hop;
+  }
+  return hops[0] ?? peer;
+}
+
+/** The `for=` addresses of a `Forwarded` header, nearest hop last, without quotes, brackets or ports. */
+function forwardedFor(value: string): string[] {
+  const addresses: string[] = [];
+  for (const element of value.split(",")) {
+    for (const pair of element.split(";")) {
+      const equals = pair.indexOf("=");
+      if (equals === -1 || pair.slice(0, equals).trim().toLowerCase() !== "for") continue;
+      let node = pair.slice(equals + 1).trim();
+      if (node.startsWith('"') && node.endsWith('"') && node.length >= 2) node = node.slice(1, -1);
+      if (node.startsWith("[")) {
+        node = node.slice(1, node.indexOf("]") > 0 ? node.indexOf("]") : undefined);
+      } else if (node.indexOf(":") === node.lastIndexOf(":") && node.includes(".")) {
+        node = node.split(":")[0]; // IPv4 with a port
+      }
+      addresses.push(node);
+    }
+  }
+  return addresses;
+}
+
+/** Options for {@linkcode rateLimit}. */
+export interface RateLimitOptions {
+  /** Requests a client may make in a burst; the bucket's capacity. */
+  limit: number;
+  /**
+   * The time in which an empty bucket refills to `limit`, in milliseconds: the sustained rate is
+   * `limit` per `windowMs`.
+   * @default {60000}
+   */
+  windowMs?: number;
+  /**
+   * Which bucket a request draws from. Defaults to the client address, as
+   * {@linkcode clientAddress} finds it with `trustProxy`.
+   */
+  key?: (request: Request, info: ConnInfo) => string;
+  /** Proxies whose `Forwarded` / `X-Forwarded-For` headers name the client. None by default. */
+  trustProxy?: TrustProxy;
+  /**
+   * Buckets kept at most. Past it, the bucket unused for longest is forgotten (that client starts
+   * again with a full bucket, which after the longest idle time it most likely had anyway).
+   * @default {10000}
+   */
+  maxKeys?: number;
+  /**
+   * The policy name in the `RateLimit` and `RateLimit-Policy` fields.
+   * @default {"default"}
+   */
+  policy?: string;
+}
+
+/** One client's bucket: tokens left when last seen, and when that was. */
+interface Bucket {
+  tokens: number;
+  updated: number;
+}
+
+/**
+ * Limits how fast each client may make requests, as a token bucket: a bucket holds up to `limit`
+ * tokens, refills at `limit` per `windowMs`, and each request takes one. A request that finds the
+ * bucket empty gets 429 with `Retry-After`. Why a bucket rather than windows: it needs two numbers
+ * per client whatever the traffic, and it has no window edge at which a client can fit two
+ * windows' worth of requests into an instant.
+ *
+ * Every response carries the IETF `RateLimit-Policy` and `RateLimit` fields
+ * (draft-ietf-httpapi-ratelimit-headers): the quota `q`, its window `w`, what remains `r`, and the
+ * seconds until the bucket is full again `t`.
+ *
+ * @param options The limit, window, key and memory bound.
+ * @param handler The handler to protect.
+ * @returns A handler that applies the limit, then calls `handler`.
+ *
+ * @example 100 requests a minute per client address
+ * ```ts
+ * import { rateLimit, serve } from "jsr:@wireserve/wireserve";
+ * serve({ port: 8080 }, rateLimit({ limit: 100, windowMs: 60_000 }, () => new Response("ok")));
+ * ```
+ */
+export function rateLimit(options: RateLimitOptions, handler: Handler): Handler {
+  const limit = checkRateOption("limit", options.limit);
+  const windowMs = checkRateOption("windowMs", options.windowMs ?? 60_000);
+  const maxKeys = checkRateOption("maxKeys", options.maxKeys ?? 10_000);
+  const policy = options.policy ?? "default";
+  if (!isToken(policy)) {
+    throw new TypeError(`Cannot limit rate: policy ${JSON.stringify(policy)} is not a token`);
+  }
+  const refillPerMs = limit / windowMs;
+  const key = options.key ??
+    ((request: Request, info: ConnInfo) => clientAddress(request, info, options.trustProxy));
+  const policyField = `"${policy}";q=${limit};w=${Math.ceil(windowMs / 1000)}`;
+  // A Map iterates in insertion order: re-inserting on use keeps the least recently used first.
+  const buckets = new Map<string, Bucket>();
+
+  return (request, info) => {
+    const now = Date.now();
+    const id = key(request, info);
+    let bucket = buckets.get(id);
+    if (bucket === undefined) {
+      if (buckets.size >= maxKeys) buckets.delete(buckets.keys().next().value as string);
+      bucket = { tokens: limit, updated: now };
+    } else {
+      buckets.delete(id);
+      bucket.tokens = Math.min(limit, bucket.tokens + (now - bucket.updated) * refillPerMs);
+      bucket.updated = now;
+    }
+    buckets.set(id, bucket);
+    const allowed = bucket.tokens >= 1;
+    if (allowed) bucket.tokens -= 1;
+    const secondsToFull = Math.ceil((limit - bucket.tokens) / refillPerMs / 1000);
+    const fields: Array<[string, string]> = [
+      ["ratelimit-policy", policyField],
+      ["ratelimit", `"${policy}";r=${Math.floor(bucket.tokens)};t=${secondsToFull}`],
+    ];
+    if (!allowed) {
+      const retryAfter = Math.max(1, Math.ceil((1 - bucket.tokens) / refillPerMs / 1000));
+      return new Response("429 Too Many Requests\n", {
+        status: 429,
+        headers: [
+          ["content-type", "text/plain; charset=utf-8"],
+          ["retry-after", String(retryAfter)],
+          ...fields,
+        ],
+      });
+    }
+    const result = handler(request, info);
+    return result instanceof Promise
+      ? result.then((response) => withFields(response, fields))
+      : withFields(result, fields);
+  };
+}
+
+/** Checks a positive whole-number option of rateLimit. */
+function checkRateOption(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1) {
+    throw new RangeError(`Cannot limit rate: ${name} must be a positive integer, got ${value}`);
+  }
+  return value;
+}
+
+/** Adds header fields to a response, copying it when its headers are immutable. */
+function withFields(response: Response, fields: Array<[string, string]>): Response {
+  if (!(response instanceof Response)) return response;
+  try {
+    for (const [name, value] of fields) response.headers.set(name, value);
+    return response;
+  } catch {
+    // Response.redirect() and fetched responses have immutable headers.
+    const copy = new Response(response.body, response);
+    for (const [name, value] of fields) copy.headers.set(name, value);
+    return copy;
+  }
+}
+
+//#endregion
 //#region CLI
 
 /** The pages of the tutorial's demo site. */
