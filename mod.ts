@@ -32,6 +32,7 @@
 
 import * as nodeNet from "node:net";
 import * as nodeTls from "node:tls";
+import { readFileSync } from "node:fs";
 
 //#region Public types
 
@@ -3435,50 +3436,63 @@ interface ProcessLike {
   off(signal: string, listener: () => void): void;
 }
 
-const USAGE = `Usage: wireserve [--port PORT] [--host HOSTNAME]
+const USAGE = `Usage: wireserve [--port PORT] [--host HOSTNAME] [--cert FILE --key FILE]
 
 Serves the demo site: / (hello), /about, and a 404 page for anything else.
 
   --port PORT       port to listen on (default 8080; 0 picks a free one)
   --host HOSTNAME   address to listen on (default 0.0.0.0)
+  --cert FILE       PEM certificate chain: serve HTTPS (with --key)
+  --key FILE        PEM private key for --cert
   -h, --help        show this help
 `;
 
+/** What the command line asks for. */
+interface CommandLine {
+  port: number;
+  hostname: string;
+  certFile?: string;
+  keyFile?: string;
+}
+
 /** Parses the command line; returns null after printing an error or the help. */
-function parseArguments(args: string[]): { port: number; hostname: string } | null {
-  let port = DEFAULT_PORT;
-  let hostname = DEFAULT_HOSTNAME;
+function parseArguments(args: string[]): CommandLine | null {
+  const parsed: CommandLine = { port: DEFAULT_PORT, hostname: DEFAULT_HOSTNAME };
+  const fail = (message: string) => {
+    console.error(`Cannot start: ${message}\n\n${USAGE}`);
+    return null;
+  };
   for (let i = 0; i < args.length; i++) {
-    const [flag, inline] = args[i].startsWith("--") && args[i].includes("=")
-      ? [args[i].slice(0, args[i].indexOf("=")), args[i].slice(args[i].indexOf("=") + 1)]
-      : [args[i], undefined];
-    const value = () => inline ?? args[++i];
+    const equals = args[i].startsWith("--") ? args[i].indexOf("=") : -1;
+    const flag = equals === -1 ? args[i] : args[i].slice(0, equals);
+    const inline = equals === -1 ? undefined : args[i].slice(equals + 1);
+    const value = () => inline ?? args[++i] ?? "";
     if (flag === "-h" || flag === "--help") {
       console.log(USAGE);
       return null;
     } else if (flag === "--port" || flag === "-p") {
-      const text = value() ?? "";
-      port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
-      if (!(port <= 65535)) {
-        console.error(
-          `Cannot start: --port needs a number from 0 to 65535, got ${
-            JSON.stringify(text)
-          }\n\n${USAGE}`,
-        );
-        return null;
+      const text = value();
+      parsed.port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+      if (!(parsed.port <= 65535)) {
+        return fail(`--port needs a number from 0 to 65535, got ${JSON.stringify(text)}`);
       }
     } else if (flag === "--host" || flag === "--hostname") {
-      hostname = value() ?? "";
-      if (hostname === "") {
-        console.error(`Cannot start: --host needs an address\n\n${USAGE}`);
-        return null;
-      }
+      parsed.hostname = value();
+      if (parsed.hostname === "") return fail("--host needs an address");
+    } else if (flag === "--cert") {
+      parsed.certFile = value();
+      if (parsed.certFile === "") return fail("--cert needs a file");
+    } else if (flag === "--key") {
+      parsed.keyFile = value();
+      if (parsed.keyFile === "") return fail("--key needs a file");
     } else {
-      console.error(`Cannot start: unknown argument ${JSON.stringify(args[i])}\n\n${USAGE}`);
-      return null;
+      return fail(`unknown argument ${JSON.stringify(args[i])}`);
     }
   }
-  return { port, hostname };
+  if ((parsed.certFile === undefined) !== (parsed.keyFile === undefined)) {
+    return fail("--cert and --key go together");
+  }
+  return parsed;
 }
 
 /** Runs the command line: serves until SIGINT or SIGTERM, then shuts down gracefully. */
@@ -3488,13 +3502,29 @@ async function main(process: ProcessLike): Promise<void> {
     process.exitCode = process.argv.includes("--help") || process.argv.includes("-h") ? 0 : 2;
     return;
   }
+  let tls: { cert: string; key: string } | undefined;
+  if (parsed.certFile !== undefined && parsed.keyFile !== undefined) {
+    try {
+      tls = {
+        cert: readFileSync(parsed.certFile, "utf8"),
+        key: readFileSync(parsed.keyFile, "utf8"),
+      };
+    } catch (error) {
+      console.error(`Cannot start: cannot read --cert or --key: ${(error as Error).message}`);
+      process.exitCode = 1;
+      return;
+    }
+  }
+  const scheme = tls === undefined ? "http" : "https";
   const server = serve({
-    ...parsed,
+    port: parsed.port,
+    hostname: parsed.hostname,
+    ...tls,
     onListen: (addr) => {
       const host = addr.hostname === "0.0.0.0"
         ? "localhost"
         : formatHost(addr).slice(0, -`:${addr.port}`.length);
-      console.log(`Listening on http://${host}:${addr.port}/`);
+      console.log(`Listening on ${scheme}://${host}:${addr.port}/`);
     },
   }, demoHandler);
   const stop = () => {
