@@ -2147,7 +2147,18 @@ class HttpConnection implements ConnectionEvents {
       version: head.version,
     };
     if (bodyless) {
-      if (head.method === "HEAD" && bodyLength !== null) headOptions.contentLength = bodyLength;
+      if (head.method === "HEAD") {
+        // RFC 9110 §9.3.2: a HEAD response carries the fields a GET would have. A handler that
+        // answers HEAD without a body declares the GET length itself, or none is sent.
+        let length: number | undefined = stream === null ? undefined : bodyLength ?? undefined;
+        const declared = stream === null ? headers.get("content-length") : null;
+        if (declared !== null) {
+          try {
+            length = parseContentLength(declared);
+          } catch { /* not a usable length: send none */ }
+        }
+        if (length !== undefined) headOptions.contentLength = length;
+      }
       if (stream !== null) await stream.cancel().catch(() => {});
       this.#send(serializeResponseHead(status, headers, headOptions));
       this.#closeRequested ||= close;
