@@ -1603,6 +1603,8 @@ class HttpConnection implements ConnectionEvents {
   #closeRequested = false;
   #paused = false;
   #backlogPaused = false;
+  /** Responses are queued past the high-water mark: read no further request until they drain. */
+  #awaitingDrain = false;
   /** Writes waiting to be flushed as one (pipelined responses go out together). */
   #output: Uint8Array[] = [];
   #outputBytes = 0;
@@ -1707,7 +1709,7 @@ class HttpConnection implements ConnectionEvents {
       if (this.#state === CLOSED) return;
     }
     if (offset < chunk.length) this.#append(chunk, offset);
-    if (this.#state === READING_HEAD) {
+    if (this.#state === READING_HEAD && !this.#awaitingDrain) {
       // The head timer runs from the first byte of a head to its end.
       if (this.#timer === TIMER_IDLE) this.#setTimer(TIMER_HEAD, this.#options.headTimeout);
       this.#processInput();
@@ -1735,6 +1737,11 @@ class HttpConnection implements ConnectionEvents {
     const waiters = this.#drainWaiters;
     this.#drainWaiters = [];
     for (const wake of waiters) wake();
+    if (this.#awaitingDrain && this.#state === READING_HEAD) {
+      this.#awaitingDrain = false;
+      this.#setTimer(TIMER_IDLE, this.#options.idleTimeout);
+      this.#processInput();
+    }
   }
 
   onClose(): void {
@@ -1786,6 +1793,7 @@ class HttpConnection implements ConnectionEvents {
 
   /** Parses and answers the requests in the unparsed input, in order, until one must wait. */
   #processInput(): void {
+    if (this.#awaitingDrain) return;
     try {
       while (this.#state === READING_HEAD) {
         if (!this.#skipEmptyLines()) break;
@@ -1892,14 +1900,15 @@ class HttpConnection implements ConnectionEvents {
     this.#body = body;
     this.#state = ANSWERING;
     this.#setTimer(TIMER_HANDLER, this.#options.handlerTimeout);
-    if (head.target === "*") {
+    // The body bytes that came with the head go to the body stream, which the Request creates.
+    const request = head.target === "*" ? null : this.#buildRequest(head, body);
+    if (body !== null && this.#end > this.#start) {
+      this.#start += this.#feedBody(this.#buffer, this.#start, this.#end, false);
+    }
+    if (request === null) {
       // OPTIONS * asks about the server itself (RFC 9110 §9.3.7); there is no resource to hand over.
       this.#answerAsterisk(head);
       return;
-    }
-    const request = this.#buildRequest(head, body);
-    if (body !== null && this.#end > this.#start) {
-      this.#start += this.#feedBody(this.#buffer, this.#start, this.#end, false);
     }
     this.#answer(head, request).catch((error) => this.#fail(error));
   }
@@ -2006,10 +2015,18 @@ class HttpConnection implements ConnectionEvents {
     }
     const controller = body.controller;
     if (controller !== null) {
+      let delivered = false;
       try {
-        for (const piece of pieces) if (piece.length > 0) controller.enqueue(piece);
+        for (const piece of pieces) {
+          if (piece.length > 0) {
+            controller.enqueue(piece);
+            delivered = true;
+          }
+        }
         if (body.done) controller.close();
       } catch { /* the handler cancelled the stream; the bytes are dropped */ }
+      // The handler's read is answered: the clock runs again only when it asks for more (pull).
+      if (delivered) this.#bodyDeadline = 0;
       if (!body.done && (controller.desiredSize ?? 0) < 0 && !this.#paused) {
         // The handler is not reading: stop reading the socket until it does.
         this.#paused = true;
@@ -2249,6 +2266,13 @@ class HttpConnection implements ConnectionEvents {
     this.#body = null;
     this.#state = READING_HEAD;
     this.#setTimer(TIMER_IDLE, this.#options.idleTimeout);
+    // Pipelined responses go out together, but a client that does not read them must not make
+    // the server answer (and buffer) request after request: past the high-water mark, wait.
+    if (this.#outputBytes >= WRITE_HIGH_WATER && !this.#flush()) {
+      this.#awaitingDrain = true;
+      this.#setTimer(TIMER_WRITE, this.#options.writeTimeout);
+      return;
+    }
     this.#processInput();
   }
 
