@@ -2574,6 +2574,7 @@ class DenoConnection implements TransportConnection {
   #paused = false;
   #wake: (() => void) | null = null;
   #linger: ReturnType<typeof setTimeout> | undefined;
+  #peerEnded = false;
 
   constructor(conn: DenoConn, secure: boolean) {
     this.#conn = conn;
@@ -2603,6 +2604,7 @@ class DenoConnection implements TransportConnection {
       }
       if (this.#closed) return;
       if (count === null) {
+        this.#peerEnded = true;
         if (this.#ending) this.#close();
         else this.#events.onEnd();
         return;
@@ -2659,6 +2661,11 @@ class DenoConnection implements TransportConnection {
   }
 
   #halfClose(): void {
+    // Linger only while the peer may still send: once it has ended, there is nothing to drain.
+    if (this.#peerEnded) {
+      this.#close();
+      return;
+    }
     this.#linger = setTimeout(() => this.#close(), LINGER_MILLISECONDS);
     this.#conn.closeWrite().catch(() => this.#close());
   }
@@ -2721,6 +2728,7 @@ class BunConnection implements TransportConnection {
   #queuedBytes = 0;
   #ending = false;
   #closed = false;
+  #peerEnded = false;
   #linger: ReturnType<typeof setTimeout> | undefined;
 
   constructor(socket: BunSocket, secure: boolean) {
@@ -2738,6 +2746,7 @@ class BunConnection implements TransportConnection {
   }
 
   onPeerEnd(): void {
+    this.#peerEnded = true;
     if (this.#ending) this.#socket.end();
     else this.events.onEnd();
   }
@@ -2796,6 +2805,10 @@ class BunConnection implements TransportConnection {
   }
 
   #halfClose(): void {
+    if (this.#peerEnded) {
+      this.#socket.end(); // nothing left to read: close outright
+      return;
+    }
     // shutdown() sends FIN and keeps reading; Bun's end() would close at once and could reset.
     this.#socket.shutdown();
     this.#linger = setTimeout(() => this.#socket.end(), LINGER_MILLISECONDS);
