@@ -33,6 +33,7 @@
 import * as nodeNet from "node:net";
 import * as nodeTls from "node:tls";
 import { readFileSync } from "node:fs";
+import * as nodeFs from "node:fs/promises";
 
 //#region Public types
 
@@ -3218,6 +3219,1959 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
 const SERVICE_UNAVAILABLE = errorResponseBytes(503);
 
 //#endregion
+//#region Router
+
+/**
+ * The parameters of a matched route, decoded: each `:name` segment under its name, and what a
+ * trailing `*` matched under `"*"` (its segments decoded one by one and joined with `/`).
+ */
+export type RouteParams = Readonly<Record<string, string>>;
+
+/**
+ * A route's handler: a {@linkcode Handler} that also receives the route's parameters. Any
+ * `Handler` is a `RouteHandler` too: it just ignores the third argument.
+ *
+ * @typeParam Info What the server passes as the second argument: {@linkcode ConnInfo} under
+ * wireserve, `Deno.ServeHandlerInfo` under `Deno.serve`, the `Server` under `Bun.serve`.
+ */
+export type RouteHandler<Info = ConnInfo> = (
+  request: Request,
+  info: Info,
+  params: RouteParams,
+) => Response | Promise<Response>;
+
+/** Options for {@linkcode Router}. */
+export interface RouterOptions<Info = ConnInfo> {
+  /**
+   * Answers a request whose path no route matches.
+   * @default {a plain-text 404}
+   */
+  notFound?: (request: Request, info: Info) => Response | Promise<Response>;
+}
+
+/** One method's route at the node where a pattern ends. */
+interface RouteEntry<Info> {
+  handler: RouteHandler<Info>;
+  /** The names of the pattern's parameters in order, `"*"` last for a wildcard. */
+  names: string[];
+}
+
+/** Routes ending at one node: method (or `"*"` for {@linkcode Router.all}) to entry. */
+type RouteEndpoint<Info> = Map<string, RouteEntry<Info>>;
+
+/**
+ * A node of the segment tree. Static children sit in a `Map`, so finding one costs the same
+ * however many routes there are; a node has at most one parameter child and one wildcard.
+ */
+interface RouteNode<Info> {
+  statics: Map<string, RouteNode<Info>> | null;
+  param: RouteNode<Info> | null;
+  /** Routes whose pattern ends in `*` here. */
+  wildcard: RouteEndpoint<Info> | null;
+  /** Routes whose pattern ends exactly here. */
+  endpoint: RouteEndpoint<Info> | null;
+}
+
+/** A parameter name: what a JavaScript identifier made of ASCII may be. */
+const PARAM_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
+
+function newRouteNode<Info>(): RouteNode<Info> {
+  return { statics: null, param: null, wildcard: null, endpoint: null };
+}
+
+/**
+ * Routes requests by method and path to handlers, on the fetch API: `router.fetch` is a
+ * {@linkcode Handler}, for wireserve's `serve`, `Deno.serve` and `Bun.serve` alike.
+ *
+ * Patterns are paths made of segments:
+ * - a static segment matches itself, compared with the request's segment after percent-decoding
+ *   (write `/café`, not `/caf%C3%A9`);
+ * - `:name` matches any one non-empty segment and hands it, decoded, to the handler as
+ *   `params.name`;
+ * - a final `*` matches the rest of the path after its slash (possibly empty) as `params["*"]`.
+ *   `/files/*` matches `/files/` and `/files/a/b`, not `/files`.
+ *
+ * When several patterns match, static beats parameter beats wildcard, segment by segment from the
+ * left; if the more specific branch has no route for the method, the next one is tried. Matching
+ * walks a tree of segments, so its cost grows with the depth of the path, not the number of routes.
+ * A trailing slash is significant: `/a` and `/a/` are different paths.
+ *
+ * Answers the router gives itself:
+ * - `HEAD` is served by the `GET` route (unless a `HEAD` route exists) and the body is dropped, as
+ *   RFC 9110 §9.3.2 asks: "The HEAD method is identical to GET except that the server MUST NOT send
+ *   content in the response". Every response to HEAD loses its body, so this holds under any server.
+ * - a path routed for other methods only: 405 with `Allow` (RFC 9110 §15.5.6);
+ * - `OPTIONS` without an `OPTIONS` route: 204 with `Allow` (RFC 9110 §9.3.7);
+ * - a segment with a bad percent-escape: 400; no matching path: `notFound`, a plain 404 by default.
+ *
+ * Responses to HEAD, the router's own and `notFound`'s included, never have a body.
+ *
+ * @typeParam Info What the server passes as the handler's second argument.
+ *
+ * @example A small site, served by wireserve
+ * ```ts
+ * import { Router, serve } from "jsr:@wireserve/wireserve";
+ *
+ * const router = new Router()
+ *   .get("/", () => new Response("home"))
+ *   .get("/users/:id", (_request, _info, params) => Response.json({ id: params.id }))
+ *   .post("/users", async (request) => new Response(await request.text(), { status: 201 }))
+ *   .get("/files/*", (_request, _info, params) => new Response(`file ${params["*"]}`));
+ * serve({ port: 8080 }, router.fetch);
+ * ```
+ *
+ * @example Under Deno.serve
+ * ```ts
+ * import { Router } from "jsr:@wireserve/wireserve";
+ * const router = new Router<Deno.ServeHandlerInfo>().get("/", () => new Response("hi"));
+ * Deno.serve(router.fetch);
+ * ```
+ */
+export class Router<Info = ConnInfo> {
+  #root: RouteNode<Info> = newRouteNode();
+  #notFound: (request: Request, info: Info) => Response | Promise<Response>;
+
+  /**
+   * Makes an empty router.
+   *
+   * @param options The `notFound` handler.
+   */
+  constructor(options: RouterOptions<Info> = {}) {
+    this.#notFound = options.notFound ?? (() => routerResponse(404));
+  }
+
+  /**
+   * Routes `GET` (and `HEAD`, without the body) requests for `pattern` to `handler`.
+   *
+   * @param pattern A path pattern such as `/users/:id` or `/files/*`.
+   * @param handler Answers the requests; gets the decoded parameters as third argument.
+   * @returns This router, to chain calls.
+   * @throws {TypeError} For a malformed pattern, or a method and pattern routed already.
+   *
+   * @example
+   * ```ts
+   * import { Router } from "jsr:@wireserve/wireserve";
+   * new Router().get("/hello/:name", (_request, _info, { name }) => new Response(`hello ${name}`));
+   * ```
+   */
+  get(pattern: string, handler: RouteHandler<Info>): this {
+    return this.on("GET", pattern, handler);
+  }
+
+  /**
+   * Routes `HEAD` requests for `pattern` to `handler`, instead of the `GET` route. The response
+   * body is dropped all the same.
+   *
+   * @param pattern A path pattern.
+   * @param handler Answers the requests.
+   * @returns This router.
+   *
+   * @example
+   * ```ts
+   * import { Router } from "jsr:@wireserve/wireserve";
+   * new Router().head("/ping", () => new Response(null, { headers: { "x-alive": "1" } }));
+   * ```
+   */
+  head(pattern: string, handler: RouteHandler<Info>): this {
+    return this.on("HEAD", pattern, handler);
+  }
+
+  /**
+   * Routes `POST` requests for `pattern` to `handler`.
+   *
+   * @param pattern A path pattern.
+   * @param handler Answers the requests.
+   * @returns This router.
+   *
+   * @example
+   * ```ts
+   * import { Router } from "jsr:@wireserve/wireserve";
+   * new Router().post("/echo", async (request) => new Response(await request.text()));
+   * ```
+   */
+  post(pattern: string, handler: RouteHandler<Info>): this {
+    return this.on("POST", pattern, handler);
+  }
+
+  /**
+   * Routes `PUT` requests for `pattern` to `handler`.
+   *
+   * @param pattern A path pattern.
+   * @param handler Answers the requests.
+   * @returns This router.
+   *
+   * @example
+   * ```ts
+   * import { Router } from "jsr:@wireserve/wireserve";
+   * new Router().put("/notes/:id", () => new Response(null, { status: 204 }));
+   * ```
+   */
+  put(pattern: string, handler: RouteHandler<Info>): this {
+    return this.on("PUT", pattern, handler);
+  }
+
+  /**
+   * Routes `PATCH` requests for `pattern` to `handler`.
+   *
+   * @param pattern A path pattern.
+   * @param handler Answers the requests.
+   * @returns This router.
+   *
+   * @example
+   * ```ts
+   * import { Router } from "jsr:@wireserve/wireserve";
+   * new Router().patch("/notes/:id", () => new Response(null, { status: 204 }));
+   * ```
+   */
+  patch(pattern: string, handler: RouteHandler<Info>): this {
+    return this.on("PATCH", pattern, handler);
+  }
+
+  /**
+   * Routes `DELETE` requests for `pattern` to `handler`.
+   *
+   * @param pattern A path pattern.
+   * @param handler Answers the requests.
+   * @returns This router.
+   *
+   * @example
+   * ```ts
+   * import { Router } from "jsr:@wireserve/wireserve";
+   * new Router().delete("/notes/:id", () => new Response(null, { status: 204 }));
+   * ```
+   */
+  delete(pattern: string, handler: RouteHandler<Info>): this {
+    return this.on("DELETE", pattern, handler);
+  }
+
+  /**
+   * Routes `OPTIONS` requests for `pattern` to `handler`, instead of the automatic answer (204
+   * with `Allow`).
+   *
+   * @param pattern A path pattern.
+   * @param handler Answers the requests.
+   * @returns This router.
+   *
+   * @example
+   * ```ts
+   * import { Router } from "jsr:@wireserve/wireserve";
+   * new Router().options("/api/*", () =>
+   *   new Response(null, { status: 204, headers: { "access-control-allow-origin": "*" } }));
+   * ```
+   */
+  options(pattern: string, handler: RouteHandler<Info>): this {
+    return this.on("OPTIONS", pattern, handler);
+  }
+
+  /**
+   * Routes requests for `pattern` with any method to `handler`; a route for the request's own
+   * method on the same pattern is preferred. A path routed with `all` never answers 405.
+   *
+   * @param pattern A path pattern.
+   * @param handler Answers the requests; `HEAD` responses lose their body all the same.
+   * @returns This router.
+   *
+   * @example
+   * ```ts
+   * import { Router } from "jsr:@wireserve/wireserve";
+   * new Router().all("/proxy/*", (request) => fetch(request));
+   * ```
+   */
+  all(pattern: string, handler: RouteHandler<Info>): this {
+    return this.on("*", pattern, handler);
+  }
+
+  /**
+   * Routes requests with `method` for `pattern` to `handler`: the general form of
+   * {@linkcode Router.get} and the others, for methods such as `PROPFIND`.
+   *
+   * @param method The method, case-sensitive as RFC 9110 §9.1 says; `"*"` for any.
+   * @param pattern A path pattern.
+   * @param handler Answers the requests.
+   * @returns This router.
+   * @throws {TypeError} For a method that is not a token, a malformed pattern, or a method and
+   * pattern routed already.
+   *
+   * @example
+   * ```ts
+   * import { Router } from "jsr:@wireserve/wireserve";
+   * new Router().on("PROPFIND", "/dav/*", () => new Response(null, { status: 207 }));
+   * ```
+   */
+  on(method: string, pattern: string, handler: RouteHandler<Info>): this {
+    if (method !== "*" && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(method)) {
+      throw new TypeError(`Cannot add route: ${JSON.stringify(method)} is not a method`);
+    }
+    if (typeof handler !== "function") {
+      throw new TypeError(`Cannot add route ${method} ${pattern}: the handler is not a function`);
+    }
+    const fail = (why: string): never => {
+      throw new TypeError(`Cannot add route ${method} ${JSON.stringify(pattern)}: ${why}`);
+    };
+    if (typeof pattern !== "string" || pattern.charCodeAt(0) !== 0x2f) {
+      fail("a pattern starts with /");
+    }
+    const segments = pattern.slice(1).split("/");
+    const names: string[] = [];
+    let node = this.#root;
+    let endpoint: RouteEndpoint<Info> | null = null;
+    for (let i = 0; i < segments.length; i++) {
+      const segment = segments[i];
+      if (segment === "*") {
+        if (i !== segments.length - 1) fail("* may only be the last segment");
+        names.push("*");
+        endpoint = node.wildcard ??= new Map();
+      } else if (segment.charCodeAt(0) === 0x3a) {
+        const name = segment.slice(1);
+        if (!PARAM_NAME.test(name) || name === "__proto__") {
+          fail(`${JSON.stringify(segment)} is not a parameter name`);
+        }
+        if (names.includes(name)) fail(`parameter :${name} appears twice`);
+        names.push(name);
+        node = node.param ??= newRouteNode();
+      } else {
+        if (segment.includes("*")) fail("* may only stand alone as the last segment");
+        node.statics ??= new Map();
+        let child = node.statics.get(segment);
+        if (child === undefined) node.statics.set(segment, child = newRouteNode());
+        node = child;
+      }
+    }
+    endpoint ??= node.endpoint ??= new Map();
+    if (endpoint.has(method)) fail("it is routed already");
+    endpoint.set(method, { handler, names });
+    return this;
+  }
+
+  /**
+   * Answers a request: the router as a {@linkcode Handler}, bound, so it can be passed around.
+   *
+   * @param request The request.
+   * @param info What the server knows about the connection; handed on to the route's handler.
+   * @returns The route's response, or the router's own 400, 404, 405 or 204 (OPTIONS).
+   *
+   * @example
+   * ```ts
+   * import { Router } from "jsr:@wireserve/wireserve";
+   * const router = new Router().get("/", () => new Response("home"));
+   * const response = await router.fetch(new Request("http://localhost/"), undefined as never);
+   * console.log(await response.text()); // "home"
+   * ```
+   */
+  readonly fetch = (request: Request, info: Info): Response | Promise<Response> => {
+    const result = this.#route(request, info);
+    if (request.method !== "HEAD") return result;
+    return result instanceof Promise ? result.then(withoutBody) : withoutBody(result);
+  };
+
+  /** Finds the route for a request and calls it, or answers 400, 404, 405 or 204 itself. */
+  #route(request: Request, info: Info): Response | Promise<Response> {
+    const segments = splitRoutePath(request.url);
+    if (segments === null) return routerResponse(400);
+    const method = request.method;
+    const values: string[] = [];
+    let found: RouteEntry<Info> | undefined;
+    // The method's own route first, then GET for HEAD, then a route for any method.
+    const pick = (endpoint: RouteEndpoint<Info>): boolean => {
+      found = endpoint.get(method) ??
+        (method === "HEAD" ? endpoint.get("GET") : undefined) ??
+        endpoint.get("*");
+      return found !== undefined;
+    };
+    if (this.#match(this.#root, segments, 0, values, pick)) {
+      const entry = found as RouteEntry<Info>;
+      const params: Record<string, string> = Object.create(null);
+      for (let i = 0; i < entry.names.length; i++) params[entry.names[i]] = values[i];
+      return entry.handler(request, info, params);
+    }
+    // No route for this method: is the path routed for others?
+    const allowed = new Set<string>();
+    this.#match(this.#root, segments, 0, [], (endpoint) => {
+      for (const name of endpoint.keys()) allowed.add(name);
+      return false; // visit every match
+    });
+    if (allowed.size === 0) return this.#notFound(request, info);
+    if (allowed.has("GET")) allowed.add("HEAD");
+    allowed.add("OPTIONS");
+    const allow = [...allowed].join(", ");
+    if (method === "OPTIONS") {
+      return new Response(null, { status: 204, headers: { allow } });
+    }
+    return routerResponse(405, allow);
+  }
+
+  /**
+   * Walks the tree depth first, static before parameter before wildcard, and calls `visit` for
+   * each node where the path ends; stops as soon as `visit` returns true. `values` collects the
+   * parameter values of the current branch, in pattern order.
+   */
+  #match(
+    node: RouteNode<Info>,
+    segments: string[],
+    index: number,
+    values: string[],
+    visit: (endpoint: RouteEndpoint<Info>) => boolean,
+  ): boolean {
+    if (index === segments.length) {
+      return node.endpoint !== null && visit(node.endpoint);
+    }
+    const segment = segments[index];
+    const child = node.statics?.get(segment);
+    if (child !== undefined && this.#match(child, segments, index + 1, values, visit)) return true;
+    if (node.param !== null && segment !== "") {
+      values.push(segment);
+      if (this.#match(node.param, segments, index + 1, values, visit)) return true;
+      values.pop();
+    }
+    if (node.wildcard !== null) {
+      values.push(segments.slice(index).join("/"));
+      if (visit(node.wildcard)) return true;
+      values.pop();
+    }
+    return false;
+  }
+}
+
+/**
+ * The path of a request URL as decoded segments: `/a/b%20c` gives `["a", "b c"]`, `/` gives
+ * `[""]`. Null when a segment has a malformed percent-escape or one that is not UTF-8.
+ */
+function splitRoutePath(url: string): string[] | null {
+  // request.url is always serialized by the URL parser: scheme "://" authority path [?query].
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start === -1) return [""];
+  let end = url.indexOf("?", start);
+  if (end === -1) end = url.length;
+  const hash = url.indexOf("#", start);
+  if (hash !== -1 && hash < end) end = hash;
+  const segments: string[] = [];
+  let from = start + 1;
+  while (true) {
+    const slash = url.indexOf("/", from);
+    const to = slash === -1 || slash > end ? end : slash;
+    const raw = url.slice(from, to);
+    if (raw.includes("%")) {
+      try {
+        segments.push(decodeURIComponent(raw));
+      } catch {
+        return null;
+      }
+    } else {
+      segments.push(raw);
+    }
+    if (to === end) return segments;
+    from = to + 1;
+  }
+}
+
+/** The same response without its body, for HEAD; the body is cancelled so nothing leaks. */
+function withoutBody(response: Response): Response {
+  // A 101 cannot be rebuilt (Response only takes 200-599) and has no body anyway.
+  if (response.body === null || response.status < 200) return response;
+  response.body.cancel().catch(() => {});
+  return new Response(null, {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+  });
+}
+
+/** A short plain-text answer of the router's own. */
+function routerResponse(status: number, allow?: string): Response {
+  const headers: Record<string, string> = { "content-type": "text/plain; charset=utf-8" };
+  if (allow !== undefined) headers.allow = allow;
+  return new Response(`${status} ${STATUS_TEXT[status] ?? ""}\n`, { status, headers });
+}
+
+//#endregion
+//#region Static files
+
+// The static file server is built from pure functions (range, precondition, content negotiation,
+// path decoding), exported so that they can be tested and reused without files, and a small file
+// adapter per runtime below them.
+
+/** A byte range of a representation, both ends inclusive as in `Content-Range`. */
+export interface ByteRange {
+  /** The first byte's offset. */
+  start: number;
+  /** The last byte's offset. */
+  end: number;
+}
+
+/** The result of {@linkcode parseRange}. */
+export type RangeResult =
+  /** No Range header, a unit other than `bytes`, or a header to ignore: send the whole file. */
+  | { readonly kind: "none" }
+  /** The satisfiable ranges, clamped to the size, in the order the client asked for them. */
+  | { readonly kind: "ranges"; readonly ranges: ByteRange[] }
+  /** A valid header none of whose ranges is satisfiable: 416. */
+  | { readonly kind: "unsatisfiable" };
+
+/** The validators of a representation, for {@linkcode evaluatePreconditions}. */
+export interface Validators {
+  /** The current entity tag with its quotes (and `W/` if weak), or null when there is none. */
+  etag?: string | null;
+  /** The last modification time in milliseconds since the epoch, or null when unknown. */
+  lastModified?: number | null;
+}
+
+/**
+ * Range specs in one header beyond which the header is ignored and the whole file sent, as RFC
+ * 9110 §14.2 allows ("A server MAY ignore the Range header field"): thousands of tiny ranges are a
+ * way to make a server do much work for little.
+ */
+const MAX_RANGE_SPECS = 100;
+
+const NONE: RangeResult = Object.freeze({ kind: "none" });
+const UNSATISFIABLE: RangeResult = Object.freeze({ kind: "unsatisfiable" });
+
+/** A run of decimal digits as a number; NaN for anything else. Huge values become Infinity. */
+function parseDigits(text: string): number {
+  if (text.length === 0) return NaN;
+  let value = 0;
+  for (let i = 0; i < text.length; i++) {
+    const digit = text.charCodeAt(i) - 0x30;
+    if (digit < 0 || digit > 9) return NaN;
+    value = value * 10 + digit;
+  }
+  return value > Number.MAX_SAFE_INTEGER ? Infinity : value;
+}
+
+/** Whether a code unit is optional whitespace (RFC 9110 §5.6.3: SP or HTAB). */
+function isOws(code: number): boolean {
+  return code === 0x20 || code === 0x09;
+}
+
+/** Trims SP and HTAB, and nothing else (`String.prototype.trim` also eats line breaks). */
+function trimOws(text: string): string {
+  let start = 0;
+  let end = text.length;
+  while (start < end && isOws(text.charCodeAt(start))) start++;
+  while (end > start && isOws(text.charCodeAt(end - 1))) end--;
+  return text.slice(start, end);
+}
+
+/**
+ * Parses a `Range` header against a representation of `size` bytes (RFC 9110 §14.1-§14.2).
+ *
+ * - `bytes=0-499` is bytes 0 to 499; `bytes=9500-` is byte 9500 to the end; `bytes=-500` is the
+ *   last 500 bytes. A last position past the end is clamped to the end (§14.1.1).
+ * - Ranges that start past the end, and `-0`, are unsatisfiable; if every range is, the result is
+ *   `unsatisfiable` (416), otherwise those ranges are left out (§14.1.1: "the server SHOULD treat
+ *   it as satisfiable if at least one range-spec is satisfiable").
+ * - A unit other than `bytes` is ignored (§14.2: "An origin server MUST ignore a Range header field
+ *   that contains a range unit it does not understand"); so is invalid syntax (a last position
+ *   before the first, a sign, a missing number) and a header with more than 100 ranges, which a
+ *   server MAY ignore.
+ *
+ * A zero-length representation satisfies no range.
+ *
+ * @param header The `Range` header value, or null when absent.
+ * @param size The representation's length in bytes.
+ * @returns `none`, the satisfiable `ranges` (inclusive ends, in request order), or `unsatisfiable`.
+ *
+ * @example
+ * ```ts
+ * import { parseRange } from "jsr:@wireserve/wireserve";
+ * parseRange("bytes=-500", 10000); // { kind: "ranges", ranges: [{ start: 9500, end: 9999 }] }
+ * parseRange("bytes=10000-", 10000); // { kind: "unsatisfiable" }
+ * parseRange("items=0-1", 10000); // { kind: "none" }
+ * ```
+ */
+export function parseRange(header: string | null, size: number): RangeResult {
+  if (header === null) return NONE;
+  const equals = header.indexOf("=");
+  // Range units are compared case-insensitively (RFC 9110 §14.1); no whitespace around "=".
+  if (equals !== 5 || header.slice(0, 5).toLowerCase() !== "bytes") return NONE;
+  const ranges: ByteRange[] = [];
+  let specs = 0;
+  let from = 6;
+  while (from <= header.length) {
+    let comma = header.indexOf(",", from);
+    if (comma === -1) comma = header.length;
+    const spec = trimOws(header.slice(from, comma));
+    from = comma + 1;
+    // RFC 9110 §5.6.1: a recipient accepts and ignores empty list elements.
+    if (spec === "") continue;
+    if (++specs > MAX_RANGE_SPECS) return NONE;
+    const dash = spec.indexOf("-");
+    if (dash === -1) return NONE;
+    if (dash === 0) {
+      // suffix-range = "-" suffix-length
+      const length = parseDigits(spec.slice(1));
+      if (Number.isNaN(length)) return NONE;
+      if (length > 0 && size > 0) ranges.push({ start: Math.max(0, size - length), end: size - 1 });
+      continue;
+    }
+    // int-range = first-pos "-" [ last-pos ]
+    const first = parseDigits(spec.slice(0, dash));
+    const last = dash === spec.length - 1 ? Infinity : parseDigits(spec.slice(dash + 1));
+    if (Number.isNaN(first) || Number.isNaN(last) || last < first) return NONE;
+    if (first < size) ranges.push({ start: first, end: Math.min(last, size - 1) });
+  }
+  if (specs === 0) return NONE;
+  return ranges.length === 0 ? UNSATISFIABLE : { kind: "ranges", ranges };
+}
+
+/**
+ * Sorts ranges and merges those that overlap or lie closer than the cost of a multipart part
+ * header, as RFC 9110 §14.6 allows ("a server MAY coalesce any of the ranges that overlap, or
+ * that are separated by a gap that is smaller than the overhead of sending multiple parts,
+ * regardless of the order"). Bounds the response: never more bytes than the file plus part heads.
+ */
+function coalesceRanges(ranges: readonly ByteRange[]): ByteRange[] {
+  const sorted = [...ranges].sort((a, b) => a.start - b.start);
+  const merged: ByteRange[] = [{ ...sorted[0] }];
+  for (let i = 1; i < sorted.length; i++) {
+    const last = merged[merged.length - 1];
+    const range = sorted[i];
+    if (range.start <= last.end + 1 + MULTIPART_GAP) last.end = Math.max(last.end, range.end);
+    else merged.push({ ...range });
+  }
+  return merged;
+}
+
+/** Gap below which two ranges are sent as one: roughly what a part's own header costs. */
+const MULTIPART_GAP = 80;
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const IMF_FIXDATE =
+  /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d\d) ([A-Z][a-z]{2}) (\d{4}) (\d\d):(\d\d):(\d\d) GMT$/;
+const RFC850_DATE =
+  /^(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), (\d\d)-([A-Z][a-z]{2})-(\d\d) (\d\d):(\d\d):(\d\d) GMT$/;
+const ASCTIME_DATE =
+  /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2}) ( \d|\d\d) (\d\d):(\d\d):(\d\d) (\d{4})$/;
+
+/**
+ * Parses an HTTP-date (RFC 9110 §5.6.7) in any of its three formats: IMF-fixdate
+ * (`Sun, 06 Nov 1994 08:49:37 GMT`), which senders must use, and the obsolete RFC 850
+ * (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`) formats, which
+ * recipients must still accept. Nothing else is a date: no time zones but GMT, no extra spaces.
+ * The day of the week is not checked against the date.
+ *
+ * @param value The field value.
+ * @returns Milliseconds since the epoch, or null when it is not an HTTP-date.
+ *
+ * @example
+ * ```ts
+ * import { parseHttpDate } from "jsr:@wireserve/wireserve";
+ * parseHttpDate("Sun, 06 Nov 1994 08:49:37 GMT"); // 784111777000
+ * parseHttpDate("yesterday"); // null
+ * ```
+ */
+export function parseHttpDate(value: string): number | null {
+  let day: string, month: string, year: number, hour: string, minute: string, second: string;
+  let match = IMF_FIXDATE.exec(value);
+  if (match !== null) {
+    [, day, month, , hour, minute, second] = match;
+    year = Number(match[3]);
+  } else if ((match = RFC850_DATE.exec(value)) !== null) {
+    [, day, month, , hour, minute, second] = match;
+    // "MUST interpret a timestamp that appears to be more than 50 years in the future as
+    // representing the most recent year in the past that had the same last two digits."
+    const now = new Date().getUTCFullYear();
+    year = Math.floor(now / 100) * 100 + Number(match[3]);
+    if (year > now + 50) year -= 100;
+  } else if ((match = ASCTIME_DATE.exec(value)) !== null) {
+    [, month, day, hour, minute, second] = match;
+    year = Number(match[6]);
+  } else {
+    return null;
+  }
+  const monthIndex = MONTHS.indexOf(month);
+  const date = Number(day.trim());
+  const h = Number(hour), m = Number(minute), s = Number(second);
+  if (monthIndex === -1 || date < 1 || h > 23 || m > 59 || s > 60) return null;
+  const time = Date.UTC(year, monthIndex, date, h, m, Math.min(s, 59));
+  // Date.UTC rolls 31 Feb over into March; a real date does not change on the way back.
+  return new Date(time).getUTCDate() === date ? time : null;
+}
+
+/** Formats a time as an IMF-fixdate, whole seconds. */
+function formatHttpDate(milliseconds: number): string {
+  return new Date(Math.floor(milliseconds / 1000) * 1000).toUTCString();
+}
+
+/**
+ * Parses an entity-tag list (`If-Match`, `If-None-Match`): `*`, or tags such as `"xyzzy"` and
+ * `W/"xyzzy"` separated by commas (RFC 9110 §8.8.3). Null when the value is malformed.
+ */
+function parseEntityTags(value: string): "*" | string[] | null {
+  const text = trimOws(value);
+  if (text === "*") return "*";
+  const tags: string[] = [];
+  let i = 0;
+  while (i < text.length) {
+    const code = text.charCodeAt(i);
+    if (isOws(code) || code === 0x2c) {
+      i++;
+      continue;
+    }
+    const start = i;
+    if (text.startsWith("W/", i)) i += 2;
+    if (text.charCodeAt(i) !== 0x22) return null;
+    const close = text.indexOf('"', i + 1);
+    if (close === -1) return null;
+    for (let j = i + 1; j < close; j++) {
+      // etagc = %x21 / %x23-7E / obs-text
+      const c = text.charCodeAt(j);
+      if (c < 0x21 || c === 0x7f || c > 0xff) return null;
+    }
+    tags.push(text.slice(start, close + 1));
+    i = close + 1;
+    // After a tag: only OWS, then a comma or the end.
+    while (i < text.length && isOws(text.charCodeAt(i))) i++;
+    if (i < text.length && text.charCodeAt(i) !== 0x2c) return null;
+  }
+  return tags.length === 0 ? null : tags;
+}
+
+/** RFC 9110 §8.8.3.2 strong comparison: both strong and the same. */
+function strongMatch(a: string, b: string): boolean {
+  return !a.startsWith("W/") && a === b;
+}
+
+/** RFC 9110 §8.8.3.2 weak comparison: the same opaque tag, weak or not. */
+function weakMatch(a: string, b: string): boolean {
+  return (a.startsWith("W/") ? a.slice(2) : a) === (b.startsWith("W/") ? b.slice(2) : b);
+}
+
+/** Whole seconds: HTTP dates have no finer resolution, so comparisons round down first. */
+function toSeconds(milliseconds: number): number {
+  return Math.floor(milliseconds / 1000);
+}
+
+/**
+ * Evaluates the conditional request headers in the order RFC 9110 §13.2.2 gives:
+ *
+ * 1. `If-Match` present: false → 412. It uses the strong comparison, so a weak ETag never matches
+ *    a list, only `*` does.
+ * 2. Otherwise `If-Unmodified-Since` present (and a valid date, and a last modification time
+ *    known): modified since → 412.
+ * 3. `If-None-Match` present: a tag matches (weak comparison) or `*` → 304 for GET and HEAD, 412
+ *    for other methods.
+ * 4. Otherwise, for GET and HEAD, `If-Modified-Since` (a valid date): not modified since → 304.
+ *
+ * `If-Range` is step 5 and belongs to the range logic: see {@linkcode evaluateIfRange}. A
+ * malformed entity-tag list matches nothing; a malformed date is ignored (§13.1.3, §13.1.4).
+ *
+ * @param headers The request headers.
+ * @param validators The representation's current `ETag` and modification time.
+ * @param method The request method.
+ * @returns 200 to go on and answer the request, 304 or 412 to answer that instead.
+ *
+ * @example
+ * ```ts
+ * import { evaluatePreconditions } from "jsr:@wireserve/wireserve";
+ * const headers = new Headers({ "if-none-match": 'W/"1f-18c"' });
+ * evaluatePreconditions(headers, { etag: 'W/"1f-18c"' }, "GET"); // 304
+ * evaluatePreconditions(headers, { etag: 'W/"1f-18c"' }, "PUT"); // 412
+ * ```
+ */
+export function evaluatePreconditions(
+  headers: Headers,
+  validators: Validators,
+  method: string,
+): 200 | 304 | 412 {
+  const etag = validators.etag ?? null;
+  const lastModified = validators.lastModified ?? null;
+  const ifMatch = headers.get("if-match");
+  if (ifMatch !== null) {
+    const tags = parseEntityTags(ifMatch);
+    // "*": true if the origin server has a current representation; we are asked about one.
+    const matched = tags === "*" || (tags !== null && etag !== null &&
+      tags.some((tag) => strongMatch(tag, etag)));
+    if (!matched) return 412;
+  } else {
+    const ifUnmodifiedSince = headers.get("if-unmodified-since");
+    if (ifUnmodifiedSince !== null && lastModified !== null) {
+      const date = parseHttpDate(ifUnmodifiedSince);
+      if (date !== null && toSeconds(lastModified) > toSeconds(date)) return 412;
+    }
+  }
+  const safe = method === "GET" || method === "HEAD";
+  const ifNoneMatch = headers.get("if-none-match");
+  if (ifNoneMatch !== null) {
+    const tags = parseEntityTags(ifNoneMatch);
+    const matched = tags === "*" || (tags !== null && etag !== null &&
+      tags.some((tag) => weakMatch(tag, etag)));
+    if (matched) return safe ? 304 : 412;
+  } else if (safe) {
+    const ifModifiedSince = headers.get("if-modified-since");
+    if (ifModifiedSince !== null && lastModified !== null) {
+      const date = parseHttpDate(ifModifiedSince);
+      if (date !== null && toSeconds(lastModified) <= toSeconds(date)) return 304;
+    }
+  }
+  return 200;
+}
+
+/**
+ * Evaluates `If-Range` (RFC 9110 §13.1.5): whether the client's copy is still current, so that
+ * the ranges it asks for may be sent. An entity-tag must match strongly, so a weak ETag (such as
+ * the static file server's) never does; an HTTP-date must equal the last modification time
+ * exactly. Anything else, malformed values included, is false: send the whole representation.
+ *
+ * @param value The `If-Range` value.
+ * @param validators The representation's current `ETag` and modification time.
+ * @returns Whether to honour `Range`.
+ *
+ * @example
+ * ```ts
+ * import { evaluateIfRange } from "jsr:@wireserve/wireserve";
+ * evaluateIfRange("Sun, 06 Nov 1994 08:49:37 GMT", { lastModified: 784111777000 }); // true
+ * evaluateIfRange('W/"a"', { etag: 'W/"a"' }); // false: weak tags never match strongly
+ * ```
+ */
+export function evaluateIfRange(value: string, validators: Validators): boolean {
+  const text = trimOws(value);
+  // "A valid entity-tag can be distinguished from a valid HTTP-date by examining the first three
+  // characters for a DQUOTE."
+  if (text.charCodeAt(0) === 0x22 || text.startsWith("W/")) {
+    const etag = validators.etag ?? null;
+    return etag !== null && strongMatch(text, etag);
+  }
+  const date = parseHttpDate(text);
+  const lastModified = validators.lastModified ?? null;
+  return date !== null && lastModified !== null && toSeconds(lastModified) === toSeconds(date);
+}
+
+/**
+ * Chooses a content coding from `available` for an `Accept-Encoding` value (RFC 9110 §12.5.3):
+ * the available coding with the highest q-value above 0, ties going to the order of `available`;
+ * `*` stands for every coding not named; `x-gzip` is `gzip` (§8.4.1.3). A coding is chosen only
+ * if it is at least as acceptable as `identity` when the header weighs `identity` (by name or
+ * through `*`), and only when the header is present: a client that sends none gets no coding
+ * (§12.5.3 makes any coding acceptable then, but does not make one preferable). Elements with a
+ * malformed q-value are skipped.
+ *
+ * @param acceptEncoding The `Accept-Encoding` value, or null when absent.
+ * @param available Codings on offer, most preferred first, e.g. `["br", "gzip"]`.
+ * @returns The chosen coding, or null for none (identity).
+ *
+ * @example
+ * ```ts
+ * import { negotiateEncoding } from "jsr:@wireserve/wireserve";
+ * negotiateEncoding("gzip, deflate, br", ["br", "gzip"]); // "br"
+ * negotiateEncoding("br;q=0.5, gzip", ["br", "gzip"]); // "gzip"
+ * negotiateEncoding("br;q=0", ["br"]); // null
+ * ```
+ */
+export function negotiateEncoding(
+  acceptEncoding: string | null,
+  available: readonly string[],
+): string | null {
+  if (acceptEncoding === null) return null;
+  const weights = new Map<string, number>();
+  for (const element of acceptEncoding.split(",")) {
+    const semicolon = element.indexOf(";");
+    const name = trimOws(semicolon === -1 ? element : element.slice(0, semicolon)).toLowerCase();
+    if (name === "") continue;
+    let q = 1;
+    if (semicolon !== -1) {
+      // weight = OWS ";" OWS "q=" qvalue; qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
+      const match = /^q=(0(?:\.\d{0,3})?|1(?:\.0{0,3})?)$/i.exec(
+        trimOws(element.slice(semicolon + 1)),
+      );
+      if (match === null) continue;
+      q = Number(match[1]);
+    }
+    const coding = name === "x-gzip" ? "gzip" : name;
+    if (!weights.has(coding)) weights.set(coding, q);
+  }
+  const any = weights.get("*");
+  // Identity competes only when the header weighs it (itself or through "*"): a client that
+  // lists "gzip;q=0.5" alone still wants gzip rather than nothing.
+  const identity = weights.get("identity") ?? any ?? 0;
+  let best: string | null = null;
+  let bestQ = 0;
+  for (const coding of available) {
+    const q = weights.get(coding.toLowerCase()) ?? any ?? 0;
+    if (q > bestQ) {
+      best = coding;
+      bestQ = q;
+    }
+  }
+  return best !== null && bestQ >= identity ? best : null;
+}
+
+/**
+ * `Content-Type` by file extension: the common web, media, font and document types. Text types
+ * carry `charset=utf-8`: files are assumed to be UTF-8, as web sources overwhelmingly are.
+ */
+const CONTENT_TYPES: ReadonlyMap<string, string> = new Map([
+  // Web text
+  ["html", "text/html; charset=utf-8"],
+  ["htm", "text/html; charset=utf-8"],
+  ["xhtml", "application/xhtml+xml; charset=utf-8"],
+  ["css", "text/css; charset=utf-8"],
+  // RFC 9239: text/javascript is the one type for JavaScript.
+  ["js", "text/javascript; charset=utf-8"],
+  ["mjs", "text/javascript; charset=utf-8"],
+  ["cjs", "text/javascript; charset=utf-8"],
+  ["json", "application/json; charset=utf-8"],
+  ["map", "application/json; charset=utf-8"],
+  ["jsonld", "application/ld+json; charset=utf-8"],
+  ["webmanifest", "application/manifest+json; charset=utf-8"],
+  ["txt", "text/plain; charset=utf-8"],
+  ["text", "text/plain; charset=utf-8"],
+  ["log", "text/plain; charset=utf-8"],
+  ["md", "text/markdown; charset=utf-8"],
+  ["markdown", "text/markdown; charset=utf-8"],
+  ["csv", "text/csv; charset=utf-8"],
+  ["tsv", "text/tab-separated-values; charset=utf-8"],
+  ["ics", "text/calendar; charset=utf-8"],
+  ["vtt", "text/vtt; charset=utf-8"],
+  ["srt", "application/x-subrip; charset=utf-8"],
+  ["xml", "application/xml"],
+  ["xsl", "application/xml"],
+  ["rss", "application/rss+xml"],
+  ["atom", "application/atom+xml"],
+  ["yaml", "application/yaml; charset=utf-8"],
+  ["yml", "application/yaml; charset=utf-8"],
+  ["toml", "application/toml; charset=utf-8"],
+  ["wasm", "application/wasm"],
+  // Images
+  ["png", "image/png"],
+  ["apng", "image/apng"],
+  ["jpg", "image/jpeg"],
+  ["jpeg", "image/jpeg"],
+  ["jfif", "image/jpeg"],
+  ["gif", "image/gif"],
+  ["webp", "image/webp"],
+  ["avif", "image/avif"],
+  ["jxl", "image/jxl"],
+  ["heic", "image/heic"],
+  ["svg", "image/svg+xml"],
+  ["svgz", "image/svg+xml"],
+  ["ico", "image/vnd.microsoft.icon"],
+  ["bmp", "image/bmp"],
+  ["tif", "image/tiff"],
+  ["tiff", "image/tiff"],
+  // Fonts
+  ["woff", "font/woff"],
+  ["woff2", "font/woff2"],
+  ["ttf", "font/ttf"],
+  ["otf", "font/otf"],
+  ["eot", "application/vnd.ms-fontobject"],
+  // Audio and video
+  ["mp3", "audio/mpeg"],
+  ["m4a", "audio/mp4"],
+  ["aac", "audio/aac"],
+  ["oga", "audio/ogg"],
+  ["ogg", "audio/ogg"],
+  ["opus", "audio/ogg"],
+  ["wav", "audio/wav"],
+  ["flac", "audio/flac"],
+  ["weba", "audio/webm"],
+  ["mid", "audio/midi"],
+  ["midi", "audio/midi"],
+  ["mp4", "video/mp4"],
+  ["m4v", "video/mp4"],
+  ["ogv", "video/ogg"],
+  ["webm", "video/webm"],
+  ["mov", "video/quicktime"],
+  ["mkv", "video/x-matroska"],
+  ["avi", "video/x-msvideo"],
+  // As nginx: .ts is an MPEG transport stream (HLS segments), not TypeScript.
+  ["ts", "video/mp2t"],
+  ["m3u8", "application/vnd.apple.mpegurl"],
+  ["mpd", "application/dash+xml"],
+  // Documents and archives
+  ["pdf", "application/pdf"],
+  ["epub", "application/epub+zip"],
+  ["rtf", "application/rtf"],
+  ["doc", "application/msword"],
+  ["docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"],
+  ["xls", "application/vnd.ms-excel"],
+  ["xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"],
+  ["ppt", "application/vnd.ms-powerpoint"],
+  ["pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation"],
+  ["odt", "application/vnd.oasis.opendocument.text"],
+  ["ods", "application/vnd.oasis.opendocument.spreadsheet"],
+  ["odp", "application/vnd.oasis.opendocument.presentation"],
+  ["zip", "application/zip"],
+  ["gz", "application/gzip"],
+  ["tgz", "application/gzip"],
+  ["tar", "application/x-tar"],
+  ["bz2", "application/x-bzip2"],
+  ["xz", "application/x-xz"],
+  ["zst", "application/zstd"],
+  ["7z", "application/x-7z-compressed"],
+  ["rar", "application/vnd.rar"],
+]);
+
+/** The type of a file whose extension is not in the table: bytes, to be downloaded, not sniffed. */
+const DEFAULT_CONTENT_TYPE = "application/octet-stream";
+
+/**
+ * The `Content-Type` for a file name, from its extension (case-insensitive); text types carry
+ * `charset=utf-8`. A name with no extension, or only a leading dot (`.env`), is
+ * `application/octet-stream`.
+ *
+ * @param path A file name or path; only the part after the last `/` or `\` counts.
+ * @returns The media type, with its charset for text.
+ *
+ * @example
+ * ```ts
+ * import { contentTypeFor } from "jsr:@wireserve/wireserve";
+ * contentTypeFor("site/index.HTML"); // "text/html; charset=utf-8"
+ * contentTypeFor("photo.jpg"); // "image/jpeg"
+ * contentTypeFor("README"); // "application/octet-stream"
+ * ```
+ */
+export function contentTypeFor(path: string): string {
+  const name = path.slice(Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\")) + 1);
+  const dot = name.lastIndexOf(".");
+  if (dot <= 0) return DEFAULT_CONTENT_TYPE;
+  return CONTENT_TYPES.get(name.slice(dot + 1).toLowerCase()) ?? DEFAULT_CONTENT_TYPE;
+}
+
+/** A request path as file-name segments: the result of {@linkcode decodeRequestPath}. */
+export interface DecodedPath {
+  /** Decoded segments, empty ones (from `//`) dropped: `/a/b%20c/` gives `["a", "b c"]`. */
+  segments: string[];
+  /** Whether the path ends in `/`, as a directory URL does. */
+  trailingSlash: boolean;
+}
+
+/**
+ * Turns a URL path into file-name segments, refusing anything that could name a file other than
+ * the one the segments spell out below a root. The path is percent-decoded exactly once, segment by
+ * segment, and the result is refused (null, answered 400) when:
+ *
+ * - it does not start with `/`, or a segment has a malformed escape or one that is not UTF-8;
+ * - a decoded segment is `.` or `..` (`%2e%2e`): URL parsers resolve literal dot segments already,
+ *   so an encoded one is an attempt to climb;
+ * - a decoded segment contains `/` or `\` (`%2f`, `%5c`): it would be split again by the file
+ *   system, and `\` is a separator on Windows;
+ * - a decoded segment contains NUL (`%00`), which ends a path in the C APIs below every runtime.
+ *
+ * Empty segments are dropped, as nginx merges slashes: `//etc/passwd` is `etc/passwd` below the
+ * root. Dotfiles are not refused here; that is a policy of {@linkcode serveDir}.
+ *
+ * @param pathname The URL path, percent-encoded, as in `new URL(request.url).pathname`.
+ * @returns The segments, or null when the path must be refused.
+ *
+ * @example
+ * ```ts
+ * import { decodeRequestPath } from "jsr:@wireserve/wireserve";
+ * decodeRequestPath("/docs/a%20b.txt"); // { segments: ["docs", "a b.txt"], trailingSlash: false }
+ * decodeRequestPath("/..%2fetc/passwd"); // null
+ * ```
+ */
+export function decodeRequestPath(pathname: string): DecodedPath | null {
+  if (pathname.charCodeAt(0) !== 0x2f || pathname.includes("\\")) return null;
+  const segments: string[] = [];
+  let from = 1;
+  while (from < pathname.length) {
+    let slash = pathname.indexOf("/", from);
+    if (slash === -1) slash = pathname.length;
+    const raw = pathname.slice(from, slash);
+    from = slash + 1;
+    if (raw === "") continue;
+    let segment = raw;
+    if (raw.includes("%")) {
+      try {
+        segment = decodeURIComponent(raw);
+      } catch {
+        return null;
+      }
+      if (segment.includes("/") || segment.includes("\\")) return null;
+    }
+    if (segment === "." || segment === ".." || segment.includes("\0")) return null;
+    segments.push(segment);
+  }
+  return { segments, trailingSlash: pathname.charCodeAt(pathname.length - 1) === 0x2f };
+}
+
+// File access: one small adapter per runtime, so that each uses its own fast path. The few runtime
+// APIs used are declared structurally, as the transport adapters' are.
+
+/** What the static file server needs to know about a file. */
+interface FileStat {
+  isFile: boolean;
+  isDirectory: boolean;
+  size: number;
+  /** Milliseconds since the epoch; null where the platform does not know. */
+  mtime: number | null;
+}
+
+/** An open file, or (on Bun) a file about to be opened, with the stat taken when it was opened. */
+interface OpenFile {
+  readonly stat: FileStat;
+  /** Bytes `start` to `end - 1` in one array, for small reads. */
+  bytes(start: number, end: number): Promise<Uint8Array<ArrayBuffer>>;
+  /** Bytes `start` to `end - 1` as a stream that reads only when pulled, so backpressure holds. */
+  stream(start: number, end: number): ReadableStream<Uint8Array>;
+  /** Closes the file; safe to call twice. */
+  close(): void;
+}
+
+/** The file system operations of the static file server. */
+interface FileAdapter {
+  /** Opens a file (or directory) for reading, following symlinks. */
+  open(path: string): Promise<OpenFile>;
+  /** Stats a path, following symlinks. */
+  stat(path: string): Promise<FileStat>;
+  /** The canonical absolute path, every symlink resolved. */
+  realPath(path: string): Promise<string>;
+  /** The names in a directory. */
+  readDir(path: string): Promise<string[]>;
+}
+
+interface DenoFileInfo {
+  isFile: boolean;
+  isDirectory: boolean;
+  size: number;
+  mtime: Date | null;
+}
+interface DenoFsFile {
+  stat(): Promise<DenoFileInfo>;
+  read(buffer: Uint8Array): Promise<number | null>;
+  seek(offset: number, whence: 0): Promise<number>;
+  close(): void;
+}
+interface DenoFiles {
+  open(path: string, options: { read: true }): Promise<DenoFsFile>;
+  stat(path: string): Promise<DenoFileInfo>;
+  realPath(path: string): Promise<string>;
+  readDir(path: string): AsyncIterable<{ name: string }>;
+}
+interface BunFileBlob {
+  slice(start: number, end: number): BunFileBlob;
+  stream(): ReadableStream<Uint8Array>;
+  arrayBuffer(): Promise<ArrayBuffer>;
+}
+interface BunFiles {
+  file(path: string): BunFileBlob;
+}
+
+/** The runtime globals, typed as far as the file adapters use them. */
+const FILE_RUNTIME = RUNTIME as unknown as { Deno?: DenoFiles; Bun?: BunFiles };
+
+/** Bytes read from a file per chunk of a streamed body: the driver's write high-water mark. */
+const FILE_CHUNK_BYTES = 64 * 1024;
+
+/**
+ * A stream over a positional reader: each pull reads one chunk into a new buffer (never a reused
+ * one, since the previous chunk may still be queued for the socket), and nothing is read until
+ * the consumer asks, so a slow client holds the file where it is.
+ */
+function positionalStream(
+  read: (buffer: Uint8Array, position: number) => Promise<number>,
+  start: number,
+  end: number,
+): ReadableStream<Uint8Array> {
+  let position = start;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const length = Math.min(FILE_CHUNK_BYTES, end - position);
+      if (length <= 0) {
+        controller.close();
+        return;
+      }
+      const buffer = new Uint8Array(length);
+      const count = await read(buffer, position);
+      if (count === 0) {
+        controller.error(new Error("Cannot read file: it is shorter than when it was opened"));
+        return;
+      }
+      position += count;
+      controller.enqueue(count === length ? buffer : buffer.subarray(0, count));
+      if (position >= end) controller.close();
+    },
+  }, { highWaterMark: 0 });
+}
+
+/** Reads `end - start` bytes into one array through a positional reader. */
+async function readFully(
+  read: (buffer: Uint8Array, position: number) => Promise<number>,
+  start: number,
+  end: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const buffer = new Uint8Array(end - start);
+  let filled = 0;
+  while (filled < buffer.length) {
+    const count = await read(buffer.subarray(filled), start + filled);
+    if (count === 0) throw new Error("Cannot read file: it is shorter than when it was opened");
+    filled += count;
+  }
+  return buffer;
+}
+
+function nodeStat(stats: {
+  isFile(): boolean;
+  isDirectory(): boolean;
+  size: number;
+  mtimeMs: number;
+}): FileStat {
+  return {
+    isFile: stats.isFile(),
+    isDirectory: stats.isDirectory(),
+    size: stats.size,
+    mtime: Number.isFinite(stats.mtimeMs) ? stats.mtimeMs : null,
+  };
+}
+
+/** An {@linkcode OpenFile} for a directory, which has no bytes to read. */
+function directoryFile(stat: FileStat): OpenFile {
+  const fail = () => {
+    throw new TypeError("Cannot read a directory as a file");
+  };
+  return { stat, bytes: fail, stream: fail, close() {} };
+}
+
+/** Node: `node:fs/promises`, with positional reads on one `FileHandle`. */
+const NODE_FILES: FileAdapter = {
+  async open(path) {
+    let handle: nodeFs.FileHandle;
+    try {
+      handle = await nodeFs.open(path, "r");
+    } catch (error) {
+      // Windows cannot open a directory as a file; the caller only needs to learn that it is one.
+      if ((error as { code?: unknown }).code !== "EISDIR") throw error;
+      return directoryFile(nodeStat(await nodeFs.stat(path)));
+    }
+    let stat: FileStat;
+    try {
+      stat = nodeStat(await handle.stat());
+    } catch (error) {
+      handle.close().catch(() => {});
+      throw error;
+    }
+    const read = async (buffer: Uint8Array, position: number) =>
+      (await handle.read(buffer, 0, buffer.length, position)).bytesRead;
+    let closed = false;
+    return {
+      stat,
+      bytes: (start, end) => readFully(read, start, end),
+      stream: (start, end) => positionalStream(read, start, end),
+      close() {
+        if (closed) return;
+        closed = true;
+        handle.close().catch(() => {});
+      },
+    };
+  },
+  stat: async (path) => nodeStat(await nodeFs.stat(path)),
+  realPath: (path) => nodeFs.realpath(path),
+  readDir: (path) => nodeFs.readdir(path),
+};
+
+/** Bun: `Bun.file` streams and reads (lazily, natively); `node:fs` for the rest. */
+const BUN_FILES: FileAdapter = {
+  async open(path) {
+    const bun = FILE_RUNTIME.Bun as BunFiles;
+    const stat = nodeStat(await nodeFs.stat(path));
+    const file = bun.file(path);
+    return {
+      stat,
+      bytes: async (start, end) => {
+        const bytes = new Uint8Array(await file.slice(start, end).arrayBuffer());
+        if (bytes.length !== end - start) {
+          throw new Error("Cannot read file: it is shorter than when it was opened");
+        }
+        return bytes;
+      },
+      stream: (start, end) => file.slice(start, end).stream(),
+      close() {},
+    };
+  },
+  stat: NODE_FILES.stat,
+  realPath: NODE_FILES.realPath,
+  readDir: NODE_FILES.readDir,
+};
+
+function denoStat(info: DenoFileInfo): FileStat {
+  return {
+    isFile: info.isFile,
+    isDirectory: info.isDirectory,
+    size: info.size,
+    mtime: info.mtime === null ? null : info.mtime.getTime(),
+  };
+}
+
+/** Deno: `Deno.open` and friends; reads seek only when not already at the position. */
+const DENO_FILES: FileAdapter = {
+  async open(path) {
+    const deno = FILE_RUNTIME.Deno as DenoFiles;
+    const file = await deno.open(path, { read: true });
+    let stat: FileStat;
+    try {
+      stat = denoStat(await file.stat());
+    } catch (error) {
+      file.close();
+      throw error;
+    }
+    let cursor = 0;
+    const read = async (buffer: Uint8Array, position: number) => {
+      if (position !== cursor) cursor = await file.seek(position, 0);
+      const count = (await file.read(buffer)) ?? 0;
+      cursor += count;
+      return count;
+    };
+    let closed = false;
+    return {
+      stat,
+      bytes: (start, end) => readFully(read, start, end),
+      stream: (start, end) => positionalStream(read, start, end),
+      close() {
+        if (closed) return;
+        closed = true;
+        try {
+          file.close();
+        } catch { /* closed by the runtime already */ }
+      },
+    };
+  },
+  stat: async (path) => denoStat(await (FILE_RUNTIME.Deno as DenoFiles).stat(path)),
+  realPath: (path) => (FILE_RUNTIME.Deno as DenoFiles).realPath(path),
+  async readDir(path) {
+    const names: string[] = [];
+    for await (const entry of (FILE_RUNTIME.Deno as DenoFiles).readDir(path)) {
+      names.push(entry.name);
+    }
+    return names;
+  },
+};
+
+/** The file adapter of each runtime, chosen as the transport adapter is. */
+const FILES: FileAdapter = { bun: BUN_FILES, deno: DENO_FILES, node: NODE_FILES }[detectRuntime()];
+
+/** The error code of a failed file operation, across runtimes (Node's `code`, Deno's too). */
+function fileErrorStatus(error: unknown): number {
+  const code = (error as { code?: unknown } | null)?.code;
+  const name = (error as { name?: unknown } | null)?.name;
+  if (code === "EACCES" || code === "EPERM" || name === "PermissionDenied") return 403;
+  if (
+    code === "ENOENT" || code === "ENOTDIR" || code === "ELOOP" || code === "ENAMETOOLONG" ||
+    code === "EISDIR" || code === "EINVAL" || name === "NotFound" || name === "NotADirectory"
+  ) {
+    return 404;
+  }
+  return 500;
+}
+
+/** Options for {@linkcode serveFile}. */
+export interface ServeFileOptions {
+  /**
+   * Serve `<file>.br` or `<file>.gz`, when one exists and `Accept-Encoding` prefers it, with
+   * `Content-Encoding` and the original's `Content-Type`. Responses then carry
+   * `Vary: Accept-Encoding` whether or not a sibling exists, since caches must key on it either way.
+   * The original must exist: a lone `.gz` is not served in its place.
+   * @default {true}
+   */
+  precompressed?: boolean;
+  /**
+   * Add `Access-Control-Allow-Origin: *` (and expose the range and validator headers), so pages on
+   * other origins may read the files.
+   * @default {false}
+   */
+  cors?: boolean;
+}
+
+/** Options for {@linkcode serveDir}. */
+export interface ServeDirOptions extends ServeFileOptions {
+  /** The directory to serve. Nothing outside it is ever served. */
+  root: string;
+  /**
+   * A URL path prefix to strip before mapping the path to a file, e.g. `/static` when the router
+   * sends `/static/*` here. It is compared with the path as it is in the URL (percent-encoded);
+   * paths outside it are 404.
+   * @default {""}
+   */
+  urlPrefix?: string;
+  /**
+   * Answer a directory without an index file with an HTML listing; when false, 404.
+   * @default {true}
+   */
+  listing?: boolean;
+  /**
+   * Serve files and directories whose name, or any of whose parents' names, starts with `.`
+   * (`.env`, `.git/config`); when false they are 404 and hidden from listings.
+   * @default {false}
+   */
+  dotfiles?: boolean;
+  /**
+   * Follow symbolic links that lead outside `root`. Links that stay inside it are always followed:
+   * the check is on the canonical path (every link resolved) of what would be served.
+   * @default {false}
+   */
+  followSymlinks?: boolean;
+  /**
+   * The file served for a directory URL; false for none.
+   * @default {"index.html"}
+   */
+  index?: string | false;
+}
+
+/** Codings of precompressed siblings, most preferred first, and their file suffixes. */
+const PRECOMPRESSED: ReadonlyArray<readonly [coding: string, suffix: string]> = [
+  ["br", ".br"],
+  ["gzip", ".gz"],
+];
+const PRECOMPRESSED_CODINGS = PRECOMPRESSED.map(([coding]) => coding);
+
+/** Files up to this size are read in one go, so the server can send head and body in one write. */
+const SMALL_FILE_BYTES = 64 * 1024;
+
+/** Headers on every response of the static file server. */
+function baseHeaders(cors: boolean): Headers {
+  const headers = new Headers({ "x-content-type-options": "nosniff" });
+  if (cors) {
+    headers.set("access-control-allow-origin", "*");
+    headers.set(
+      "access-control-expose-headers",
+      "accept-ranges, content-encoding, content-range, etag, last-modified",
+    );
+  }
+  return headers;
+}
+
+/** A short plain-text error of the static file server: never a path, never request bytes. */
+function fileErrorResponse(
+  status: number,
+  cors: boolean,
+  extra?: Record<string, string>,
+): Response {
+  const headers = baseHeaders(cors);
+  headers.set("content-type", "text/plain; charset=utf-8");
+  if (extra !== undefined) { for (const name in extra) headers.set(name, extra[name]); }
+  return new Response(`${status} ${STATUS_TEXT[status] ?? ""}\n`, { status, headers });
+}
+
+/** The answer to a method other than GET and HEAD: 405, or a CORS preflight's 204. */
+function methodResponse(request: Request, cors: boolean): Response {
+  if (cors && request.method === "OPTIONS") {
+    const headers = baseHeaders(true);
+    headers.set("allow", "GET, HEAD, OPTIONS");
+    headers.set("access-control-allow-methods", "GET, HEAD");
+    headers.set("access-control-allow-headers", "*");
+    return new Response(null, { status: 204, headers });
+  }
+  return fileErrorResponse(405, cors, { allow: cors ? "GET, HEAD, OPTIONS" : "GET, HEAD" });
+}
+
+/** A weak ETag from size and modification time: cheap, and changes whenever either does. */
+function fileEtag(stat: FileStat, coding: string | null): string {
+  const time = stat.mtime === null ? "" : `-${Math.floor(stat.mtime).toString(16)}`;
+  return `W/"${stat.size.toString(16)}${time}${coding === null ? "" : `-${coding}`}"`;
+}
+
+/**
+ * A body made of byte arrays and file ranges, read one after the other; closes the file when the
+ * body ends, fails or is cancelled.
+ */
+function fileBody(
+  file: OpenFile,
+  parts: Array<Uint8Array | ByteRange>,
+): ReadableStream<Uint8Array> {
+  let index = 0;
+  let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        while (index < parts.length) {
+          if (reader === null) {
+            const part = parts[index];
+            if (part instanceof Uint8Array) {
+              index++;
+              controller.enqueue(part);
+              return;
+            }
+            reader = file.stream(part.start, part.end + 1).getReader();
+          }
+          const result = await reader.read();
+          if (!result.done) {
+            controller.enqueue(result.value);
+            return;
+          }
+          reader = null;
+          index++;
+        }
+        file.close();
+        controller.close();
+      } catch (error) {
+        file.close();
+        controller.error(error);
+      }
+    },
+    cancel(reason) {
+      reader?.cancel(reason).catch(() => {});
+      file.close();
+    },
+  }, { highWaterMark: 0 });
+}
+
+/** A random multipart boundary: 24 hex digits, which cannot occur by chance in a file. */
+function multipartBoundary(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  let text = "";
+  for (const byte of bytes) text += byte.toString(16).padStart(2, "0");
+  return text;
+}
+
+const TEXT_ENCODER = new TextEncoder();
+
+/**
+ * Answers a request with an open file: preconditions, ranges, then the bytes. Takes ownership of
+ * `file` (closes it, now or when the body ends). `contentType` is the original's even when the
+ * file is a precompressed sibling.
+ */
+function respondWithFile(
+  request: Request,
+  file: OpenFile,
+  contentType: string,
+  coding: string | null,
+  vary: boolean,
+  cors: boolean,
+): Response | Promise<Response> {
+  const { stat } = file;
+  const size = stat.size;
+  const etag = fileEtag(stat, coding);
+  const validators: Validators = { etag, lastModified: stat.mtime };
+  const headers = baseHeaders(cors);
+  headers.set("etag", etag);
+  if (stat.mtime !== null) headers.set("last-modified", formatHttpDate(stat.mtime));
+  if (vary) headers.set("vary", "Accept-Encoding");
+
+  const method = request.method;
+  const precondition = evaluatePreconditions(request.headers, validators, method);
+  if (precondition !== 200) {
+    file.close();
+    if (precondition === 412) return fileErrorResponse(412, cors);
+    // RFC 9110 §15.4.5: a 304 carries the ETag, Vary and the like a 200 would have, no content.
+    return new Response(null, { status: 304, headers });
+  }
+  headers.set("accept-ranges", "bytes");
+  if (coding !== null) headers.set("content-encoding", coding);
+
+  // RFC 9110 §14.2: Range is defined for GET only; other methods ignore it.
+  const rangeHeader = method === "GET" ? request.headers.get("range") : null;
+  const ifRange = request.headers.get("if-range");
+  const range = rangeHeader !== null && (ifRange === null || evaluateIfRange(ifRange, validators))
+    ? parseRange(rangeHeader, size)
+    : NONE;
+
+  if (range.kind === "unsatisfiable") {
+    file.close();
+    headers.set("content-range", `bytes */${size}`);
+    headers.set("content-type", "text/plain; charset=utf-8");
+    return new Response("416 Range Not Satisfiable\n", { status: 416, headers });
+  }
+  if (range.kind === "ranges") {
+    const ranges = coalesceRanges(range.ranges);
+    if (ranges.length === 1) {
+      const { start, end } = ranges[0];
+      headers.set("content-type", contentType);
+      headers.set("content-range", `bytes ${start}-${end}/${size}`);
+      return sendBytes(file, 206, headers, start, end + 1, method);
+    }
+    // Several ranges: multipart/byteranges (RFC 9110 §14.6), parts in ascending order.
+    const boundary = multipartBoundary();
+    const parts: Array<Uint8Array | ByteRange> = [];
+    let length = 0;
+    for (let i = 0; i < ranges.length; i++) {
+      const { start, end } = ranges[i];
+      const partHead = TEXT_ENCODER.encode(
+        `${i === 0 ? "" : "\r\n"}--${boundary}\r\ncontent-type: ${contentType}\r\n` +
+          `content-range: bytes ${start}-${end}/${size}\r\n\r\n`,
+      );
+      parts.push(partHead, ranges[i]);
+      length += partHead.length + end - start + 1;
+    }
+    const tail = TEXT_ENCODER.encode(`\r\n--${boundary}--\r\n`);
+    parts.push(tail);
+    length += tail.length;
+    headers.set("content-type", `multipart/byteranges; boundary=${boundary}`);
+    headers.set("content-length", String(length));
+    return new Response(fileBody(file, parts), { status: 206, headers });
+  }
+  headers.set("content-type", contentType);
+  return sendBytes(file, 200, headers, 0, size, method);
+}
+
+/** Sends bytes `start` to `end - 1` of a file: read at once when small, streamed otherwise. */
+async function sendBytes(
+  file: OpenFile,
+  status: number,
+  headers: Headers,
+  start: number,
+  end: number,
+  method: string,
+): Promise<Response> {
+  const length = end - start;
+  headers.set("content-length", String(length));
+  if (method === "HEAD" || length === 0) {
+    file.close();
+    return new Response(method === "HEAD" ? null : new Uint8Array(0), { status, headers });
+  }
+  if (length <= SMALL_FILE_BYTES) {
+    try {
+      return new Response(await file.bytes(start, end), { status, headers });
+    } finally {
+      file.close();
+    }
+  }
+  return new Response(fileBody(file, [{ start, end: end - 1 }]), { status, headers });
+}
+
+/**
+ * Opens `path` for `request`, or, when precompressed siblings are on and `Accept-Encoding` prefers
+ * one, the sibling instead. `resolve` maps a sibling's path to the path to open, or null when it
+ * must not be served (outside the root).
+ */
+async function openVariant(
+  request: Request,
+  path: string,
+  file: OpenFile,
+  precompressed: boolean,
+  resolve: (path: string) => Promise<string | null>,
+): Promise<{ file: OpenFile; coding: string | null }> {
+  if (!precompressed) return { file, coding: null };
+  const acceptEncoding = request.headers.get("accept-encoding");
+  const candidates = [...PRECOMPRESSED_CODINGS];
+  while (candidates.length > 0) {
+    const coding = negotiateEncoding(acceptEncoding, candidates);
+    if (coding === null) break;
+    candidates.splice(candidates.indexOf(coding), 1);
+    const suffix = PRECOMPRESSED.find(([name]) => name === coding)?.[1] as string;
+    try {
+      const target = await resolve(path + suffix);
+      if (target === null) continue;
+      const sibling = await FILES.open(target);
+      if (sibling.stat.isFile) {
+        file.close();
+        return { file: sibling, coding };
+      }
+      sibling.close();
+    } catch { /* no such sibling: try the next coding, then the original */ }
+  }
+  return { file, coding: null };
+}
+
+/**
+ * Serves one file for a GET or HEAD request, with everything a static file server owes a client:
+ *
+ * - `Content-Type` from the extension ({@linkcode contentTypeFor}), `Content-Length`,
+ *   `Last-Modified`, a weak `ETag` from size and modification time (`W/"<size hex>-<mtime hex>"`),
+ *   `Accept-Ranges: bytes` and `X-Content-Type-Options: nosniff` (on every response);
+ * - conditional requests in RFC 9110 §13.2.2 order ({@linkcode evaluatePreconditions}): 304, 412;
+ * - `Range` for GET ({@linkcode parseRange}), honoured only when `If-Range` (if any) holds: one
+ *   range → 206 with `Content-Range`; several → 206 `multipart/byteranges`, ranges that overlap or
+ *   nearly touch merged and the parts sent in ascending order; none satisfiable → 416 with
+ *   `Content-Range: bytes *\/size`;
+ * - precompressed `.br` / `.gz` siblings per `Accept-Encoding` ({@linkcode negotiateEncoding});
+ * - the body streamed from the file as the client reads it: never the whole file in memory.
+ *
+ * `path` is used as given: no root, dotfile or symlink checks (that is {@linkcode serveDir}'s
+ * job). Errors say only the status: 404 for a missing file or a directory, 403 when the file
+ * cannot be read, 405 with `Allow` for other methods.
+ *
+ * @param request The request.
+ * @param path The file's path on disk.
+ * @param options Precompressed siblings and CORS.
+ * @returns The response.
+ *
+ * @example
+ * ```ts
+ * import { Router, serve, serveFile } from "jsr:@wireserve/wireserve";
+ * const router = new Router().get("/favicon.ico", (request) => serveFile(request, "./favicon.ico"));
+ * serve({ port: 8080 }, router.fetch);
+ * ```
+ */
+export async function serveFile(
+  request: Request,
+  path: string,
+  options: ServeFileOptions = {},
+): Promise<Response> {
+  const cors = options.cors ?? false;
+  if (request.method !== "GET" && request.method !== "HEAD") return methodResponse(request, cors);
+  let file: OpenFile;
+  try {
+    file = await FILES.open(path);
+  } catch (error) {
+    return fileErrorResponse(fileErrorStatus(error), cors);
+  }
+  if (!file.stat.isFile) {
+    file.close();
+    return fileErrorResponse(404, cors);
+  }
+  const precompressed = options.precompressed ?? true;
+  const variant = await openVariant(request, path, file, precompressed, (p) => Promise.resolve(p));
+  return respondWithFile(
+    request,
+    variant.file,
+    contentTypeFor(path),
+    variant.coding,
+    precompressed,
+    cors,
+  );
+}
+
+/** Escapes text for HTML content and quoted attribute values. */
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** A size for people: bytes below 1 KiB, then KiB, MiB, GiB with one decimal. */
+function formatSize(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** One entry of a directory listing. */
+interface ListingEntry {
+  name: string;
+  directory: boolean;
+  size: number | null;
+  mtime: number | null;
+}
+
+/** Renders a directory listing: directories first, then files, each group sorted by name. */
+function renderListing(title: string, entries: ListingEntry[], atRoot: boolean): string {
+  entries.sort((a, b) =>
+    a.directory !== b.directory
+      ? (a.directory ? -1 : 1)
+      : a.name < b.name
+      ? -1
+      : a.name > b.name
+      ? 1
+      : 0
+  );
+  let rows = atRoot ? "" : `<tr><td><a href="../">../</a></td><td></td><td></td></tr>\n`;
+  for (const entry of entries) {
+    // encodeURIComponent leaves no character that is special in HTML except ' (harmless inside
+    // double quotes), and turns ":" into %3A so a name cannot become a scheme ("javascript:").
+    const suffix = entry.directory ? "/" : "";
+    let href: string;
+    try {
+      href = encodeURIComponent(entry.name) + suffix;
+    } catch {
+      continue; // a name with a lone surrogate has no URL
+    }
+    const size = entry.directory || entry.size === null ? "-" : formatSize(entry.size);
+    const date = entry.mtime === null
+      ? "-"
+      : new Date(entry.mtime).toISOString().slice(0, 16).replace("T", " ");
+    rows += `<tr><td><a href="${escapeHtml(href)}">${escapeHtml(entry.name + suffix)}</a></td>` +
+      `<td>${size}</td><td>${date}</td></tr>\n`;
+  }
+  const heading = escapeHtml(title);
+  return `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>Index of ${heading}</title>
+<style>body{font-family:system-ui,sans-serif;margin:2em}td{padding:0 1.5em 0 0}td+td{text-align:right;white-space:nowrap}</style>
+</head>
+<body>
+<h1>Index of ${heading}</h1>
+<table>
+<thead><tr><th align="left">Name</th><th>Size</th><th>Modified (UTC)</th></tr></thead>
+<tbody>
+${rows}</tbody>
+</table>
+</body>
+</html>
+`;
+}
+
+/**
+ * Serves the files below a directory, for GET and HEAD: a static file server as
+ * `@std/http`'s `serveDir` or nginx's static module, on the fetch API.
+ *
+ * A request path maps to a file below `root` ({@linkcode decodeRequestPath}), which is served as
+ * {@linkcode serveFile} describes. On top of that:
+ *
+ * - safety: a path that is malformed, or whose decoded segments are `.`, `..`, or contain `/`, `\`
+ *   or NUL, is 400; what the path names is checked by its canonical path, so a symlink that leads
+ *   outside `root` is 404 unless `followSymlinks`; a segment starting with `.` is 404 unless
+ *   `dotfiles`. No response ever names a file system path.
+ * - directories: a URL without a trailing slash is redirected (301) to the one with it, query
+ *   kept; then `index` is served if it exists; otherwise an HTML listing (names escaped, sizes,
+ *   modification times, directories first, sorted by name), or 404 with `listing: false`.
+ * - `/a/file/` (a file with a trailing slash) is 404, as nginx answers.
+ *
+ * @param request The request.
+ * @param options The root and the policies; see {@linkcode ServeDirOptions}.
+ * @returns The response.
+ *
+ * @example Serving ./public on port 8080
+ * ```ts
+ * import { serve, serveDir } from "jsr:@wireserve/wireserve";
+ * serve({ port: 8080 }, (request) => serveDir(request, { root: "./public" }));
+ * ```
+ *
+ * @example Under a prefix, beside other routes
+ * ```ts
+ * import { Router, serve, serveDir } from "jsr:@wireserve/wireserve";
+ * const router = new Router()
+ *   .get("/", () => new Response("home"))
+ *   .get("/static/*", (request) => serveDir(request, { root: "./public", urlPrefix: "/static" }));
+ * serve({ port: 8080 }, router.fetch);
+ * ```
+ */
+export async function serveDir(request: Request, options: ServeDirOptions): Promise<Response> {
+  const cors = options.cors ?? false;
+  if (request.method !== "GET" && request.method !== "HEAD") return methodResponse(request, cors);
+  if (typeof options.root !== "string" || options.root === "") {
+    throw new TypeError("Cannot serve directory: options.root is not a path");
+  }
+  const dotfiles = options.dotfiles ?? false;
+  const followSymlinks = options.followSymlinks ?? false;
+  const precompressed = options.precompressed ?? true;
+  const index = options.index ?? "index.html";
+  const urlPrefix = (options.urlPrefix ?? "").replace(/\/+$/, "");
+  if (urlPrefix !== "" && urlPrefix.charCodeAt(0) !== 0x2f) {
+    throw new TypeError(
+      `Cannot serve directory: options.urlPrefix ${
+        JSON.stringify(urlPrefix)
+      } does not start with /`,
+    );
+  }
+
+  // request.url is serialized by the URL parser: scheme "://" authority path [?query].
+  const url = request.url;
+  const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+  let queryStart = url.indexOf("?", pathStart);
+  if (queryStart === -1) queryStart = url.length;
+  const hash = url.indexOf("#", pathStart);
+  const search = url.slice(queryStart, hash === -1 || hash < queryStart ? url.length : hash);
+  let pathname = pathStart === -1 ? "/" : url.slice(pathStart, queryStart);
+  if (urlPrefix !== "") {
+    if (pathname !== urlPrefix && !pathname.startsWith(`${urlPrefix}/`)) {
+      return fileErrorResponse(404, cors);
+    }
+    pathname = pathname.slice(urlPrefix.length) || "";
+  }
+  const decoded = pathname === ""
+    ? { segments: [], trailingSlash: false }
+    : decodeRequestPath(pathname);
+  if (decoded === null) return fileErrorResponse(400, cors);
+  const { segments } = decoded;
+  if (!dotfiles && segments.some((segment) => segment.charCodeAt(0) === 0x2e)) {
+    return fileErrorResponse(404, cors);
+  }
+
+  // What may be served: the canonical path must stay below the canonical root.
+  let root: string;
+  try {
+    root = await FILES.realPath(options.root);
+  } catch {
+    return fileErrorResponse(404, cors);
+  }
+  const separator = root.includes("\\") && !root.includes("/") ? "\\" : "/";
+  const rootPrefix = root.endsWith(separator) ? root : root + separator;
+  /** The path to open for `path` below the root, or null when it leaves the root. */
+  const resolve = async (path: string): Promise<string | null> => {
+    if (followSymlinks) return path;
+    const real = await FILES.realPath(path);
+    return real === root || real.startsWith(rootPrefix) ? real : null;
+  };
+
+  const path = segments.length === 0 ? root : rootPrefix + segments.join(separator);
+  let file: OpenFile;
+  try {
+    const target = await resolve(path);
+    if (target === null) return fileErrorResponse(404, cors);
+    file = await FILES.open(target);
+  } catch (error) {
+    return fileErrorResponse(fileErrorStatus(error), cors);
+  }
+
+  if (file.stat.isFile) {
+    if (decoded.trailingSlash) {
+      file.close();
+      return fileErrorResponse(404, cors);
+    }
+    const variant = await openVariant(request, path, file, precompressed, resolve);
+    return respondWithFile(
+      request,
+      variant.file,
+      contentTypeFor(path),
+      variant.coding,
+      precompressed,
+      cors,
+    );
+  }
+  file.close();
+  if (!file.stat.isDirectory) return fileErrorResponse(404, cors);
+
+  // A directory: its URL ends in "/", so that relative links in its page resolve inside it.
+  const location = `${urlPrefix}/${segments.map(encodeURIComponent).join("/")}${
+    segments.length > 0 ? "/" : ""
+  }`;
+  if (!decoded.trailingSlash) {
+    // Built from the decoded segments, never from the raw path: it always starts with one "/"
+    // followed by a non-empty segment or nothing, so it cannot become "//host" (another site).
+    const headers = baseHeaders(cors);
+    headers.set("location", location + search);
+    headers.set("content-type", "text/plain; charset=utf-8");
+    return new Response("301 Moved Permanently\n", { status: 301, headers });
+  }
+  if (index !== false && index !== "") {
+    const indexPath = path + (path.endsWith(separator) ? "" : separator) + index;
+    try {
+      const target = await resolve(indexPath);
+      if (target !== null) {
+        const indexFile = await FILES.open(target);
+        if (indexFile.stat.isFile) {
+          const variant = await openVariant(request, indexPath, indexFile, precompressed, resolve);
+          return respondWithFile(
+            request,
+            variant.file,
+            contentTypeFor(indexPath),
+            variant.coding,
+            precompressed,
+            cors,
+          );
+        }
+        indexFile.close();
+      }
+    } catch { /* no index: list the directory */ }
+  }
+  if (!(options.listing ?? true)) return fileErrorResponse(404, cors);
+
+  let names: string[];
+  try {
+    names = await FILES.readDir(path);
+  } catch (error) {
+    return fileErrorResponse(fileErrorStatus(error), cors);
+  }
+  const directoryPath = path.endsWith(separator) ? path : path + separator;
+  const entries = await Promise.all(
+    names
+      .filter((name) => dotfiles || name.charCodeAt(0) !== 0x2e)
+      .map(async (name): Promise<ListingEntry | null> => {
+        try {
+          // Entries that lead outside the root are not listed: they would only answer 404.
+          const target = await resolve(directoryPath + name);
+          if (target === null) return null;
+          const stat = await FILES.stat(target);
+          return { name, directory: stat.isDirectory, size: stat.size, mtime: stat.mtime };
+        } catch {
+          return { name, directory: false, size: null, mtime: null };
+        }
+      }),
+  );
+  const title = `${urlPrefix}/${segments.join("/")}${segments.length > 0 ? "/" : ""}`;
+  const html = TEXT_ENCODER.encode(
+    renderListing(title, entries.filter((entry) => entry !== null), segments.length === 0),
+  );
+  const headers = baseHeaders(cors);
+  headers.set("content-type", "text/html; charset=utf-8");
+  headers.set("content-length", String(html.length));
+  return new Response(request.method === "HEAD" ? null : html, { headers });
+}
+
+//#endregion
 //#region Rate limiting
 
 /** Decides whether a peer is a proxy whose forwarding headers can be believed. */
@@ -3444,11 +5398,29 @@ ${body}
 `;
 }
 
+/** A demo page as a response. */
+function demoPage(title: string, body: string, status = 200): Response {
+  return new Response(htmlPage(title, body), {
+    status,
+    headers: { "content-type": "text/html; charset=utf-8" },
+  });
+}
+
+/** The demo site's routes; GET also answers HEAD, and other methods get 405 from the router. */
+const DEMO_ROUTER = new Router({
+  notFound: () =>
+    demoPage("404 Not Found", `<p>There is nothing here. <a href="/">Home</a></p>`, 404),
+})
+  .get("/", () => demoPage(DEMO_PAGES["/"].title, DEMO_PAGES["/"].body))
+  .get("/about", () => demoPage(DEMO_PAGES["/about"].title, DEMO_PAGES["/about"].body));
+
 /**
- * The demo site from the original tutorial: `/`, `/about`, and a 404 page for anything else.
+ * The demo site from the original tutorial, on the {@linkcode Router}: `/`, `/about`, and a 404
+ * page for anything else.
  *
  * @param request The request.
- * @returns The page, 404, or 405 for a method other than GET and HEAD.
+ * @param info The connection.
+ * @returns The page, a 404 page, or 405 for a method other than GET and HEAD.
  *
  * @example
  * ```ts
@@ -3456,25 +5428,8 @@ ${body}
  * serve({ port: 8080 }, demoHandler);
  * ```
  */
-export function demoHandler(request: Request): Response {
-  const html = { "content-type": "text/html; charset=utf-8" };
-  if (request.method !== "GET" && request.method !== "HEAD") {
-    return new Response("405 Method Not Allowed\n", {
-      status: 405,
-      headers: { allow: "GET, HEAD", "content-type": "text/plain; charset=utf-8" },
-    });
-  }
-  const page = DEMO_PAGES[new URL(request.url).pathname];
-  if (page === undefined) {
-    return new Response(
-      htmlPage("404 Not Found", `<p>There is nothing here. <a href="/">Home</a></p>`),
-      {
-        status: 404,
-        headers: html,
-      },
-    );
-  }
-  return new Response(htmlPage(page.title, page.body), { headers: html });
+export function demoHandler(request: Request, info: ConnInfo): Response | Promise<Response> {
+  return DEMO_ROUTER.fetch(request, info);
 }
 
 interface ProcessLike {
@@ -3484,15 +5439,18 @@ interface ProcessLike {
   off(signal: string, listener: () => void): void;
 }
 
-const USAGE = `Usage: wireserve [--port PORT] [--host HOSTNAME] [--cert FILE --key FILE]
+const USAGE = `Usage: wireserve [OPTIONS] [DIR]
 
-Serves the demo site: / (hello), /about, and a 404 page for anything else.
+Serves the files in DIR. Without DIR, serves the demo site: / (hello), /about, and a 404 page.
 
-  --port PORT       port to listen on (default 8080; 0 picks a free one)
-  --host HOSTNAME   address to listen on (default 0.0.0.0)
-  --cert FILE       PEM certificate chain: serve HTTPS (with --key)
-  --key FILE        PEM private key for --cert
-  -h, --help        show this help
+  --port PORT        port to listen on (default 8080; 0 picks a free one)
+  --host HOSTNAME    address to listen on (default 0.0.0.0)
+  --cert FILE        PEM certificate chain: serve HTTPS (with --key)
+  --key FILE         PEM private key for --cert
+  --no-dir-listing   answer 404 for a directory without index.html, instead of listing it
+  --dotfiles         serve files and directories whose names start with a dot
+  --cors             add Access-Control-Allow-Origin: * to every file response
+  -h, --help         show this help
 `;
 
 /** What the command line asks for. */
@@ -3501,11 +5459,21 @@ interface CommandLine {
   hostname: string;
   certFile?: string;
   keyFile?: string;
+  directory?: string;
+  listing: boolean;
+  dotfiles: boolean;
+  cors: boolean;
 }
 
 /** Parses the command line; returns null after printing an error or the help. */
 function parseArguments(args: string[]): CommandLine | null {
-  const parsed: CommandLine = { port: DEFAULT_PORT, hostname: DEFAULT_HOSTNAME };
+  const parsed: CommandLine = {
+    port: DEFAULT_PORT,
+    hostname: DEFAULT_HOSTNAME,
+    listing: true,
+    dotfiles: false,
+    cors: false,
+  };
   const fail = (message: string) => {
     console.error(`Cannot start: ${message}\n\n${USAGE}`);
     return null;
@@ -3533,6 +5501,14 @@ function parseArguments(args: string[]): CommandLine | null {
     } else if (flag === "--key") {
       parsed.keyFile = value();
       if (parsed.keyFile === "") return fail("--key needs a file");
+    } else if (flag === "--no-dir-listing") {
+      parsed.listing = false;
+    } else if (flag === "--dotfiles") {
+      parsed.dotfiles = true;
+    } else if (flag === "--cors") {
+      parsed.cors = true;
+    } else if (!flag.startsWith("-") && parsed.directory === undefined) {
+      parsed.directory = flag;
     } else {
       return fail(`unknown argument ${JSON.stringify(args[i])}`);
     }
@@ -3564,6 +5540,14 @@ async function main(process: ProcessLike): Promise<void> {
     }
   }
   const scheme = tls === undefined ? "http" : "https";
+  const { directory } = parsed;
+  const handler: Handler = directory === undefined ? demoHandler : (request) =>
+    serveDir(request, {
+      root: directory,
+      listing: parsed.listing,
+      dotfiles: parsed.dotfiles,
+      cors: parsed.cors,
+    });
   const server = serve({
     port: parsed.port,
     hostname: parsed.hostname,
@@ -3572,9 +5556,10 @@ async function main(process: ProcessLike): Promise<void> {
       const host = addr.hostname === "0.0.0.0"
         ? "localhost"
         : formatHost(addr).slice(0, -`:${addr.port}`.length);
-      console.log(`Listening on ${scheme}://${host}:${addr.port}/`);
+      const what = directory === undefined ? "the demo site" : JSON.stringify(directory);
+      console.log(`Serving ${what} on ${scheme}://${host}:${addr.port}/`);
     },
-  }, demoHandler);
+  }, handler);
   const stop = () => {
     console.log("Shutting down…");
     server.shutdown();
