@@ -2089,22 +2089,35 @@ class HttpConnection implements ConnectionEvents {
           `Cannot send response: the handler returned ${typeof response}, not a Response`,
         );
       }
+      if (response.type === "error") {
+        throw new TypeError("Cannot send response: the handler returned Response.error()");
+      }
     } catch (error) {
       response = await this.#handlerFailed(error, request);
+    }
+    // Read what the body has ready before anything is sent: a body that fails at once (or yields
+    // something other than bytes) can still be answered with a 500 instead of a cut connection.
+    let prefix: BodyPrefix;
+    try {
+      prefix = await readBodyPrefix(response);
+    } catch (error) {
+      response.body?.cancel().catch(() => {});
+      response = await this.#handlerFailed(error, request);
+      prefix = await readBodyPrefix(response).catch(() => EMPTY_PREFIX);
     }
     if (this.#timer === TIMER_HANDLER) this.#timer = TIMER_OFF;
     const body = this.#body;
     if (body !== null && body.error !== null) {
       // The request was broken (body too large, bad chunk): that is the answer, not the handler's.
-      await response.body?.cancel().catch(() => {});
+      prefix.reader?.cancel().catch(() => {});
       this.#fail(body.error);
       return;
     }
     if (this.#state === CLOSED) {
-      await response.body?.cancel().catch(() => {});
+      prefix.reader?.cancel().catch(() => {});
       return;
     }
-    await this.#writeResponse(head, response);
+    await this.#writeResponse(head, response, prefix);
     this.#finishExchange();
   }
 
@@ -2130,15 +2143,12 @@ class HttpConnection implements ConnectionEvents {
   }
 
   /** Writes a handler's response with the framing it calls for. */
-  async #writeResponse(head: RequestHead, response: Response): Promise<void> {
+  async #writeResponse(head: RequestHead, response: Response, prefix: BodyPrefix): Promise<void> {
     const keepAlive = this.#keepAlive(head);
     const status = response.status;
     const headers = response.headers;
     const stream = response.body;
     const bodyless = head.method === "HEAD" || status < 200 || status === 204 || status === 304;
-    const prefix: BodyPrefix = stream === null
-      ? { chunks: [], length: 0, done: true, pending: null, reader: null }
-      : await readAvailable(stream.getReader());
     let bodyLength: number | null = prefix.done ? prefix.length : null;
     let declaredLength: number | undefined;
     if (bodyLength === null) {
@@ -2177,7 +2187,7 @@ class HttpConnection implements ConnectionEvents {
         }
         if (length !== undefined) headOptions.contentLength = length;
       }
-      if (stream !== null) await stream.cancel().catch(() => {});
+      if (prefix.reader !== null) await prefix.reader.cancel().catch(() => {});
       this.#send(serializeResponseHead(status, headers, headOptions));
       this.#closeRequested ||= close;
       return;
@@ -2348,6 +2358,14 @@ class HttpConnection implements ConnectionEvents {
   }
 
   //#endregion
+}
+
+const EMPTY_PREFIX: BodyPrefix = { chunks: [], length: 0, done: true, pending: null, reader: null };
+
+/** The start of a response's body: all of it when it is there at once. */
+function readBodyPrefix(response: Response): Promise<BodyPrefix> {
+  const stream = response.body;
+  return stream === null ? Promise.resolve(EMPTY_PREFIX) : readAvailable(stream.getReader());
 }
 
 /** Reads what a response body has ready within a few microtask turns, without waiting for I/O. */

@@ -299,3 +299,8 @@ function plainFraming(framing: Framing): Framing {
     ? { kind: "length", length: framing.length }
     : { kind: framing.kind };
 }
+
+// Layers 2 and 3 (to be folded into this file): the driver over an in-memory transport, end to end
+// over every transport, and the router and static files.
+import "./test/driver_and_e2e.ts";
+import "./test/static.ts";
