@@ -4671,10 +4671,15 @@ function methodResponse(request: Request, cors: boolean): Response {
   return fileErrorResponse(405, cors, { allow: cors ? "GET, HEAD, OPTIONS" : "GET, HEAD" });
 }
 
-/** A weak ETag from size and modification time: cheap, and changes whenever either does. */
+/**
+ * A strong ETag from size and modification time (to the millisecond), as nginx makes them. Strong,
+ * because `If-Range` compares strongly (RFC 9110 §13.1.5): with a weak tag a browser could never
+ * resume a download or fetch the part of a video it seeks to. The price is the usual one: a file
+ * rewritten with the same size within the same millisecond keeps its tag.
+ */
 function fileEtag(stat: FileStat, coding: string | null): string {
   const time = stat.mtime === null ? "" : `-${Math.floor(stat.mtime).toString(16)}`;
-  return `W/"${stat.size.toString(16)}${time}${coding === null ? "" : `-${coding}`}"`;
+  return `"${stat.size.toString(16)}${time}${coding === null ? "" : `-${coding}`}"`;
 }
 
 /**
@@ -4873,7 +4878,7 @@ async function openVariant(
  * Serves one file for a GET or HEAD request, with everything a static file server owes a client:
  *
  * - `Content-Type` from the extension ({@linkcode contentTypeFor}), `Content-Length`,
- *   `Last-Modified`, a weak `ETag` from size and modification time (`W/"<size hex>-<mtime hex>"`),
+ *   `Last-Modified`, a strong `ETag` from size and modification time (`"<size hex>-<mtime hex>"`),
  *   `Accept-Ranges: bytes` and `X-Content-Type-Options: nosniff` (on every response);
  * - conditional requests in RFC 9110 §13.2.2 order ({@linkcode evaluatePreconditions}): 304, 412;
  * - `Range` for GET ({@linkcode parseRange}), honoured only when `If-Range` (if any) holds: one

@@ -304,3 +304,4 @@ function plainFraming(framing: Framing): Framing {
 // over every transport, and the router and static files.
 import "./test/driver_and_e2e.ts";
 import "./test/static.ts";
+import "./test/browser.ts";

@@ -1,0 +1,887 @@
+#!/usr/bin/env node
+// The benchmark of issue 5: wireserve beside each runtime's native server and its raw-TCP ceiling,
+// same routes, same run, server pinned to one core and wrk to the other.
+//
+//   node bench/run.mjs                       all runtimes (deno bun node), 3 trials of 5 s
+//   node bench/run.mjs bun node --trials 5   some runtimes, more trials
+//   node bench/run.mjs --quick               1 trial of 2 s: a smoke test of the harness
+//   npm run bench -- --quick                 the same through npm
+//
+// Plain JavaScript for any Node >= 18 (the system Node does not have to run TypeScript): it starts
+// bench/servers.ts on the runtimes in ../node_modules/.bin, never the ones on PATH, and drives
+// them with wrk (Debian's `wrk` package). Prints one markdown table per runtime and writes them to
+// bench/results/latest.md (and the raw numbers to bench/results/latest.json).
+
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { cpus } from "node:os";
+import { dirname, join, relative, resolve } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+
+const BENCH = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(BENCH, "..");
+const BIN = join(ROOT, "node_modules", ".bin");
+const RESULTS = join(BENCH, "results");
+const RUNTIMES = ["deno", "bun", "node"];
+const KINDS = ["wireserve", "native", "ceiling"];
+const ECHO_BYTES = 16 * 1024;
+const PIPELINE_DEPTH = 16;
+
+/** The scenarios, in table order. `route` is what the servers are started with. */
+const SCENARIOS = [
+  {
+    id: "plaintext-50",
+    label: "plaintext `GET /`, keep-alive, 50 conns",
+    route: "/",
+    wrk: ["-c", "50", "--latency"],
+  },
+  {
+    id: "plaintext-256",
+    label: "plaintext `GET /`, keep-alive, 256 conns",
+    route: "/",
+    wrk: ["-c", "256"],
+  },
+  {
+    id: "pipeline-16",
+    label: `plaintext, pipelined ×${PIPELINE_DEPTH}, 50 conns`,
+    route: "/",
+    wrk: ["-c", "50", "-s", join(BENCH, "pipeline.lua")],
+    scriptArgs: [String(PIPELINE_DEPTH)],
+  },
+  {
+    id: "close",
+    label: "plaintext, `Connection: close`, 50 conns",
+    route: "/",
+    wrk: ["-c", "50", "-H", "Connection: close"],
+    serverArgs: ["--close"],
+  },
+  { id: "json", label: "small JSON `GET /json`, 50 conns", route: "/json", wrk: ["-c", "50"] },
+  {
+    id: "echo",
+    label: `\`POST /echo\` ${ECHO_BYTES / 1024} KiB body, 50 conns`,
+    route: "/echo",
+    wrk: ["-c", "50", "-s", join(BENCH, "echo.lua")],
+    scriptArgs: [String(ECHO_BYTES)],
+  },
+  { id: "idle-rss", label: "idle keep-alive memory", route: "/", rss: true },
+];
+
+const HELP = `usage: node bench/run.mjs [deno|bun|node ...] [options]
+
+Runs every scenario against wireserve, the native server and the raw-TCP ceiling of each chosen
+runtime (default: ${RUNTIMES.join(" ")}), prints a markdown table per runtime and writes it to
+bench/results/latest.md.
+
+  --trials N         trials per scenario and server, the median is reported (default 3)
+  --duration S       seconds per wrk run (default 5)
+  --warmup S         seconds of wrk before the trials, per server and scenario (default 1)
+  --quick            1 trial of 2 s: a smoke test
+  --scenarios A,B    only these scenarios (${SCENARIOS.map((s) => s.id).join(", ")})
+  --kinds A,B        only these servers (${KINDS.join(", ")})
+  --idle N           idle connections for idle-rss (default 5000)
+  --server-cpu N     the core the servers are pinned to (default 0)
+  --load-cpu N       the core wrk is pinned to (default 1)`;
+
+// ---------------------------------------------------------------------------------------------
+// Arguments
+
+const options = {
+  runtimes: [],
+  trials: 3,
+  duration: 5,
+  warmup: 1,
+  scenarios: SCENARIOS.map((s) => s.id),
+  kinds: [...KINDS],
+  idle: 5000,
+  serverCpu: "0",
+  loadCpu: "1",
+};
+{
+  const args = process.argv.slice(2);
+  const value = (i, name) => {
+    const v = args[i];
+    if (v === undefined) usage(`${name} needs a value`);
+    return v;
+  };
+  const positive = (v, name) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) usage(`${name} needs a positive integer, got ${v}`);
+    return n;
+  };
+  const list = (v, allowed, name) => {
+    const items = v.split(",").filter(Boolean);
+    for (const item of items) {
+      if (!allowed.includes(item)) usage(`${name}: unknown ${item} (one of ${allowed.join(", ")})`);
+    }
+    return items;
+  };
+  let quick = false;
+  const explicit = {};
+  for (let i = 0; i < args.length; i++) {
+    let arg = args[i];
+    let inline;
+    if (arg.startsWith("--") && arg.includes("=")) {
+      inline = arg.slice(arg.indexOf("=") + 1);
+      arg = arg.slice(0, arg.indexOf("="));
+    }
+    const next = () => inline ?? value(++i, arg);
+    if (arg === "-h" || arg === "--help") {
+      console.log(HELP);
+      process.exit(0);
+    } else if (arg === "--quick") quick = true;
+    else if (arg === "--trials") explicit.trials = positive(next(), arg);
+    else if (arg === "--duration") explicit.duration = positive(next(), arg);
+    else if (arg === "--warmup") options.warmup = Math.max(0, Number(next()) || 0);
+    else if (arg === "--idle") options.idle = positive(next(), arg);
+    else if (arg === "--scenarios") options.scenarios = list(next(), options.scenarios, arg);
+    else if (arg === "--kinds") options.kinds = list(next(), KINDS, arg);
+    else if (arg === "--server-cpu") options.serverCpu = next();
+    else if (arg === "--load-cpu") options.loadCpu = next();
+    else if (RUNTIMES.includes(arg)) {
+      if (!options.runtimes.includes(arg)) options.runtimes.push(arg);
+    } else usage(`unknown argument: ${arg}`);
+  }
+  if (quick) {
+    options.trials = 1;
+    options.duration = 2;
+  }
+  Object.assign(options, explicit);
+  if (options.runtimes.length === 0) options.runtimes.push(...RUNTIMES);
+  if (options.kinds.length === 0) usage("--kinds selects nothing");
+}
+
+function usage(message) {
+  console.error(`run.mjs: ${message}\n\n${HELP}`);
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (message) => process.stderr.write(`${message}\n`);
+
+function median(values) {
+  const v = values.filter((x) => typeof x === "number" && Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const mid = v.length >> 1;
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+
+function tryExec(file, args) {
+  try {
+    return execFileSync(file, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
+  } catch {
+    return null;
+  }
+}
+
+const HAVE_TASKSET = tryExec("taskset", ["-V"]) !== null || tryExec("which", ["taskset"]);
+const NPROC = Number(tryExec("nproc", [])) || cpus().length;
+const PIN = HAVE_TASKSET && NPROC >= 2;
+
+function pinned(cpu, command) {
+  return PIN ? ["taskset", "-c", cpu, ...command] : command;
+}
+
+const CHILD_ENV = { ...process.env, DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" };
+
+/** The command that runs bench/servers.ts on `runtime`. */
+function runtimeCommand(runtime, args) {
+  const script = join(BENCH, "servers.ts");
+  if (runtime === "deno") {
+    return [join(BIN, "deno"), "run", "--allow-net=127.0.0.1", script, ...args];
+  }
+  return [join(BIN, runtime), script, ...args];
+}
+
+function runtimeVersion(runtime) {
+  const out = tryExec(join(BIN, runtime), ["--version"]);
+  if (out === null) return null;
+  const first = out.split("\n")[0];
+  return runtime === "bun" ? `bun ${first}` : runtime === "node" ? `node ${first}` : first;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers
+
+const live = new Set();
+
+/** Starts a server; resolves once it printed its port. */
+function startServer(runtime, kind, scenario, maxSeconds) {
+  const route = scenario.route;
+  const command = pinned(
+    options.serverCpu,
+    runtimeCommand(runtime, [
+      kind,
+      route,
+      ...(scenario.serverArgs ?? []),
+      "--max-seconds",
+      String(maxSeconds),
+      "--echo-bytes",
+      String(ECHO_BYTES),
+    ]),
+  );
+  // Raise the open-file limit for the server (5,000 idle connections and more): as root the hard
+  // limit can go up, otherwise the soft limit goes to the hard one.
+  const child = spawn(
+    "bash",
+    [
+      "-c",
+      'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"',
+      "bash",
+      ...command,
+    ],
+    { cwd: ROOT, env: CHILD_ENV, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  const server = { runtime, kind, route, child, pid: child.pid, port: 0, stderr: "", exited: null };
+  live.add(server);
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (d) => {
+    if (server.stderr.length < 64 * 1024) server.stderr += d;
+  });
+  child.on("exit", (code, signal) => {
+    server.exited = signal ?? code;
+    live.delete(server);
+  });
+  return new Promise((resolvePort, reject) => {
+    let out = "";
+    const timer = setTimeout(() => {
+      stopServer(server);
+      reject(new Error(`${runtime} ${kind} printed no port within 30 s; stderr: ${server.stderr}`));
+    }, 30_000);
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (d) => {
+      if (server.port) return;
+      out += d;
+      const newline = out.indexOf("\n");
+      if (newline === -1) return;
+      server.port = Number(out.slice(0, newline).trim());
+      clearTimeout(timer);
+      if (!(server.port > 0)) reject(new Error(`${runtime} ${kind} printed no port: ${out}`));
+      else resolvePort(server);
+    });
+    child.on("exit", () => {
+      clearTimeout(timer);
+      reject(new Error(`${runtime} ${kind} exited before listening: ${server.stderr.trim()}`));
+    });
+  });
+}
+
+async function stopServer(server) {
+  if (server.exited !== null) return;
+  server.child.kill("SIGTERM");
+  for (let i = 0; i < 30 && server.exited === null; i++) await sleep(100);
+  if (server.exited === null) server.child.kill("SIGKILL");
+  for (let i = 0; i < 20 && server.exited === null; i++) await sleep(50);
+}
+
+function killAll() {
+  for (const server of live) {
+    try {
+      server.child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }
+}
+process.on("exit", killAll);
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, () => {
+    killAll();
+    process.exit(130);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw HTTP/1.1 client for the checks and the idle connections.
+
+/**
+ * Sends `request` on `socket` and resolves with { status, headers, body } of one response framed
+ * by Content-Length (all the servers here send it).
+ */
+function exchange(socket, request) {
+  return new Promise((resolveResponse, reject) => {
+    let buffer = Buffer.alloc(0);
+    const onData = (chunk) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      const headEnd = buffer.indexOf("\r\n\r\n");
+      if (headEnd === -1) return;
+      const head = buffer.subarray(0, headEnd).toString("latin1").split("\r\n");
+      const status = Number(head[0].split(" ")[1]);
+      const headers = {};
+      for (const line of head.slice(1)) {
+        const colon = line.indexOf(":");
+        headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
+      }
+      const length = Number(headers["content-length"] ?? 0);
+      if (buffer.length < headEnd + 4 + length) return;
+      done();
+      resolveResponse({
+        status,
+        headers,
+        body: buffer.subarray(headEnd + 4, headEnd + 4 + length),
+      });
+    };
+    const onError = (error) => {
+      done();
+      reject(error);
+    };
+    const onClose = () => {
+      done();
+      reject(new Error("connection closed before a whole response"));
+    };
+    const done = () => {
+      socket.off("data", onData);
+      socket.off("error", onError);
+      socket.off("close", onClose);
+    };
+    socket.on("data", onData);
+    socket.on("error", onError);
+    socket.on("close", onClose);
+    socket.write(request);
+  });
+}
+
+function connect(port) {
+  return new Promise((resolveSocket, reject) => {
+    const socket = net.connect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.off("error", reject);
+      resolveSocket(socket);
+    });
+    socket.once("error", reject);
+  });
+}
+
+const ECHO_BODY = Buffer.alloc(ECHO_BYTES, "a");
+
+function requestFor(route, close = false) {
+  const connection = close ? "Connection: close\r\n" : "";
+  if (route === "/echo") {
+    return Buffer.concat([
+      Buffer.from(
+        `POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n` +
+          `Content-Length: ${ECHO_BYTES}\r\n${connection}\r\n`,
+      ),
+      ECHO_BODY,
+    ]);
+  }
+  return Buffer.from(`GET ${route} HTTP/1.1\r\nHost: 127.0.0.1\r\n${connection}\r\n`);
+}
+
+/**
+ * Checks a server's answers for its route (two on one connection; for the close scenario one, and
+ * that the server then closes); returns a list of problems (empty when fine).
+ */
+async function checkServer(server, scenario) {
+  const problems = [];
+  const close = scenario.id === "close";
+  let socket;
+  try {
+    socket = await connect(server.port);
+    const ended = new Promise((r) => {
+      socket.once("end", r);
+      socket.once("close", r);
+    });
+    for (let i = 0; i < (close ? 1 : 2); i++) {
+      const response = await exchange(socket, requestFor(server.route, close));
+      if (response.status !== 200) problems.push(`status ${response.status}`);
+      const type = response.headers["content-type"];
+      if (server.route === "/") {
+        if (response.body.toString() !== "Hello, World!") problems.push("wrong body");
+        if (!/^text\/plain/i.test(type ?? "")) problems.push(`content-type ${type ?? "missing"}`);
+      } else if (server.route === "/json") {
+        if (response.body.toString() !== '{"message":"Hello, World!"}') problems.push("wrong body");
+        if (!/^application\/json/i.test(type ?? "")) {
+          problems.push(`content-type ${type ?? "missing"}`);
+        }
+      } else if (!response.body.equals(ECHO_BODY)) {
+        problems.push(`echo body of ${response.body.length} bytes differs`);
+      }
+      if (problems.length) break;
+    }
+    if (close) {
+      const timeout = sleep(2000).then(() => "timeout");
+      if (await Promise.race([ended, timeout]) === "timeout") {
+        problems.push("connection still open 2 s after a `Connection: close` response");
+      }
+    }
+  } catch (error) {
+    problems.push(`request failed: ${error.message}`);
+  } finally {
+    socket?.destroy();
+  }
+  return [...new Set(problems)];
+}
+
+// ---------------------------------------------------------------------------------------------
+// wrk
+
+function parseDuration(text) {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(text);
+  if (!m) return null;
+  const scale = { us: 0.001, ms: 1, s: 1000, m: 60_000 }[m[2]];
+  return Number(m[1]) * scale;
+}
+
+/** Runs wrk; resolves with { rps, p99, requests, non2xx, errors: {connect, read, write, timeout} }. */
+function runWrk(scenario, port, seconds) {
+  const url = `http://127.0.0.1:${port}${scenario.route === "/" ? "/" : scenario.route}`;
+  const args = ["-t1", "-d", `${seconds}s`, "--timeout", "4s", ...scenario.wrk, url];
+  if (scenario.scriptArgs) args.push("--", ...scenario.scriptArgs);
+  const command = pinned(options.loadCpu, ["wrk", ...args]);
+  return new Promise((resolveResult) => {
+    const child = spawn(command[0], command.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => out += d);
+    child.stderr.on("data", (d) => err += d);
+    const timer = setTimeout(() => child.kill("SIGKILL"), (seconds + 30) * 1000);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      const number = (re) => {
+        const m = re.exec(out);
+        return m ? Number(m[1]) : null;
+      };
+      const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/
+        .exec(out);
+      const p99 = /^\s*99%\s+(\S+)/m.exec(out);
+      resolveResult({
+        ok: code === 0 && /Requests\/sec/.test(out),
+        rps: number(/Requests\/sec:\s+([\d.]+)/),
+        requests: number(/(\d+) requests in/),
+        p99: p99 ? parseDuration(p99[1]) : null,
+        non2xx: number(/Non-2xx or 3xx responses:\s+(\d+)/) ?? 0,
+        errors: socketErrors
+          ? {
+            connect: Number(socketErrors[1]),
+            read: Number(socketErrors[2]),
+            write: Number(socketErrors[3]),
+            timeout: Number(socketErrors[4]),
+          }
+          : { connect: 0, read: 0, write: 0, timeout: 0 },
+        output: code === 0 ? undefined : `${out}${err}`.trim(),
+        command: `wrk ${args.join(" ")}`,
+      });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle memory
+
+function vmRssKiB(pid) {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+function openFilesLimit() {
+  try {
+    const m = /Max open files\s+(\d+|unlimited)/.exec(readFileSync("/proc/self/limits", "utf8"));
+    return m && m[1] !== "unlimited" ? Number(m[1]) : Infinity;
+  } catch {
+    return Infinity;
+  }
+}
+
+/**
+ * Opens `count` connections to `server`, each with one GET / answered, and holds them idle;
+ * returns { baseline, loaded, open, perConnection } in KiB.
+ */
+async function measureIdle(server, count) {
+  const route = requestFor("/");
+  // Warm the server a little so first-request costs are in the baseline, not in the connections.
+  const warm = [];
+  for (let i = 0; i < 20; i++) {
+    warm.push(
+      connect(server.port).then(async (s) => {
+        for (let j = 0; j < 5; j++) await exchange(s, route);
+        s.destroy();
+      }),
+    );
+  }
+  await Promise.all(warm);
+  await sleep(500);
+  const baseline = vmRssKiB(server.pid);
+  const sockets = [];
+  let failed = 0;
+  let firstError = null;
+  const BATCH = 200;
+  for (let i = 0; i < count; i += BATCH) {
+    const batch = [];
+    for (let j = i; j < Math.min(count, i + BATCH); j++) {
+      batch.push(
+        connect(server.port)
+          .then(async (socket) => {
+            sockets.push(socket);
+            socket.on("error", () => {});
+            await exchange(socket, route);
+          })
+          .catch((error) => {
+            failed++;
+            firstError ??= error.message;
+          }),
+      );
+    }
+    await Promise.all(batch);
+  }
+  await sleep(1000);
+  const loaded = vmRssKiB(server.pid);
+  const open = sockets.filter((s) => !s.destroyed && s.readyState === "open").length;
+  for (const socket of sockets) socket.destroy();
+  const perConnection = baseline !== null && loaded !== null && open > 0
+    ? (loaded - baseline) / open
+    : null;
+  return { baseline, loaded, open, failed, firstError, perConnection };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+const startedAt = new Date();
+const command = `node ${
+  relative(process.cwd(), fileURLToPath(import.meta.url)) || "bench/run.mjs"
+} ${process.argv.slice(2).join(" ")}`.trim();
+
+function machine() {
+  let model = "unknown";
+  try {
+    const m = /^model name\s*:\s*(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"));
+    if (m) model = m[1].trim();
+  } catch { /* not Linux */ }
+  let mem = "";
+  try {
+    const m = /MemTotal:\s+(\d+) kB/.exec(readFileSync("/proc/meminfo", "utf8"));
+    if (m) mem = `, ${Math.round(Number(m[1]) / 1024 / 1024)} GiB RAM`;
+  } catch { /* not Linux */ }
+  const kernel = tryExec("uname", ["-sr"]) ?? "";
+  const load = tryExec("cat", ["/proc/loadavg"])?.split(" ").slice(0, 3).join(" ");
+  return { nproc: NPROC, model, mem, kernel, load };
+}
+
+/** wrk's version line; `wrk -v` prints it and exits non-zero. Null when wrk is missing. */
+function wrkVersionLine() {
+  try {
+    const out = execFileSync("wrk", ["-v"], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    return out.split("\n")[0].trim() || null;
+  } catch (error) {
+    return `${error.stdout ?? ""}${error.stderr ?? ""}`.split("\n")[0].trim() || null;
+  }
+}
+
+async function main() {
+  const wrkVersion = wrkVersionLine();
+  if (!wrkVersion) {
+    console.error("run.mjs: wrk is not installed (apt-get install wrk)");
+    process.exit(1);
+  }
+  const versions = {};
+  for (const runtime of options.runtimes) {
+    versions[runtime] = runtimeVersion(runtime);
+    if (versions[runtime] === null) {
+      console.error(`run.mjs: ${join(BIN, runtime)} does not run; npm install first`);
+      process.exit(1);
+    }
+  }
+  const limit = openFilesLimit();
+  if (options.scenarios.includes("idle-rss") && limit < options.idle + 200) {
+    const idle = Math.max(100, limit - 200);
+    log(
+      `run.mjs: open-file limit ${limit}: idle-rss uses ${idle} connections, not ${options.idle}`,
+    );
+    options.idle = idle;
+  }
+  if (!PIN) log("run.mjs: taskset or a second core is missing; nothing is pinned");
+
+  const info = machine();
+  const scenarios = SCENARIOS.filter((s) => options.scenarios.includes(s.id));
+  const results = {};
+  const notes = {};
+  for (const runtime of options.runtimes) {
+    results[runtime] = {};
+    notes[runtime] = [];
+    for (const scenario of scenarios) {
+      results[runtime][scenario.id] = {};
+      for (const kind of options.kinds) {
+        results[runtime][scenario.id][kind] = { trials: [], problems: [] };
+      }
+      log(`\n== ${runtime}: ${scenario.id}`);
+      if (scenario.rss) await runIdle(runtime, scenario, results[runtime][scenario.id]);
+      else await runWrkScenario(runtime, scenario, results[runtime][scenario.id]);
+    }
+  }
+
+  const markdown = report(info, versions, wrkVersion, scenarios, results);
+  console.log(`\n${markdown}`);
+  mkdirSync(RESULTS, { recursive: true });
+  writeFileSync(join(RESULTS, "latest.md"), markdown);
+  writeFileSync(
+    join(RESULTS, "latest.json"),
+    JSON.stringify({ command, startedAt, machine: info, versions, options, results }, null, 2),
+  );
+  log(`\nwritten: ${relative(process.cwd(), join(RESULTS, "latest.md"))}`);
+}
+
+/** Seconds a server of one wrk scenario may live: all its runs, with room to spare. */
+function lifetime() {
+  const runs = options.trials * options.kinds.length + options.kinds.length;
+  return Math.ceil(runs * (options.duration + options.warmup + 10) + 120);
+}
+
+async function runWrkScenario(runtime, scenario, slot) {
+  const servers = {};
+  try {
+    for (const kind of options.kinds) {
+      try {
+        servers[kind] = await startServer(runtime, kind, scenario, lifetime());
+      } catch (error) {
+        slot[kind].problems.push(`did not start: ${error.message.slice(0, 300)}`);
+        log(`   ${kind}: did not start: ${error.message}`);
+        continue;
+      }
+      const problems = await checkServer(servers[kind], scenario);
+      if (problems.length) {
+        slot[kind].problems.push(`check: ${problems.join(", ")}`);
+        log(`   ${kind}: check: ${problems.join(", ")}`);
+      }
+      if (options.warmup > 0) await runWrk(scenario, servers[kind].port, options.warmup);
+    }
+    for (let trial = 0; trial < options.trials; trial++) {
+      // Rotate the order from trial to trial, so that drift on a shared machine spreads evenly.
+      const kinds = options.kinds.map((_, i) => options.kinds[(i + trial) % options.kinds.length]);
+      for (const kind of kinds) {
+        const server = servers[kind];
+        if (!server) continue;
+        if (server.exited !== null) {
+          const problem = `exited (${server.exited}) during the run: ${
+            server.stderr.trim().slice(-300)
+          }`;
+          if (!slot[kind].problems.includes(problem)) slot[kind].problems.push(problem);
+          continue;
+        }
+        const result = await runWrk(scenario, server.port, options.duration);
+        slot[kind].trials.push(result);
+        const errs = Object.entries(result.errors).filter(([, n]) => n > 0)
+          .map(([k, n]) => `${k} ${n}`);
+        if (result.non2xx) errs.push(`non-2xx ${result.non2xx}`);
+        if (!result.ok) errs.push(`wrk failed: ${(result.output ?? "").slice(0, 200)}`);
+        log(
+          `   trial ${trial + 1} ${kind.padEnd(9)} ${
+            String(Math.round(result.rps ?? 0)).padStart(8)
+          } req/s` +
+            (result.p99 !== null ? `  p99 ${result.p99.toFixed(2)} ms` : "") +
+            (errs.length ? `  [${errs.join(", ")}]` : ""),
+        );
+        await sleep(200);
+      }
+    }
+  } finally {
+    for (const kind of Object.keys(servers)) {
+      const server = servers[kind];
+      if (server.exited !== null && !slot[kind].problems.some((p) => p.startsWith("exited"))) {
+        slot[kind].problems.push(`exited (${server.exited}): ${server.stderr.trim().slice(-300)}`);
+      }
+      const stderr = server.stderr.trim();
+      if (stderr && server.exited === null) {
+        slot[kind].problems.push(
+          `stderr: ${stderr.split("\n").slice(0, 3).join(" / ").slice(0, 300)}`,
+        );
+      }
+      await stopServer(server);
+    }
+  }
+}
+
+async function runIdle(runtime, scenario, slot) {
+  for (let trial = 0; trial < options.trials; trial++) {
+    for (const kind of options.kinds) {
+      let server;
+      try {
+        server = await startServer(runtime, kind, scenario, 300);
+      } catch (error) {
+        slot[kind].problems.push(`did not start: ${error.message.slice(0, 300)}`);
+        continue;
+      }
+      try {
+        const result = await measureIdle(server, options.idle);
+        slot[kind].trials.push(result);
+        if (result.failed) {
+          slot[kind].problems.push(
+            `${result.failed} of ${options.idle} idle connections failed (${result.firstError})`,
+          );
+        }
+        if (result.open < options.idle - result.failed) {
+          slot[kind].problems.push(`only ${result.open} connections still open when measured`);
+        }
+        log(
+          `   trial ${trial + 1} ${kind.padEnd(9)} ${result.perConnection?.toFixed(1)} KiB/conn ` +
+            `(RSS ${result.baseline} → ${result.loaded} KiB, ${result.open} open` +
+            (result.failed ? `, ${result.failed} failed` : "") + ")",
+        );
+      } finally {
+        if (server.exited !== null) {
+          slot[kind].problems.push(
+            `exited (${server.exited}): ${server.stderr.trim().slice(-300)}`,
+          );
+        }
+        await stopServer(server);
+      }
+    }
+  }
+  for (const kind of options.kinds) slot[kind].problems = [...new Set(slot[kind].problems)];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+function fmtRps(v) {
+  return v === null ? "—" : Math.round(v).toLocaleString("en-US");
+}
+function fmtRatio(a, b) {
+  return a === null || b === null || b === 0 ? "—" : `${(a / b).toFixed(2)}×`;
+}
+
+function summarize(slot, kind, pick) {
+  const trials = slot[kind]?.trials ?? [];
+  return median(trials.map(pick));
+}
+
+/** Errors wrk counted, summed over the trials, as "read 3, non-2xx 1". */
+function errorSummary(slot, kind) {
+  const total = { connect: 0, read: 0, write: 0, timeout: 0, "non-2xx": 0 };
+  for (const t of slot[kind]?.trials ?? []) {
+    if (!t.errors) continue;
+    for (const k of ["connect", "read", "write", "timeout"]) total[k] += t.errors[k];
+    total["non-2xx"] += t.non2xx;
+    if (t.ok === false) total["wrk failed"] = (total["wrk failed"] ?? 0) + 1;
+  }
+  const parts = Object.entries(total).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
+  for (const problem of slot[kind]?.problems ?? []) parts.push(problem);
+  return parts;
+}
+
+function escapeCell(text) {
+  return text.replace(/\|/g, "\\|").replace(/\n/g, " ");
+}
+
+function report(info, versions, wrkVersion, scenarios, results) {
+  const kinds = options.kinds;
+  const lines = [];
+  lines.push("# wireserve benchmark");
+  lines.push("");
+  lines.push(`- Command: \`${command}\` (from \`${ROOT}\`)`);
+  lines.push(`- Date: ${startedAt.toISOString()}`);
+  lines.push(
+    `- Machine: ${info.nproc} × ${info.model}${info.mem}; ${info.kernel}; load average ${info.load} at the start, ${machine().load} at the end (other work on the machine skews the numbers)`,
+  );
+  lines.push(
+    `- Pinning: ${
+      PIN
+        ? `server on core ${options.serverCpu} (\`taskset -c ${options.serverCpu}\`), wrk on core ${options.loadCpu} (\`taskset -c ${options.loadCpu}\`, one thread)`
+        : "none (taskset or a second core missing)"
+    }`,
+  );
+  lines.push(`- Load generator: ${wrkVersion.split(" [")[0]}`);
+  lines.push(
+    `- Runtimes: ${options.runtimes.map((r) => versions[r]).join("; ")}`,
+  );
+  lines.push(
+    `- ${options.trials} trial(s) of ${options.duration} s per scenario and server after ${options.warmup} s of warm-up, medians; ` +
+      `idle memory with ${
+        options.idle.toLocaleString("en-US")
+      } keep-alive connections (one request each), ` +
+      `RSS growth over the warmed idle baseline ÷ connections still open`,
+  );
+  lines.push(
+    "- Servers: `wireserve` = `serve()` from mod.ts with default options; `native` = `Deno.serve` / `Bun.serve` / `node:http`; " +
+      "`ceiling` = the runtime's raw TCP API writing a fixed response per CRLFCRLF, no parsing (see bench/servers.ts)",
+  );
+  for (const runtime of options.runtimes) {
+    const native = runtime === "deno"
+      ? "Deno.serve"
+      : runtime === "bun"
+      ? "Bun.serve"
+      : "node:http";
+    const ceiling = runtime === "deno"
+      ? "Deno.listen"
+      : runtime === "bun"
+      ? "Bun.listen"
+      : "node:net";
+    const names = { wireserve: "wireserve", native, ceiling: `ceiling (${ceiling})` };
+    lines.push("");
+    lines.push(`## ${versions[runtime]}`);
+    lines.push("");
+    const header = ["scenario", ...kinds.map((k) => names[k])];
+    if (kinds.includes("wireserve") && kinds.includes("native")) header.push("wireserve ÷ native");
+    if (kinds.includes("wireserve") && kinds.includes("ceiling")) {
+      header.push("wireserve ÷ ceiling");
+    }
+    header.push("errors and problems");
+    lines.push(`| ${header.join(" | ")} |`);
+    lines.push(
+      `|${header.map((_, i) => (i === 0 || i === header.length - 1 ? "---" : "--:")).join("|")}|`,
+    );
+    const row = (label, pick, fmt, slot, withProblems = true) => {
+      const values = Object.fromEntries(kinds.map((k) => [k, summarize(slot, k, pick)]));
+      const cells = [label, ...kinds.map((k) => fmt(values[k]))];
+      if (kinds.includes("wireserve") && kinds.includes("native")) {
+        cells.push(fmtRatio(values.wireserve, values.native));
+      }
+      if (kinds.includes("wireserve") && kinds.includes("ceiling")) {
+        cells.push(fmtRatio(values.wireserve, values.ceiling));
+      }
+      const problems = !withProblems ? [] : kinds.map((k) => {
+        const parts = errorSummary(slot, k);
+        return parts.length ? `${k}: ${parts.join("; ")}` : null;
+      }).filter(Boolean);
+      cells.push(
+        !withProblems ? "(as above)" : problems.length ? escapeCell(problems.join(" · ")) : "none",
+      );
+      lines.push(`| ${cells.join(" | ")} |`);
+    };
+    for (const scenario of scenarios) {
+      const slot = results[runtime][scenario.id];
+      if (scenario.rss) {
+        row(
+          `${scenario.label}: KiB per connection (lower is better)`,
+          (t) => t.perConnection,
+          (v) => (v === null ? "—" : v.toFixed(1)),
+          slot,
+        );
+        continue;
+      }
+      row(`${scenario.label}: req/s`, (t) => t.rps, fmtRps, slot);
+      if (scenario.id === "plaintext-50") {
+        // p99 from the same runs (wrk --latency); their errors are on the row above.
+        row(
+          "p99 latency, plaintext, 50 conns: ms (lower is better)",
+          (t) => t.p99,
+          (v) => (v === null ? "—" : v.toFixed(2)),
+          slot,
+          false,
+        );
+      }
+    }
+  }
+  lines.push("");
+  lines.push(
+    "Ratios are wireserve ÷ the other server (for req/s higher is better; for latency and memory lower is better). " +
+      "Errors are wrk's socket errors and `Non-2xx or 3xx responses` summed over the trials, plus anything a server " +
+      "printed to stderr, a failed response check, or an exit during the run.",
+  );
+  return `${lines.join("\n")}\n`;
+}
+
+main().catch((error) => {
+  console.error(error);
+  killAll();
+  process.exit(1);
+});

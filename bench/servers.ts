@@ -1,0 +1,434 @@
+// The servers the benchmark compares, started on whichever runtime runs this file (Deno, Bun or
+// Node 24), with the same routes and the same response shapes:
+//
+//   deno run --allow-net bench/servers.ts KIND [ROUTE ...] [--close] [--max-seconds N] [--echo-bytes N]
+//   bun bench/servers.ts KIND [ROUTE ...]
+//   node bench/servers.ts KIND [ROUTE ...]
+//
+// KIND
+//   wireserve  `serve()` from ../mod.ts with its default options (a fetch handler)
+//   native     the runtime's own server: Deno.serve, Bun.serve or node:http's createServer
+//   ceiling    the runtime's raw-TCP ceiling: a server on Deno.listen, Bun.listen or node:net that
+//              writes one fixed response for every complete request head it sees (it counts
+//              CRLFCRLF, parses nothing): the most any JS server on raw sockets can do there
+//
+// ROUTE (default `/`): `/` answers "Hello, World!" as text/plain;charset=UTF-8, `/json` a small JSON
+// object, `/echo` the request body (read whole) as application/octet-stream. With one route the
+// handler answers every request with it and looks at nothing (the plain `() => new Response(…)` of
+// issue 5); with several it dispatches on the path and answers 404 otherwise. The ceiling takes one
+// route only and writes that route's response; for `/echo` it writes a fixed body of --echo-bytes
+// (default 16384) bytes, the size the benchmark posts. With --close the ceiling's response carries
+// `connection: close` and it closes the connection after writing it, as a server must when the
+// request says `Connection: close` (the other kinds read that header themselves and ignore --close).
+//
+// Always on 127.0.0.1 and a port the OS picks. The port is printed as the first line of stdout.
+// Exits on SIGTERM, and in any case after --max-seconds (default 900), so a lost server cannot
+// outlive a benchmark by long.
+
+import { serve } from "../mod.ts";
+
+type Route = "/" | "/json" | "/echo";
+type Kind = "wireserve" | "native" | "ceiling";
+
+const ROUTES: readonly Route[] = ["/", "/json", "/echo"];
+const KINDS: readonly Kind[] = ["wireserve", "native", "ceiling"];
+const HOSTNAME = "127.0.0.1";
+
+const HELLO = "Hello, World!";
+const JSON_BODY = { message: "Hello, World!" };
+const TEXT_TYPE = "text/plain;charset=UTF-8";
+const JSON_TYPE = "application/json";
+const BYTES_TYPE = "application/octet-stream";
+
+// ---------------------------------------------------------------------------------------------
+// The runtime, typed as far as this file uses it.
+
+interface DenoConn {
+  read(buffer: Uint8Array): Promise<number | null>;
+  write(bytes: Uint8Array): Promise<number>;
+  close(): void;
+  setNoDelay?(noDelay?: boolean): void;
+}
+interface DenoApi {
+  args: string[];
+  exit(code?: number): never;
+  addSignalListener(signal: "SIGTERM", handler: () => void): void;
+  listen(options: { hostname: string; port: number }): AsyncIterable<DenoConn> & {
+    addr: { port: number };
+  };
+  serve(
+    options: { hostname: string; port: number; onListen(addr: { port: number }): void },
+    handler: (request: Request) => Response | Promise<Response>,
+  ): unknown;
+}
+interface BunSocket {
+  data: { pending: Uint8Array | null; tail: number; ending: boolean };
+  write(bytes: Uint8Array): number;
+  end(): void;
+  setNoDelay?(noDelay?: boolean): void;
+}
+interface BunApi {
+  serve(options: {
+    hostname: string;
+    port: number;
+    idleTimeout?: number;
+    fetch(request: Request): Response | Promise<Response>;
+  }): { port: number };
+  listen(options: {
+    hostname: string;
+    port: number;
+    socket: {
+      open(socket: BunSocket): void;
+      data(socket: BunSocket, data: Uint8Array): void;
+      drain(socket: BunSocket): void;
+      close?(socket: BunSocket): void;
+      error?(socket: BunSocket, error: Error): void;
+    };
+  }): { port: number };
+}
+interface NodeProcess {
+  argv: string[];
+  exit(code?: number): never;
+  on(signal: "SIGTERM", handler: () => void): void;
+}
+
+const G = globalThis as unknown as { Deno?: DenoApi; Bun?: BunApi; process?: NodeProcess };
+const runtime: "deno" | "bun" | "node" = G.Bun !== undefined
+  ? "bun"
+  : G.Deno !== undefined
+  ? "deno"
+  : "node";
+
+function exit(code: number): never {
+  if (runtime === "deno") return G.Deno!.exit(code);
+  return G.process!.exit(code);
+}
+
+function fail(message: string): never {
+  console.error(`servers.ts: ${message}`);
+  return exit(2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arguments
+
+const argv = runtime === "deno" ? G.Deno!.args : G.process!.argv.slice(2);
+let kind: Kind | undefined;
+const routes: Route[] = [];
+let maxSeconds = 900;
+let echoBytes = 16 * 1024;
+let close = false;
+for (let i = 0; i < argv.length; i++) {
+  const arg = argv[i];
+  if (arg === "--close") close = true;
+  else if (arg === "--max-seconds" || arg === "--echo-bytes") {
+    const value = Number(argv[++i]);
+    if (!Number.isInteger(value) || value < 1) fail(`${arg} needs a positive integer`);
+    if (arg === "--max-seconds") maxSeconds = value;
+    else echoBytes = value;
+  } else if ((KINDS as readonly string[]).includes(arg) && kind === undefined) {
+    kind = arg as Kind;
+  } else if ((ROUTES as readonly string[]).includes(arg)) {
+    if (!routes.includes(arg as Route)) routes.push(arg as Route);
+  } else {
+    fail(
+      `unknown argument ${JSON.stringify(arg)}; usage: servers.ts ${KINDS.join("|")} [${
+        ROUTES.join(" ")
+      } ...] [--close] [--max-seconds N] [--echo-bytes N]`,
+    );
+  }
+}
+if (kind === undefined) fail(`the first argument must be one of ${KINDS.join(", ")}`);
+if (routes.length === 0) routes.push("/");
+if (kind === "ceiling" && routes.length > 1) {
+  fail("the ceiling writes one fixed response: one route");
+}
+
+// Bounded lifetime, and a clean exit on SIGTERM.
+setTimeout(() => {
+  console.error(`servers.ts: ${kind} on ${runtime} exits after its ${maxSeconds} s lifetime`);
+  exit(0);
+}, maxSeconds * 1000);
+if (runtime === "deno") G.Deno!.addSignalListener("SIGTERM", () => exit(0));
+else G.process!.on("SIGTERM", () => exit(0));
+
+function listening(port: number): void {
+  console.log(String(port));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fetch handlers: wireserve, Deno.serve and Bun.serve all run these.
+
+type FetchHandler = (request: Request) => Response | Promise<Response>;
+
+const FETCH_ROUTES: Record<Route, FetchHandler> = {
+  "/": () => new Response(HELLO),
+  "/json": () => Response.json(JSON_BODY),
+  "/echo": async (request) =>
+    new Response(await request.arrayBuffer(), { headers: { "content-type": BYTES_TYPE } }),
+};
+
+function fetchHandler(): FetchHandler {
+  if (routes.length === 1) return FETCH_ROUTES[routes[0]];
+  return (request) => {
+    const url = request.url;
+    const start = url.indexOf("/", url.indexOf("//") + 2);
+    const query = url.indexOf("?", start);
+    const path = start === -1 ? "/" : url.slice(start, query === -1 ? undefined : query);
+    const route = FETCH_ROUTES[path as Route];
+    if (route !== undefined && routes.includes(path as Route)) return route(request);
+    return new Response("Not Found", { status: 404 });
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// node:http, with the same responses.
+
+type NodeRequest = import("node:http").IncomingMessage;
+type NodeResponse = import("node:http").ServerResponse;
+type NodeHandler = (request: NodeRequest, response: NodeResponse) => void;
+
+const HELLO_LENGTH = String(new TextEncoder().encode(HELLO).byteLength);
+const JSON_TEXT = JSON.stringify(JSON_BODY);
+const JSON_LENGTH = String(new TextEncoder().encode(JSON_TEXT).byteLength);
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const chunk of chunks) length += chunk.byteLength;
+  const bytes = new Uint8Array(length);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return bytes;
+}
+
+const NODE_ROUTES: Record<Route, NodeHandler> = {
+  "/": (_request, response) => {
+    response.writeHead(200, { "content-type": TEXT_TYPE, "content-length": HELLO_LENGTH });
+    response.end(HELLO);
+  },
+  "/json": (_request, response) => {
+    response.writeHead(200, { "content-type": JSON_TYPE, "content-length": JSON_LENGTH });
+    response.end(JSON_TEXT);
+  },
+  "/echo": (request, response) => {
+    const chunks: Uint8Array[] = [];
+    request.on("data", (chunk: Uint8Array) => chunks.push(chunk));
+    request.on("end", () => {
+      const body = chunks.length === 1 ? chunks[0] : concat(chunks);
+      response.writeHead(200, {
+        "content-type": BYTES_TYPE,
+        "content-length": String(body.byteLength),
+      });
+      response.end(body);
+    });
+  },
+};
+
+function nodeHandler(): NodeHandler {
+  if (routes.length === 1) return NODE_ROUTES[routes[0]];
+  return (request, response) => {
+    const url = request.url ?? "/";
+    const query = url.indexOf("?");
+    const path = query === -1 ? url : url.slice(0, query);
+    const route = NODE_ROUTES[path as Route];
+    if (route !== undefined && routes.includes(path as Route)) return route(request, response);
+    response.writeHead(404, { "content-type": TEXT_TYPE, "content-length": "9" });
+    response.end("Not Found");
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The raw-TCP ceiling: one fixed response per CRLFCRLF seen.
+
+/** The ceiling's fixed response for `route`, headers shaped as the real servers send them. */
+function fixedResponse(route: Route): Uint8Array {
+  const body = route === "/"
+    ? new TextEncoder().encode(HELLO)
+    : route === "/json"
+    ? new TextEncoder().encode(JSON_TEXT)
+    : new Uint8Array(echoBytes).fill(0x61);
+  const type = route === "/" ? TEXT_TYPE : route === "/json" ? JSON_TYPE : BYTES_TYPE;
+  const head = new TextEncoder().encode(
+    `HTTP/1.1 200 OK\r\ncontent-type: ${type}\r\ncontent-length: ${body.byteLength}\r\n` +
+      `date: ${new Date().toUTCString()}\r\n${close ? "connection: close\r\n" : ""}\r\n`,
+  );
+  const bytes = new Uint8Array(head.byteLength + body.byteLength);
+  bytes.set(head, 0);
+  bytes.set(body, head.byteLength);
+  return bytes;
+}
+
+const CR = 0x0d;
+const LF = 0x0a;
+
+/**
+ * Counts the CRLFCRLF sequences ending in `bytes`; `tail` holds the last three bytes seen before
+ * (packed, most recent lowest), so a sequence split across reads still counts. Returns the count
+ * and the new tail packed as `count * 2^24 + tail`.
+ */
+function countHeads(bytes: Uint8Array, tail: number): number {
+  let count = 0;
+  let at = bytes.indexOf(LF);
+  while (at !== -1) {
+    const b1 = at >= 1 ? bytes[at - 1] : tail & 0xff;
+    if (b1 === CR) {
+      const b2 = at >= 2 ? bytes[at - 2] : (tail >>> (8 * (1 - at))) & 0xff;
+      const b3 = at >= 3 ? bytes[at - 3] : (tail >>> (8 * (2 - at))) & 0xff;
+      if (b2 === LF && b3 === CR) count++;
+    }
+    at = bytes.indexOf(LF, at + 1);
+  }
+  const n = bytes.length;
+  let next: number;
+  if (n >= 3) next = bytes[n - 1] | (bytes[n - 2] << 8) | (bytes[n - 3] << 16);
+  else {next =
+      ((tail << (8 * n)) | (n >= 1 ? bytes[n - 1] : 0) | (n >= 2 ? bytes[n - 2] << 8 : 0)) &
+      0xffffff;}
+  return count * 0x1000000 + next;
+}
+
+/** `response` repeated `count` times (cached for the small counts pipelining produces). */
+function repeated(response: Uint8Array, count: number, cache: Uint8Array[]): Uint8Array {
+  if (count === 1) return response;
+  let bytes = cache[count];
+  if (bytes === undefined) {
+    bytes = new Uint8Array(response.byteLength * count);
+    for (let i = 0; i < count; i++) bytes.set(response, i * response.byteLength);
+    if (count < 256) cache[count] = bytes;
+  }
+  return bytes;
+}
+
+function startCeiling(route: Route): void {
+  const response = fixedResponse(route);
+  const cache: Uint8Array[] = [];
+  if (runtime === "deno") {
+    const listener = G.Deno!.listen({ hostname: HOSTNAME, port: 0 });
+    listening(listener.addr.port);
+    const handle = async (conn: DenoConn) => {
+      try {
+        conn.setNoDelay?.(true);
+      } catch { /* not TCP */ }
+      const buffer = new Uint8Array(64 * 1024);
+      let tail = 0;
+      try {
+        for (;;) {
+          const n = await conn.read(buffer);
+          if (n === null) break;
+          const packed = countHeads(buffer.subarray(0, n), tail);
+          tail = packed % 0x1000000;
+          const count = Math.floor(packed / 0x1000000);
+          if (count === 0) continue;
+          const out = close ? response : repeated(response, count, cache);
+          let written = 0;
+          while (written < out.byteLength) written += await conn.write(out.subarray(written));
+          if (close) break;
+        }
+      } catch { /* reset by the peer */ }
+      try {
+        conn.close();
+      } catch { /* already closed */ }
+    };
+    (async () => {
+      for await (const conn of listener) handle(conn);
+    })();
+  } else if (runtime === "bun") {
+    const flush = (socket: BunSocket, bytes: Uint8Array) => {
+      const written = socket.write(bytes);
+      socket.data.pending = written < bytes.byteLength ? bytes.slice(Math.max(written, 0)) : null;
+      if (socket.data.pending === null && socket.data.ending) socket.end();
+    };
+    const server = G.Bun!.listen({
+      hostname: HOSTNAME,
+      port: 0,
+      socket: {
+        open(socket) {
+          socket.data = { pending: null, tail: 0, ending: false };
+          socket.setNoDelay?.(true);
+        },
+        data(socket, data) {
+          const packed = countHeads(data, socket.data.tail);
+          socket.data.tail = packed % 0x1000000;
+          const count = Math.floor(packed / 0x1000000);
+          if (count === 0 || socket.data.ending) return;
+          if (close) {
+            socket.data.ending = true;
+            return flush(socket, response);
+          }
+          const out = repeated(response, count, cache);
+          const pending = socket.data.pending;
+          if (pending === null) flush(socket, out);
+          else {
+            const joined = new Uint8Array(pending.byteLength + out.byteLength);
+            joined.set(pending, 0);
+            joined.set(out, pending.byteLength);
+            socket.data.pending = joined;
+          }
+        },
+        drain(socket) {
+          if (socket.data.pending !== null) flush(socket, socket.data.pending);
+        },
+        error() {},
+      },
+    });
+    listening(server.port);
+  } else {
+    import("node:net").then(({ createServer }) => {
+      const server = createServer({ noDelay: true }, (socket) => {
+        let tail = 0;
+        socket.on("data", (data: Uint8Array) => {
+          const packed = countHeads(data, tail);
+          tail = packed % 0x1000000;
+          const count = Math.floor(packed / 0x1000000);
+          if (count === 0) return;
+          if (close) socket.end(response);
+          else socket.write(repeated(response, count, cache));
+        });
+        socket.on("error", () => {});
+      });
+      server.listen(0, HOSTNAME, () => {
+        const address = server.address();
+        listening(typeof address === "object" && address !== null ? address.port : 0);
+      });
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+if (kind === "wireserve") {
+  const server = serve({ hostname: HOSTNAME, port: 0 }, fetchHandler());
+  server.ready.then((addr) => listening(addr.port), (error) => fail(String(error)));
+} else if (kind === "native") {
+  if (runtime === "deno") {
+    G.Deno!.serve(
+      { hostname: HOSTNAME, port: 0, onListen: ({ port }) => listening(port) },
+      fetchHandler(),
+    );
+  } else if (runtime === "bun") {
+    // A longer idle timeout than Bun's 10 s default only so the idle-memory scenario's
+    // connections are not reaped while it measures; nothing else changes.
+    const server = G.Bun!.serve({
+      hostname: HOSTNAME,
+      port: 0,
+      idleTimeout: 120,
+      fetch: fetchHandler(),
+    });
+    listening(server.port);
+  } else {
+    const { createServer } = await import("node:http");
+    const server = createServer(nodeHandler());
+    // As for Bun: node:http closes idle keep-alive connections after 5 s by default.
+    server.keepAliveTimeout = 120_000;
+    server.listen(0, HOSTNAME, () => {
+      const address = server.address();
+      listening(typeof address === "object" && address !== null ? address.port : 0);
+    });
+  }
+} else {
+  startCeiling(routes[0]);
+}
