@@ -2466,6 +2466,11 @@ const WRITE_HIGH_WATER = 64 * 1024;
 const LINGER_MILLISECONDS = 2000;
 /** Size of the buffer Deno reads into. */
 const READ_BUFFER_BYTES = 64 * 1024;
+/**
+ * The buffer a Deno connection starts reading with. A request head fits; an idle keep-alive
+ * connection then holds 8 KiB, not 64. A read that fills it switches to the large one.
+ */
+const FIRST_READ_BUFFER_BYTES = 8 * 1024;
 
 /** Events for a connection the server turned away: everything is ignored. */
 const IGNORED_EVENTS: ConnectionEvents = {
@@ -2611,7 +2616,7 @@ class DenoConnection implements TransportConnection {
   }
 
   async #readLoop(): Promise<void> {
-    const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    let buffer = new Uint8Array(FIRST_READ_BUFFER_BYTES);
     while (!this.#closed) {
       if (this.#paused && !this.#ending) await new Promise<void>((resolve) => this.#wake = resolve);
       if (this.#closed) return;
@@ -2630,6 +2635,9 @@ class DenoConnection implements TransportConnection {
       }
       // A copy of what arrived: the driver may keep views of it while this buffer is read into again.
       if (!this.#ending) this.#events.onData(buffer.slice(0, count));
+      if (count === buffer.length && buffer.length < READ_BUFFER_BYTES) {
+        buffer = new Uint8Array(READ_BUFFER_BYTES); // a body or a burst: read in larger pieces
+      }
     }
   }
 
