@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // The benchmark of issue 5: wireserve beside each runtime's native server and its raw-TCP ceiling,
-// same routes, same run, server pinned to one core and wrk to the other.
+// same routes, same run, server pinned to one core and wrk to the other. And issue 3's: static
+// files (4 KiB and 1 MiB) from wireserve's serveDir beside the runtime's own file serving and
+// nginx (a foreground nginx with a generated config, pinned like the others).
 //
 //   node bench/run.mjs                       all runtimes (deno bun node), 3 trials of 5 s
 //   node bench/run.mjs bun node --trials 5   some runtimes, more trials
@@ -9,13 +11,26 @@
 //
 // Plain JavaScript for any Node >= 18 (the system Node does not have to run TypeScript): it starts
 // bench/servers.ts on the runtimes in ../node_modules/.bin, never the ones on PATH, and drives
-// them with wrk (Debian's `wrk` package). Prints one markdown table per runtime and writes them to
-// bench/results/latest.md (and the raw numbers to bench/results/latest.json).
+// them with wrk (Debian's `wrk` package). Prints one markdown table per runtime (and one for the
+// static files) and writes them to bench/results/latest.md (the raw numbers to latest.json). The
+// static scenarios need nginx on PATH or in /usr/sbin (Debian's `nginx-light`); without it their
+// nginx column says so and the rest runs.
 
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import net from "node:net";
-import { cpus } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -25,7 +40,10 @@ const ROOT = resolve(BENCH, "..");
 const BIN = join(ROOT, "node_modules", ".bin");
 const RESULTS = join(BENCH, "results");
 const RUNTIMES = ["deno", "bun", "node"];
-const KINDS = ["wireserve", "native", "ceiling"];
+const KINDS = ["wireserve", "native", "ceiling", "nginx"];
+/** The servers of a scenario unless it names its own. */
+const DEFAULT_KINDS = ["wireserve", "native", "ceiling"];
+const STATIC_KINDS = ["wireserve", "native", "nginx"];
 const ECHO_BYTES = 16 * 1024;
 const PIPELINE_DEPTH = 16;
 
@@ -65,21 +83,44 @@ const SCENARIOS = [
     wrk: ["-c", "50", "-s", join(BENCH, "echo.lua")],
     scriptArgs: [String(ECHO_BYTES)],
   },
+  {
+    id: "static-4k",
+    label: "static file 4 KiB `GET /4k.bin`, keep-alive, 50 conns",
+    route: "/4k.bin",
+    file: { name: "4k.bin", bytes: 4096 },
+    kinds: STATIC_KINDS,
+    wrk: ["-c", "50"],
+  },
+  {
+    id: "static-1m",
+    label: "static file 1 MiB `GET /1m.bin`, keep-alive, 50 conns",
+    route: "/1m.bin",
+    file: { name: "1m.bin", bytes: 1024 * 1024 },
+    kinds: STATIC_KINDS,
+    wrk: ["-c", "50"],
+  },
   { id: "idle-rss", label: "idle keep-alive memory", route: "/", rss: true },
 ];
+
+/** The servers `scenario` runs, of those chosen with --kinds. */
+function kindsFor(scenario) {
+  return options.kinds.filter((k) => (scenario.kinds ?? DEFAULT_KINDS).includes(k));
+}
 
 const HELP = `usage: node bench/run.mjs [deno|bun|node ...] [options]
 
 Runs every scenario against wireserve, the native server and the raw-TCP ceiling of each chosen
 runtime (default: ${RUNTIMES.join(" ")}), prints a markdown table per runtime and writes it to
-bench/results/latest.md.
+bench/results/latest.md. The static-* scenarios compare wireserve's serveDir with the runtime's
+own file serving and nginx instead (no ceiling), files generated in a temporary directory.
 
   --trials N         trials per scenario and server, the median is reported (default 3)
   --duration S       seconds per wrk run (default 5)
   --warmup S         seconds of wrk before the trials, per server and scenario (default 1)
   --quick            1 trial of 2 s: a smoke test
   --scenarios A,B    only these scenarios (${SCENARIOS.map((s) => s.id).join(", ")})
-  --kinds A,B        only these servers (${KINDS.join(", ")})
+  --kinds A,B        only these servers (${KINDS.join(", ")}; nginx is in static-* only,
+                     ceiling in the others)
   --idle N           idle connections for idle-rss (default 5000)
   --server-cpu N     the core the servers are pinned to (default 0)
   --load-cpu N       the core wrk is pinned to (default 1)`;
@@ -188,13 +229,142 @@ function pinned(cpu, command) {
 
 const CHILD_ENV = { ...process.env, DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" };
 
-/** The command that runs bench/servers.ts on `runtime`. */
-function runtimeCommand(runtime, args) {
+/** The command that runs bench/servers.ts on `runtime` (Deno may read `readDir` if given). */
+function runtimeCommand(runtime, args, readDir) {
   const script = join(BENCH, "servers.ts");
   if (runtime === "deno") {
-    return [join(BIN, "deno"), "run", "--allow-net=127.0.0.1", script, ...args];
+    const read = readDir ? [`--allow-read=${readDir}`] : [];
+    return [join(BIN, "deno"), "run", "--allow-net=127.0.0.1", ...read, script, ...args];
   }
   return [join(BIN, runtime), script, ...args];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Static files and nginx
+
+const NGINX = [process.env.NGINX, "/usr/sbin/nginx", tryExec("which", ["nginx"])]
+  .find((p) => p && existsSync(p)) ?? null;
+
+/** The temporary directory of the static scenarios: www/ (the files) and nginx/ (its prefix). */
+let staticDir = null;
+/** The generated files' bytes by name, for the response checks. */
+const staticFiles = {};
+
+/** Writes the files the chosen static scenarios serve: random bytes, so nothing compresses. */
+function prepareStatic(scenarios) {
+  const wanted = scenarios.filter((s) => s.file);
+  if (wanted.length === 0) return;
+  staticDir = realpathSync(mkdtempSync(join(tmpdir(), "wireserve-bench-")));
+  // nginx's workers drop to `nobody` when it runs as root: they must reach the files.
+  chmodSync(staticDir, 0o755);
+  const www = join(staticDir, "www");
+  mkdirSync(www, { mode: 0o755 });
+  mkdirSync(join(staticDir, "nginx"), { mode: 0o755 });
+  for (const { file } of wanted) {
+    const bytes = randomBytes(file.bytes);
+    writeFileSync(join(www, file.name), bytes, { mode: 0o644 });
+    staticFiles[file.name] = bytes;
+  }
+}
+
+function removeStatic() {
+  if (staticDir === null) return;
+  try {
+    rmSync(staticDir, { recursive: true, force: true });
+  } catch { /* best effort */ }
+  staticDir = null;
+}
+
+/** A port that was free a moment ago: bound to port 0 and released. */
+function freePort() {
+  return new Promise((resolvePort, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+/**
+ * nginx's configuration: the brief's minimal one (one worker, sendfile, no access log), plus
+ * what makes it comparable and runnable anywhere: every file application/octet-stream as the
+ * others send it, no cap on requests per keep-alive connection (nginx closes after 1,000 by
+ * default; the runtimes do not), and its temporary paths in its own prefix so that it needs no
+ * write access to /var/lib/nginx.
+ */
+function nginxConfig(prefix, port, root) {
+  const temp = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+    .map((name) => `  ${name}_temp_path ${join(prefix, `${name}_temp`)};`)
+    .join("\n");
+  return `daemon off;
+worker_processes 1;
+error_log stderr;
+pid ${join(prefix, `nginx-${port}.pid`)};
+events {}
+http {
+  access_log off;
+  sendfile on;
+  default_type application/octet-stream;
+  keepalive_requests 1000000;
+${temp}
+  server {
+    listen 127.0.0.1:${port};
+    root ${root};
+  }
+}
+`;
+}
+
+/** nginx's version line, or null when it is not installed. */
+function nginxVersion() {
+  if (NGINX === null) return null;
+  try {
+    const out = execFileSync(NGINX, ["-v"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    return out.trim() || null;
+  } catch (error) {
+    return `${error.stdout ?? ""}${error.stderr ?? ""}`.trim().replace(/^nginx version: /, "") ||
+      null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU time, to tell a saturated server from a saturated wrk
+
+const CLK_TCK = Number(tryExec("getconf", ["CLK_TCK"])) || 100;
+
+/** The pids of `pid` and everything below it (Linux /proc), or just `pid` where unknown. */
+function processTree(pid) {
+  const pids = [pid];
+  for (let i = 0; i < pids.length; i++) {
+    try {
+      for (const task of readdirSync(`/proc/${pids[i]}/task`)) {
+        const children = readFileSync(`/proc/${pids[i]}/task/${task}/children`, "utf8");
+        for (const child of children.split(" ")) if (child.trim()) pids.push(Number(child));
+      }
+    } catch { /* gone, or not Linux */ }
+  }
+  return pids;
+}
+
+/** User + system CPU seconds of `pid` and its descendants; null where /proc cannot say. */
+function cpuSeconds(pid) {
+  let ticks = 0;
+  let known = false;
+  for (const p of processTree(pid)) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
+      known = true;
+    } catch { /* gone */ }
+  }
+  return known ? ticks / CLK_TCK : null;
+}
+
+function loadAverage() {
+  return tryExec("cat", ["/proc/loadavg"])?.split(" ").slice(0, 3).join(" ") ?? null;
 }
 
 function runtimeVersion(runtime) {
@@ -211,18 +381,24 @@ const live = new Set();
 
 /** Starts a server; resolves once it printed its port. */
 function startServer(runtime, kind, scenario, maxSeconds) {
+  if (kind === "nginx") return startNginx(scenario, maxSeconds);
   const route = scenario.route;
+  const www = scenario.file ? join(staticDir, "www") : null;
   const command = pinned(
     options.serverCpu,
-    runtimeCommand(runtime, [
-      kind,
-      route,
-      ...(scenario.serverArgs ?? []),
-      "--max-seconds",
-      String(maxSeconds),
-      "--echo-bytes",
-      String(ECHO_BYTES),
-    ]),
+    runtimeCommand(
+      runtime,
+      [
+        kind,
+        ...(www ? ["--static", www] : [route]),
+        ...(scenario.serverArgs ?? []),
+        "--max-seconds",
+        String(maxSeconds),
+        "--echo-bytes",
+        String(ECHO_BYTES),
+      ],
+      www,
+    ),
   );
   // Raise the open-file limit for the server (5,000 idle connections and more): as root the hard
   // limit can go up, otherwise the soft limit goes to the hard one.
@@ -270,6 +446,69 @@ function startServer(runtime, kind, scenario, maxSeconds) {
   });
 }
 
+/**
+ * Starts nginx in the foreground on a port picked by binding port 0, with a generated config in
+ * the static directory; resolves once the port accepts connections. It runs under coreutils'
+ * `timeout` (its lifetime, as --max-seconds is the runtimes'), which puts it in a process group of
+ * its own: SIGTERM goes to nginx through `timeout`, and a crash of this script kills the group.
+ */
+async function startNginx(scenario, maxSeconds) {
+  if (NGINX === null) throw new Error("nginx is not installed (apt-get install nginx-light)");
+  const port = await freePort();
+  const prefix = join(staticDir, "nginx");
+  const config = join(prefix, `nginx-${port}.conf`);
+  writeFileSync(config, nginxConfig(prefix, port, join(staticDir, "www")));
+  const command = pinned(options.serverCpu, [
+    "timeout",
+    String(maxSeconds),
+    NGINX,
+    "-p",
+    prefix,
+    "-c",
+    config,
+    "-e",
+    "stderr",
+  ]);
+  const child = spawn(command[0], command.slice(1), {
+    cwd: prefix,
+    env: CHILD_ENV,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const server = {
+    runtime: "nginx",
+    kind: "nginx",
+    route: scenario.route,
+    child,
+    pid: child.pid,
+    port,
+    stderr: "",
+    exited: null,
+    group: true,
+  };
+  live.add(server);
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (d) => {
+    if (server.stderr.length < 64 * 1024) server.stderr += d;
+  });
+  child.stdout.resume();
+  child.on("exit", (code, signal) => {
+    server.exited = signal ?? code;
+    live.delete(server);
+  });
+  for (let waited = 0; waited < 10_000; waited += 50) {
+    if (server.exited !== null) {
+      throw new Error(`nginx exited (${server.exited}) before listening: ${server.stderr.trim()}`);
+    }
+    try {
+      (await connect(port)).destroy();
+      return server;
+    } catch { /* not yet */ }
+    await sleep(50);
+  }
+  await stopServer(server);
+  throw new Error(`nginx did not listen on ${port} within 10 s; stderr: ${server.stderr}`);
+}
+
 async function stopServer(server) {
   if (server.exited !== null) return;
   server.child.kill("SIGTERM");
@@ -281,11 +520,20 @@ async function stopServer(server) {
 function killAll() {
   for (const server of live) {
     try {
-      server.child.kill("SIGKILL");
-    } catch { /* gone */ }
+      // nginx's workers outlive a killed master: kill its whole group (see startNginx).
+      if (server.group) process.kill(-server.pid, "SIGKILL");
+      else server.child.kill("SIGKILL");
+    } catch {
+      try {
+        server.child.kill("SIGKILL");
+      } catch { /* gone */ }
+    }
   }
 }
-process.on("exit", killAll);
+process.on("exit", () => {
+  killAll();
+  removeStatic();
+});
 for (const signal of ["SIGINT", "SIGTERM"]) {
   process.on(signal, () => {
     killAll();

@@ -4,6 +4,7 @@
 //   deno run --allow-net bench/servers.ts KIND [ROUTE ...] [--close] [--max-seconds N] [--echo-bytes N]
 //   bun bench/servers.ts KIND [ROUTE ...]
 //   node bench/servers.ts KIND [ROUTE ...]
+//   deno run --allow-net --allow-read=DIR bench/servers.ts wireserve|native --static DIR
 //
 // KIND
 //   wireserve  `serve()` from ../mod.ts with its default options (a fetch handler)
@@ -21,11 +22,21 @@
 // `connection: close` and it closes the connection after writing it, as a server must when the
 // request says `Connection: close` (the other kinds read that header themselves and ignore --close).
 //
+// --static DIR (instead of routes; wireserve and native only) serves the files directly in DIR,
+// `GET /NAME` → DIR/NAME, as application/octet-stream with a Content-Length:
+//   wireserve  `serve()` + `serveDir(request, { root: DIR })` from ../mod.ts, default options
+//   native     Deno: `Deno.serve` answering `new Response(file.readable)` of `Deno.open` after
+//              `file.stat()` (JSR's `@std/http/file-server` is not installable here);
+//              Bun: `Bun.serve` answering `new Response(Bun.file(path))`;
+//              Node: node:http, `fs.stat`, then `fs.createReadStream(path).pipe(response)`
+// The native ones do nothing else (no ETag, Range or conditionals): the runtime's bare file path.
+// Names other than [A-Za-z0-9_-][A-Za-z0-9._-]* are 404 there.
+//
 // Always on 127.0.0.1 and a port the OS picks. The port is printed as the first line of stdout.
 // Exits on SIGTERM, and in any case after --max-seconds (default 900), so a lost server cannot
 // outlive a benchmark by long.
 
-import { serve } from "../mod.ts";
+import { serve, serveDir } from "../mod.ts";
 
 type Route = "/" | "/json" | "/echo";
 type Kind = "wireserve" | "native" | "ceiling";
@@ -49,8 +60,14 @@ interface DenoConn {
   close(): void;
   setNoDelay?(noDelay?: boolean): void;
 }
+interface DenoFsFile {
+  readonly readable: ReadableStream<Uint8Array>;
+  stat(): Promise<{ isFile: boolean; size: number }>;
+  close(): void;
+}
 interface DenoApi {
   args: string[];
+  open(path: string, options: { read: true }): Promise<DenoFsFile>;
   exit(code?: number): never;
   addSignalListener(signal: "SIGTERM", handler: () => void): void;
   listen(options: { hostname: string; port: number }): AsyncIterable<DenoConn> & {
@@ -68,11 +85,13 @@ interface BunSocket {
   setNoDelay?(noDelay?: boolean): void;
 }
 interface BunApi {
+  file(path: string): Blob;
   serve(options: {
     hostname: string;
     port: number;
     idleTimeout?: number;
     fetch(request: Request): Response | Promise<Response>;
+    error?(error: Error): Response;
   }): { port: number };
   listen(options: {
     hostname: string;
@@ -118,10 +137,14 @@ const routes: Route[] = [];
 let maxSeconds = 900;
 let echoBytes = 16 * 1024;
 let close = false;
+let staticRoot: string | undefined;
 for (let i = 0; i < argv.length; i++) {
   const arg = argv[i];
   if (arg === "--close") close = true;
-  else if (arg === "--max-seconds" || arg === "--echo-bytes") {
+  else if (arg === "--static") {
+    staticRoot = argv[++i];
+    if (!staticRoot) fail("--static needs a directory");
+  } else if (arg === "--max-seconds" || arg === "--echo-bytes") {
     const value = Number(argv[++i]);
     if (!Number.isInteger(value) || value < 1) fail(`${arg} needs a positive integer`);
     if (arg === "--max-seconds") maxSeconds = value;
@@ -134,11 +157,14 @@ for (let i = 0; i < argv.length; i++) {
     fail(
       `unknown argument ${JSON.stringify(arg)}; usage: servers.ts ${KINDS.join("|")} [${
         ROUTES.join(" ")
-      } ...] [--close] [--max-seconds N] [--echo-bytes N]`,
+      } ...] [--close] [--static DIR] [--max-seconds N] [--echo-bytes N]`,
     );
   }
 }
 if (kind === undefined) fail(`the first argument must be one of ${KINDS.join(", ")}`);
+if (staticRoot !== undefined && (routes.length > 0 || kind === "ceiling")) {
+  fail("--static is for wireserve and native, without routes");
+}
 if (routes.length === 0) routes.push("/");
 if (kind === "ceiling" && routes.length > 1) {
   fail("the ceiling writes one fixed response: one route");
@@ -398,9 +424,107 @@ function startCeiling(route: Route): void {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Static files: the same files and URLs for every server.
+
+const FILE_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
+
+/** The file `GET /NAME` names below the static root, or null (404). */
+function staticPath(pathname: string): string | null {
+  const name = pathname.slice(1);
+  if (pathname.charCodeAt(0) !== 0x2f || !FILE_NAME.test(name)) return null;
+  return `${staticRoot!.replace(/\/+$/, "")}/${name}`;
+}
+
+function pathOf(url: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start === -1) return "/";
+  const query = url.indexOf("?", start);
+  return url.slice(start, query === -1 ? undefined : query);
+}
+
+const notFound = () => new Response("Not Found", { status: 404 });
+
+/** The runtime's own file serving, on its own server (see the header). */
+async function startNativeStatic(): Promise<void> {
+  if (runtime === "deno") {
+    const deno = G.Deno!;
+    deno.serve(
+      { hostname: HOSTNAME, port: 0, onListen: ({ port }) => listening(port) },
+      async (request) => {
+        const path = staticPath(pathOf(request.url));
+        if (path === null) return notFound();
+        let file: DenoFsFile;
+        try {
+          file = await deno.open(path, { read: true });
+        } catch {
+          return notFound();
+        }
+        const info = await file.stat();
+        if (!info.isFile) {
+          file.close();
+          return notFound();
+        }
+        return new Response(file.readable, {
+          headers: { "content-length": String(info.size), "content-type": BYTES_TYPE },
+        });
+      },
+    );
+  } else if (runtime === "bun") {
+    const bun = G.Bun!;
+    const server = bun.serve({
+      hostname: HOSTNAME,
+      port: 0,
+      idleTimeout: 120,
+      fetch(request) {
+        const path = staticPath(pathOf(request.url));
+        return path === null ? notFound() : new Response(bun.file(path));
+      },
+      // A missing file fails when Bun opens it, after fetch returned: answer 404, not the
+      // development error page.
+      error: notFound,
+    });
+    listening(server.port);
+  } else {
+    const { createServer } = await import("node:http");
+    const fs = await import("node:fs");
+    const server = createServer((request, response) => {
+      const url = request.url ?? "/";
+      const query = url.indexOf("?");
+      const path = staticPath(query === -1 ? url : url.slice(0, query));
+      const missing = () => {
+        response.writeHead(404, { "content-type": TEXT_TYPE, "content-length": "9" });
+        response.end("Not Found");
+      };
+      if (path === null) return missing();
+      fs.stat(path, (error, stats) => {
+        if (error !== null || !stats.isFile()) return missing();
+        response.writeHead(200, {
+          "content-type": BYTES_TYPE,
+          "content-length": String(stats.size),
+        });
+        const stream = fs.createReadStream(path);
+        stream.on("error", () => response.destroy());
+        stream.pipe(response);
+      });
+    });
+    server.keepAliveTimeout = 120_000;
+    server.listen(0, HOSTNAME, () => {
+      const address = server.address();
+      listening(typeof address === "object" && address !== null ? address.port : 0);
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Start
 
-if (kind === "wireserve") {
+if (staticRoot !== undefined) {
+  if (kind === "wireserve") {
+    const root = staticRoot;
+    const server = serve({ hostname: HOSTNAME, port: 0 }, (request) => serveDir(request, { root }));
+    server.ready.then((addr) => listening(addr.port), (error) => fail(String(error)));
+  } else await startNativeStatic();
+} else if (kind === "wireserve") {
   const server = serve({ hostname: HOSTNAME, port: 0 }, fetchHandler());
   server.ready.then((addr) => listening(addr.port), (error) => fail(String(error)));
 } else if (kind === "native") {
