@@ -1714,7 +1714,9 @@ class HttpConnection implements ConnectionEvents {
   /** Asks the connection to close: at once when idle, after the current response otherwise. */
   close(): void {
     this.#closeRequested = true;
-    if (this.#state === READING_HEAD) this.#closeNow();
+    // A head that has begun to arrive is a request in progress: it is answered (with
+    // Connection: close), within the shutdown grace period.
+    if (this.idle) this.#closeNow();
   }
 
   onData(chunk: Uint8Array): void {
@@ -2157,7 +2159,9 @@ class HttpConnection implements ConnectionEvents {
 
   /** Decides whether this exchange keeps the connection open. */
   #keepAlive(head: RequestHead): boolean {
-    if (!head.keepAlive || this.#peerEnded || this.#closeRequested) return false;
+    if (!head.keepAlive || this.#closeRequested) return false;
+    // A client that half-closed after pipelining more requests still gets all the answers.
+    if (this.#peerEnded && this.#end === this.#start) return false;
     if (this.#requestCount >= this.#options.maxRequestsPerConnection) return false;
     const body = this.#body;
     if (body === null || body.done) return true;
@@ -2361,6 +2365,7 @@ class HttpConnection implements ConnectionEvents {
   /** Flushes and waits for the transport to drain if it asks to. Resolves false once closed. */
   async #flushAndWait(): Promise<boolean> {
     if (this.#flush()) return this.#writable;
+    if (!this.#writable) return false; // closed: no drain will ever come
     this.#setTimer(TIMER_WRITE, this.#options.writeTimeout);
     await new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
     if (this.#timer === TIMER_WRITE) this.#timer = TIMER_OFF;
@@ -2463,6 +2468,11 @@ export interface ListenOptions {
   port: number;
   /** PEM certificate chain and key: listen for TLS instead of plain TCP. */
   tls?: { cert: string; key: string };
+  /**
+   * Milliseconds a TLS handshake may take before the connection is dropped, where the runtime
+   * handshakes before the connection reaches the server.
+   */
+  handshakeTimeout?: number;
 }
 
 /** A listening socket, as a transport adapter presents it. */
@@ -2568,6 +2578,7 @@ interface BunNamespace {
       end(socket: BunSocket): void;
       close(socket: BunSocket): void;
       error(socket: BunSocket, error: Error): void;
+      handshake(socket: BunSocket, success: boolean, error: Error | null): void;
     };
   }): BunListener;
 }
@@ -2762,6 +2773,9 @@ const listenBun: Transport = (options, accept) => {
       end: (socket) => socket.data.onPeerEnd(),
       close: (socket) => socket.data.onClosed(),
       error() {/* close follows */},
+      // With a handshake handler, Bun opens a TLS socket at accept, not after the handshake: the
+      // connection then counts toward the limits and its idle timer covers a stalled handshake.
+      handshake() {},
     },
   });
   return {
@@ -2882,10 +2896,15 @@ const listenNode: Transport = (options, accept) => {
   // For TLS, the connection listener fires after the handshake ("secureConnection").
   const server = tls === undefined
     ? nodeNet.createServer({ allowHalfOpen: true, noDelay: true }, onConnection)
-    : nodeTls.createServer(
-      { ...tls, allowHalfOpen: true, noDelay: true, ALPNProtocols: ["http/1.1"] },
-      onConnection,
-    );
+    : nodeTls.createServer({
+      ...tls,
+      allowHalfOpen: true,
+      noDelay: true,
+      ALPNProtocols: ["http/1.1"],
+      handshakeTimeout: options.handshakeTimeout,
+    }, onConnection);
+  // A failed or timed-out handshake only emits this; the socket would otherwise stay open.
+  server.on("tlsClientError", (_error: Error, socket: nodeNet.Socket) => socket.destroy());
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen({ host: options.hostname, port: options.port }, () => {
@@ -3001,7 +3020,9 @@ export interface ServeOptions extends Partial<Limits>, Partial<Timeouts> {
   onError?: (error: unknown, request: Request) => Response | Promise<Response>;
   /**
    * The transport adapter: a built-in one by name, or your own. Defaults to the runtime's own
-   * (`Bun.listen`, `Deno.listen`, or `node:net`); `"node"` works on all three runtimes.
+   * (`Bun.listen`, `Deno.listen`, or `node:net`); `"node"` works on all three runtimes. HTTPS on
+   * Deno defaults to `"node"` (`node:tls`): `Deno.listenTls` cannot drop a connection whose TLS
+   * handshake stalls, so with `"deno"` such a client holds its connection until it gives up.
    */
   transport?: TransportName | Transport;
   /**
@@ -3147,9 +3168,13 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     ),
     clock,
   };
+  // HTTPS on Deno goes through node:tls unless asked otherwise: Deno.listenTls hands over a
+  // connection before its handshake and cannot close it until the handshake ends, so a client
+  // that stalls its handshake would hold a connection forever.
+  const runtime = detectRuntime();
   const transport = typeof options.transport === "function"
     ? options.transport
-    : TRANSPORTS[options.transport ?? detectRuntime()];
+    : TRANSPORTS[options.transport ?? (runtime === "deno" && tls !== undefined ? "node" : runtime)];
   if (transport === undefined) {
     throw new TypeError(`Cannot serve: unknown transport ${String(options.transport)}`);
   }
@@ -3231,7 +3256,9 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   // reports the result later.
   let listening: TransportListener | Promise<TransportListener>;
   try {
-    listening = transport({ hostname, port, tls }, accept);
+    const handshake = Math.min(timeouts.headTimeout, timeouts.idleTimeout);
+    const handshakeTimeout = handshake === Infinity ? undefined : handshake;
+    listening = transport({ hostname, port, tls, handshakeTimeout }, accept);
   } catch (error) {
     clearInterval(sweep);
     throw error;
@@ -5234,6 +5261,13 @@ export async function serveDir(request: Request, options: ServeDirOptions): Prom
 export type TrustProxy = readonly string[] | ((hostname: string) => boolean);
 
 /**
+ * The header your proxy writes the client's address into. Only that one is read: a proxy that
+ * appends to `X-Forwarded-For` passes a client's own `Forwarded` through untouched, so reading
+ * both would let the client choose its address.
+ */
+export type ProxyHeader = "x-forwarded-for" | "forwarded";
+
+/**
  * The client's address as this server can know it. By default that is the peer of the
  * connection. Behind a reverse proxy the peer is the proxy; the client's address is then in the
  * `Forwarded` (RFC 7239) or `X-Forwarded-For` header, but anybody can send those headers, so they
@@ -5244,6 +5278,8 @@ export type TrustProxy = readonly string[] | ((hostname: string) => boolean);
  * @param request The request, for its forwarding headers.
  * @param info The connection, for its peer address.
  * @param trustProxy The trusted proxies: their addresses, or a predicate. None by default.
+ * @param header Which header the proxies write: `X-Forwarded-For` (nginx, HAProxy, most load
+ * balancers) by default, or `Forwarded` (RFC 7239).
  * @returns The client's address (an IP address, or a `Forwarded` token such as `unknown`).
  *
  * @example
@@ -5253,17 +5289,22 @@ export type TrustProxy = readonly string[] | ((hostname: string) => boolean);
  *   new Response(clientAddress(request, info, ["127.0.0.1"])));
  * ```
  */
-export function clientAddress(request: Request, info: ConnInfo, trustProxy?: TrustProxy): string {
+export function clientAddress(
+  request: Request,
+  info: ConnInfo,
+  trustProxy?: TrustProxy,
+  header: ProxyHeader = "x-forwarded-for",
+): string {
   const peer = info.remoteAddr.hostname;
   if (trustProxy === undefined) return peer;
   const trusted = typeof trustProxy === "function"
     ? trustProxy
     : (hostname: string) => trustProxy.includes(hostname);
   if (!trusted(peer)) return peer;
-  const forwarded = request.headers.get("forwarded");
-  const hops = forwarded !== null
-    ? forwardedFor(forwarded)
-    : (request.headers.get("x-forwarded-for") ?? "").split(",").map((hop) => hop.trim());
+  const value = request.headers.get(header) ?? "";
+  const hops = header === "forwarded"
+    ? forwardedFor(value)
+    : value.split(",").map((hop) => hop.trim());
   for (let i = hops.length - 1; i >= 0; i--) {
     const hop = hops[i];
     if (hop === "" || !trusted(hop)) return hop === "" ? peer : hop;
@@ -5306,8 +5347,13 @@ export interface RateLimitOptions {
    * {@linkcode clientAddress} finds it with `trustProxy`.
    */
   key?: (request: Request, info: ConnInfo) => string;
-  /** Proxies whose `Forwarded` / `X-Forwarded-For` headers name the client. None by default. */
+  /** Proxies whose forwarding header names the client. None by default. */
   trustProxy?: TrustProxy;
+  /**
+   * The header those proxies write.
+   * @default {"x-forwarded-for"}
+   */
+  proxyHeader?: ProxyHeader;
   /**
    * Buckets kept at most. Past it, the bucket unused for longest is forgotten (that client starts
    * again with a full bucket, which after the longest idle time it most likely had anyway).
@@ -5358,7 +5404,8 @@ export function rateLimit(options: RateLimitOptions, handler: Handler): Handler 
   }
   const refillPerMs = limit / windowMs;
   const key = options.key ??
-    ((request: Request, info: ConnInfo) => clientAddress(request, info, options.trustProxy));
+    ((request: Request, info: ConnInfo) =>
+      clientAddress(request, info, options.trustProxy, options.proxyHeader));
   const policyField = `"${policy}";q=${limit};w=${Math.ceil(windowMs / 1000)}`;
   // A Map iterates in insertion order: re-inserting on use keeps the least recently used first.
   const buckets = new Map<string, Bucket>();

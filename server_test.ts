@@ -305,3 +305,4 @@ function plainFraming(framing: Framing): Framing {
 import "./test/driver_and_e2e.ts";
 import "./test/static.ts";
 import "./test/browser.ts";
+import "./test/hostile.ts";
