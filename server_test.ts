@@ -1,3 +1,29 @@
+/**
+ * wireserve's test suite: the one file that `npm test` runs on Deno, Bun and Node (with
+ * `node:test` and `node:assert/strict`, which all three run).
+ *
+ * The suite is in layers, each in its own module so that none is thousands of lines long; the
+ * modules register their tests when this file imports them, in this order:
+ *
+ * 1. the pure protocol core (below): tables of raw requests from `test/core_cases.ts`, each fed
+ *    whole, split at every index, byte by byte and inside poison bytes (`test/feed.ts`);
+ * 2. the connection driver over an in-memory transport, asserting exact bytes, and 3. end to end
+ *    over every transport the runtime has, with raw sockets, fetch, curl and a Hono app
+ *    (`test/driver_and_e2e.ts`);
+ * 4. the router and static files, with real files and raw-socket traversal attempts
+ *    (`test/static.ts`), and headless Chromium loading a page and seeking a video
+ *    (`test/browser.ts`);
+ * 5. hostile clients: TLS, timeouts, connection caps, 1,000 slowloris and 5,000 idle connections,
+ *    rate limiting, graceful shutdown, faults, a seeded fuzzer and a table of smuggling vectors
+ *    (`test/hostile.ts`).
+ *
+ * Shared helpers are in `test/helpers.ts` and `test/hostile_helpers.ts`.
+ */
+
+import "./test/driver_and_e2e.ts";
+import "./test/static.ts";
+import "./test/browser.ts";
+import "./test/hostile.ts";
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import {
@@ -299,10 +325,3 @@ function plainFraming(framing: Framing): Framing {
     ? { kind: "length", length: framing.length }
     : { kind: framing.kind };
 }
-
-// Layers 2 and 3 (to be folded into this file): the driver over an in-memory transport, end to end
-// over every transport, and the router and static files.
-import "./test/driver_and_e2e.ts";
-import "./test/static.ts";
-import "./test/browser.ts";
-import "./test/hostile.ts";

@@ -16,7 +16,7 @@
 // static scenarios need nginx on PATH or in /usr/sbin (Debian's `nginx-light`); without it their
 // nginx column says so and the rest runs.
 
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
@@ -320,13 +320,10 @@ ${temp}
 /** nginx's version line, or null when it is not installed. */
 function nginxVersion() {
   if (NGINX === null) return null;
-  try {
-    const out = execFileSync(NGINX, ["-v"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-    return out.trim() || null;
-  } catch (error) {
-    return `${error.stdout ?? ""}${error.stderr ?? ""}`.trim().replace(/^nginx version: /, "") ||
-      null;
-  }
+  // `nginx -v` prints its version on stderr.
+  const { stdout, stderr, status } = spawnSync(NGINX, ["-v"], { encoding: "utf8" });
+  if (status !== 0) return null;
+  return `${stdout ?? ""}${stderr ?? ""}`.trim().replace(/^nginx version: /, "") || null;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -513,7 +510,14 @@ async function stopServer(server) {
   if (server.exited !== null) return;
   server.child.kill("SIGTERM");
   for (let i = 0; i < 30 && server.exited === null; i++) await sleep(100);
-  if (server.exited === null) server.child.kill("SIGKILL");
+  if (server.exited === null) {
+    try {
+      if (server.group) process.kill(-server.pid, "SIGKILL");
+      else server.child.kill("SIGKILL");
+    } catch {
+      server.child.kill("SIGKILL");
+    }
+  }
   for (let i = 0; i < 20 && server.exited === null; i++) await sleep(50);
 }
 
@@ -636,7 +640,18 @@ async function checkServer(server, scenario) {
       const response = await exchange(socket, requestFor(server.route, close));
       if (response.status !== 200) problems.push(`status ${response.status}`);
       const type = response.headers["content-type"];
-      if (server.route === "/") {
+      if (scenario.file) {
+        const expected = staticFiles[scenario.file.name];
+        if (response.headers["content-length"] !== String(expected.length)) {
+          problems.push(`content-length ${response.headers["content-length"] ?? "missing"}`);
+        }
+        if (!response.body.equals(expected)) {
+          problems.push(`body of ${response.body.length} bytes is not the file's`);
+        }
+        if (!/^application\/octet-stream/i.test(type ?? "")) {
+          problems.push(`content-type ${type ?? "missing"}`);
+        }
+      } else if (server.route === "/") {
         if (response.body.toString() !== "Hello, World!") problems.push("wrong body");
         if (!/^text\/plain/i.test(type ?? "")) problems.push(`content-type ${type ?? "missing"}`);
       } else if (server.route === "/json") {
@@ -673,14 +688,25 @@ function parseDuration(text) {
   return Number(m[1]) * scale;
 }
 
-/** Runs wrk; resolves with { rps, p99, requests, non2xx, errors: {connect, read, write, timeout} }. */
-function runWrk(scenario, port, seconds) {
+const BYTE_UNITS = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 };
+
+/**
+ * Runs wrk; resolves with { rps, transfer (bytes/s, wrk's Transfer/sec, heads included), p99,
+ * requests, non2xx, errors: {connect, read, write, timeout}, wrkCpu and serverCpu (percent of
+ * one core over the run; the server's when `serverPid` is given), load (1-minute load average
+ * after the run) }.
+ */
+function runWrk(scenario, port, seconds, serverPid) {
   const url = `http://127.0.0.1:${port}${scenario.route === "/" ? "/" : scenario.route}`;
   const args = ["-t1", "-d", `${seconds}s`, "--timeout", "4s", ...scenario.wrk, url];
   if (scenario.scriptArgs) args.push("--", ...scenario.scriptArgs);
   const command = pinned(options.loadCpu, ["wrk", ...args]);
+  // bash's `times` reports the CPU time of wrk once it has been waited for.
+  const shell = ['"$@"; code=$?; times >&2; exit $code', "bash", ...command];
+  const serverBefore = serverPid ? cpuSeconds(serverPid) : null;
+  const startedAt = performance.now();
   return new Promise((resolveResult) => {
-    const child = spawn(command[0], command.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn("bash", ["-c", ...shell], { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     let err = "";
     child.stdout.on("data", (d) => out += d);
@@ -688,6 +714,18 @@ function runWrk(scenario, port, seconds) {
     const timer = setTimeout(() => child.kill("SIGKILL"), (seconds + 30) * 1000);
     child.on("exit", (code) => {
       clearTimeout(timer);
+      const elapsed = (performance.now() - startedAt) / 1000;
+      const serverAfter = serverPid ? cpuSeconds(serverPid) : null;
+      const times = /(\d+)m([\d.]+)s (\d+)m([\d.]+)s\s*$/.exec(err);
+      if (times) err = err.slice(0, times.index);
+      const wrkCpu = times
+        ? (60 * Number(times[1]) + Number(times[2]) + 60 * Number(times[3]) + Number(times[4])) /
+          elapsed * 100
+        : null;
+      const serverCpu = serverBefore !== null && serverAfter !== null
+        ? (serverAfter - serverBefore) / elapsed * 100
+        : null;
+      const transfer = /Transfer\/sec:\s+([\d.]+)([KMGT]?B)/.exec(out);
       const number = (re) => {
         const m = re.exec(out);
         return m ? Number(m[1]) : null;
@@ -698,6 +736,10 @@ function runWrk(scenario, port, seconds) {
       resolveResult({
         ok: code === 0 && /Requests\/sec/.test(out),
         rps: number(/Requests\/sec:\s+([\d.]+)/),
+        transfer: transfer ? Number(transfer[1]) * BYTE_UNITS[transfer[2]] : null,
+        wrkCpu,
+        serverCpu,
+        load: loadAverage()?.split(" ")[0] ?? null,
         requests: number(/(\d+) requests in/),
         p99: p99 ? parseDuration(p99[1]) : null,
         non2xx: number(/Non-2xx or 3xx responses:\s+(\d+)/) ?? 0,
@@ -796,6 +838,17 @@ const command = `node ${
   relative(process.cwd(), fileURLToPath(import.meta.url)) || "bench/run.mjs"
 } ${process.argv.slice(2).join(" ")}`.trim();
 
+/** What was measured: mod.ts's commit, whether the working tree changes it, and its hash. */
+const SOURCE = (() => {
+  const commit = tryExec("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"]);
+  const dirty = tryExec("git", ["-C", ROOT, "status", "--porcelain", "--", "mod.ts"]);
+  let sha256 = null;
+  try {
+    sha256 = createHash("sha256").update(readFileSync(join(ROOT, "mod.ts"))).digest("hex");
+  } catch { /* no mod.ts */ }
+  return { commit, modified: dirty === null ? null : dirty !== "", sha256 };
+})();
+
 function machine() {
   let model = "unknown";
   try {
@@ -851,6 +904,11 @@ async function main() {
 
   const info = machine();
   const scenarios = SCENARIOS.filter((s) => options.scenarios.includes(s.id));
+  prepareStatic(scenarios);
+  if (scenarios.some((s) => s.file) && options.kinds.includes("nginx")) {
+    versions.nginx = nginxVersion();
+    if (versions.nginx === null) log("run.mjs: nginx is not installed; its column stays empty");
+  }
   const results = {};
   const notes = {};
   for (const runtime of options.runtimes) {
@@ -858,22 +916,28 @@ async function main() {
     notes[runtime] = [];
     for (const scenario of scenarios) {
       results[runtime][scenario.id] = {};
-      for (const kind of options.kinds) {
+      for (const kind of kindsFor(scenario)) {
         results[runtime][scenario.id][kind] = { trials: [], problems: [] };
       }
-      log(`\n== ${runtime}: ${scenario.id}`);
+      if (kindsFor(scenario).length === 0) continue;
+      log(`\n== ${runtime}: ${scenario.id} (load average ${loadAverage()})`);
       if (scenario.rss) await runIdle(runtime, scenario, results[runtime][scenario.id]);
       else await runWrkScenario(runtime, scenario, results[runtime][scenario.id]);
     }
   }
 
   const markdown = report(info, versions, wrkVersion, scenarios, results);
+  removeStatic();
   console.log(`\n${markdown}`);
   mkdirSync(RESULTS, { recursive: true });
   writeFileSync(join(RESULTS, "latest.md"), markdown);
   writeFileSync(
     join(RESULTS, "latest.json"),
-    JSON.stringify({ command, startedAt, machine: info, versions, options, results }, null, 2),
+    JSON.stringify(
+      { command, startedAt, machine: info, source: SOURCE, versions, options, results },
+      null,
+      2,
+    ),
   );
   log(`\nwritten: ${relative(process.cwd(), join(RESULTS, "latest.md"))}`);
 }
@@ -886,8 +950,9 @@ function lifetime() {
 
 async function runWrkScenario(runtime, scenario, slot) {
   const servers = {};
+  const scenarioKinds = kindsFor(scenario);
   try {
-    for (const kind of options.kinds) {
+    for (const kind of scenarioKinds) {
       try {
         servers[kind] = await startServer(runtime, kind, scenario, lifetime());
       } catch (error) {
@@ -904,7 +969,7 @@ async function runWrkScenario(runtime, scenario, slot) {
     }
     for (let trial = 0; trial < options.trials; trial++) {
       // Rotate the order from trial to trial, so that drift on a shared machine spreads evenly.
-      const kinds = options.kinds.map((_, i) => options.kinds[(i + trial) % options.kinds.length]);
+      const kinds = scenarioKinds.map((_, i) => scenarioKinds[(i + trial) % scenarioKinds.length]);
       for (const kind of kinds) {
         const server = servers[kind];
         if (!server) continue;
@@ -915,17 +980,23 @@ async function runWrkScenario(runtime, scenario, slot) {
           if (!slot[kind].problems.includes(problem)) slot[kind].problems.push(problem);
           continue;
         }
-        const result = await runWrk(scenario, server.port, options.duration);
+        const result = await runWrk(scenario, server.port, options.duration, server.pid);
         slot[kind].trials.push(result);
         const errs = Object.entries(result.errors).filter(([, n]) => n > 0)
           .map(([k, n]) => `${k} ${n}`);
         if (result.non2xx) errs.push(`non-2xx ${result.non2xx}`);
         if (!result.ok) errs.push(`wrk failed: ${(result.output ?? "").slice(0, 200)}`);
+        const cpu = (v) => (v === null ? "?" : Math.round(v));
         log(
           `   trial ${trial + 1} ${kind.padEnd(9)} ${
             String(Math.round(result.rps ?? 0)).padStart(8)
           } req/s` +
+            (scenario.file && result.transfer !== null
+              ? `  ${(result.transfer / 2 ** 20).toFixed(1).padStart(7)} MiB/s`
+              : "") +
             (result.p99 !== null ? `  p99 ${result.p99.toFixed(2)} ms` : "") +
+            `  cpu server ${cpu(result.serverCpu)}% wrk ${cpu(result.wrkCpu)}%` +
+            `  load ${result.load}` +
             (errs.length ? `  [${errs.join(", ")}]` : ""),
         );
         await sleep(200);
@@ -950,7 +1021,7 @@ async function runWrkScenario(runtime, scenario, slot) {
 
 async function runIdle(runtime, scenario, slot) {
   for (let trial = 0; trial < options.trials; trial++) {
-    for (const kind of options.kinds) {
+    for (const kind of kindsFor(scenario)) {
       let server;
       try {
         server = await startServer(runtime, kind, scenario, 300);
@@ -984,7 +1055,9 @@ async function runIdle(runtime, scenario, slot) {
       }
     }
   }
-  for (const kind of options.kinds) slot[kind].problems = [...new Set(slot[kind].problems)];
+  for (const kind of kindsFor(scenario)) {
+    slot[kind].problems = [...new Set(slot[kind].problems)];
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1020,8 +1093,10 @@ function escapeCell(text) {
   return text.replace(/\|/g, "\\|").replace(/\n/g, " ");
 }
 
-function report(info, versions, wrkVersion, scenarios, results) {
-  const kinds = options.kinds;
+function report(info, versions, wrkVersion, allScenarios, results) {
+  const kinds = options.kinds.filter((k) => DEFAULT_KINDS.includes(k));
+  const scenarios = kinds.length === 0 ? [] : allScenarios.filter((s) => !s.file);
+  const staticScenarios = allScenarios.filter((s) => s.file && kindsFor(s).length > 0);
   const lines = [];
   lines.push("# wireserve benchmark");
   lines.push("");
@@ -1037,6 +1112,11 @@ function report(info, versions, wrkVersion, scenarios, results) {
         : "none (taskset or a second core missing)"
     }`,
   );
+  lines.push(
+    `- Source: mod.ts at ${SOURCE.commit ?? "?"}${
+      SOURCE.modified ? " with uncommitted changes" : ""
+    } (sha256 ${SOURCE.sha256?.slice(0, 16) ?? "?"}…)`,
+  );
   lines.push(`- Load generator: ${wrkVersion.split(" [")[0]}`);
   lines.push(
     `- Runtimes: ${options.runtimes.map((r) => versions[r]).join("; ")}`,
@@ -1048,11 +1128,13 @@ function report(info, versions, wrkVersion, scenarios, results) {
       } keep-alive connections (one request each), ` +
       `RSS growth over the warmed idle baseline ÷ connections still open`,
   );
-  lines.push(
-    "- Servers: `wireserve` = `serve()` from mod.ts with default options; `native` = `Deno.serve` / `Bun.serve` / `node:http`; " +
-      "`ceiling` = the runtime's raw TCP API writing a fixed response per CRLFCRLF, no parsing (see bench/servers.ts)",
-  );
-  for (const runtime of options.runtimes) {
+  if (scenarios.length > 0) {
+    lines.push(
+      "- Servers: `wireserve` = `serve()` from mod.ts with default options; `native` = `Deno.serve` / `Bun.serve` / `node:http`; " +
+        "`ceiling` = the runtime's raw TCP API writing a fixed response per CRLFCRLF, no parsing (see bench/servers.ts)",
+    );
+  }
+  for (const runtime of scenarios.length > 0 ? options.runtimes : []) {
     const native = runtime === "deno"
       ? "Deno.serve"
       : runtime === "bun"
@@ -1119,6 +1201,7 @@ function report(info, versions, wrkVersion, scenarios, results) {
       }
     }
   }
+  if (staticScenarios.length > 0) staticReport(lines, versions, staticScenarios, results);
   lines.push("");
   lines.push(
     "Ratios are wireserve ÷ the other server (for req/s higher is better; for latency and memory lower is better). " +
@@ -1126,6 +1209,99 @@ function report(info, versions, wrkVersion, scenarios, results) {
       "printed to stderr, a failed response check, or an exit during the run.",
   );
   return `${lines.join("\n")}\n`;
+}
+
+const NATIVE_FILES = {
+  deno: "`Deno.serve` + `Deno.open(path)`, `file.stat()`, `new Response(file.readable)`",
+  bun: "`Bun.serve` + `new Response(Bun.file(path))`",
+  node: "`node:http` + `fs.stat`, `fs.createReadStream(path).pipe(response)`",
+};
+
+/** The static files' table: every runtime's rows in one table, nginx beside each. */
+function staticReport(lines, versions, scenarios, results) {
+  const kinds = STATIC_KINDS.filter((k) => options.kinds.includes(k));
+  const has = (k) => kinds.includes(k);
+  lines.push("");
+  lines.push("## Static files");
+  lines.push("");
+  lines.push(
+    "- `wireserve` = `serve()` + `serveDir(request, { root })` from mod.ts, default options " +
+      "(ETag, Last-Modified, conditionals, Range, precompressed-sibling negotiation, symlink " +
+      "containment by realpath)",
+  );
+  lines.push(
+    `- \`native\` = the runtime's own file serving, nothing more: ${
+      options.runtimes.map((r) => `${r}: ${NATIVE_FILES[r]}`).join("; ")
+    }`,
+  );
+  if (has("nginx")) {
+    lines.push(
+      `- \`nginx\` = ${
+        versions.nginx ?? "not installed"
+      } in the foreground: 1 worker, \`sendfile on\`, \`access_log off\`, open_file_cache off ` +
+        "(its default), `keepalive_requests 1000000` (its default of 1,000 would close " +
+        "connections the runtimes keep), `default_type application/octet-stream`; measured " +
+        "again beside each runtime, in the same rotation",
+    );
+  }
+  lines.push(
+    "- The same files for all: random bytes in a temporary directory, `GET /4k.bin` (4,096 bytes) " +
+      "and `GET /1m.bin` (1,048,576 bytes), keep-alive, 50 connections, every server pinned as above",
+  );
+  lines.push(
+    "- MiB/s is wrk's Transfer/sec (response heads included; wrk's MB is 2^20 bytes). Ratios are of " +
+      "req/s. CPU is user + system time over the run, % of one core: the server's process tree " +
+      "(nginx: master and worker) / wrk's; a server well below 100 % while wrk is near 100 % was " +
+      "limited by wrk, not by itself",
+  );
+  lines.push("");
+  const header = [
+    "runtime",
+    "file",
+    ...kinds.map((k) => `${k} req/s`),
+    ...kinds.map((k) => `${k} MiB/s`),
+  ];
+  if (has("wireserve") && has("native")) header.push("wireserve ÷ native");
+  if (has("wireserve") && has("nginx")) header.push("wireserve ÷ nginx");
+  header.push(`CPU % server / wrk (${kinds.join(" · ")})`, "errors and problems");
+  lines.push(`| ${header.join(" | ")} |`);
+  lines.push(
+    `|${header.map((_, i) => (i < 2 || i === header.length - 1 ? "---" : "--:")).join("|")}|`,
+  );
+  const cpu = (v) => (v === null ? "?" : String(Math.round(v)));
+  for (const runtime of options.runtimes) {
+    const name = (versions[runtime] ?? runtime).split(" (")[0];
+    for (const scenario of scenarios) {
+      const slot = results[runtime][scenario.id];
+      const rps = Object.fromEntries(kinds.map((k) => [k, summarize(slot, k, (t) => t.rps)]));
+      const mib = Object.fromEntries(
+        kinds.map((k) => [k, summarize(slot, k, (t) => t.transfer)]),
+      );
+      const cells = [
+        name,
+        scenario.file.bytes >= 2 ** 20
+          ? `${scenario.file.bytes / 2 ** 20} MiB`
+          : `${scenario.file.bytes / 1024} KiB`,
+        ...kinds.map((k) => fmtRps(rps[k])),
+        ...kinds.map((k) => (mib[k] === null ? "—" : (mib[k] / 2 ** 20).toFixed(1))),
+      ];
+      if (has("wireserve") && has("native")) cells.push(fmtRatio(rps.wireserve, rps.native));
+      if (has("wireserve") && has("nginx")) cells.push(fmtRatio(rps.wireserve, rps.nginx));
+      cells.push(
+        kinds.map((k) =>
+          `${cpu(summarize(slot, k, (t) => t.serverCpu))}/${
+            cpu(summarize(slot, k, (t) => t.wrkCpu))
+          }`
+        ).join(" · "),
+      );
+      const problems = kinds.map((k) => {
+        const parts = errorSummary(slot, k);
+        return parts.length ? `${k}: ${parts.join("; ")}` : null;
+      }).filter(Boolean);
+      cells.push(problems.length ? escapeCell(problems.join(" · ")) : "none");
+      lines.push(`| ${cells.join(" | ")} |`);
+    }
+  }
 }
 
 main().catch((error) => {
