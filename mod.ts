@@ -23,9 +23,17 @@
  * deliberately strict: no bare LF line endings, no obs-fold, no whitespace before a colon, no
  * `Transfer-Encoding` together with `Content-Length`, no duplicate `Content-Length`, no HTTP/0.9.
  * Each violation is answered with its precise status and the connection is closed, so nothing can be
- * smuggled behind it. TLS and HTTP/2 are not implemented here; TLS will come from the runtime.
+ * smuggled behind it. Every limit and timeout is finite by default.
  *
- * Run it as a program to serve the demo site: `deno run -A mod.ts`, `bun mod.ts` or `node mod.ts`.
+ * The file, in the order data flows through it: public types; constants and byte tables; errors;
+ * the pure core (parse heads, decode chunked bodies, serialize responses); the connection driver
+ * (keep-alive, pipelining, backpressure, timeouts); the transport adapters (`Deno.listen`,
+ * `Bun.listen`, `node:net`, and their TLS forms: TLS comes from the runtime); `serve()`; handlers on
+ * the fetch API that work under `Deno.serve` and `Bun.serve` too (`Router`, `serveDir`,
+ * `rateLimit`); the CLI. Not here: HTTP/2, WebSocket upgrades, compression on the fly.
+ *
+ * Run it as a program to serve the demo site, or a directory: `deno run -A mod.ts [DIR]`,
+ * `bun mod.ts [DIR]` or `node mod.ts [DIR]`.
  *
  * @module
  */
