@@ -4942,6 +4942,26 @@ async function openVariant(
   return { file, coding: null };
 }
 
+/** Canonical roots by the root as given, so that a request costs one realpath, not two. */
+const CANONICAL_ROOTS = new Map<string, { path: string; expires: number }>();
+/** How long a canonical root is trusted before it is resolved again. */
+const CANONICAL_ROOT_MILLISECONDS = 1000;
+
+/**
+ * The root with its symlinks resolved, cached for a second. If the root is a symlink that is
+ * pointed elsewhere, the old target's files are served for the rest of that second; paths are
+ * built from and checked against the cached root, so nothing outside it is ever served.
+ */
+async function canonicalRoot(root: string): Promise<string> {
+  const now = Date.now();
+  const cached = CANONICAL_ROOTS.get(root);
+  if (cached !== undefined && cached.expires > now) return cached.path;
+  const path = await FILES.realPath(root);
+  if (CANONICAL_ROOTS.size >= 64) CANONICAL_ROOTS.clear();
+  CANONICAL_ROOTS.set(root, { path, expires: now + CANONICAL_ROOT_MILLISECONDS });
+  return path;
+}
+
 /**
  * Serves one file for a GET or HEAD request, with everything a static file server owes a client:
  *
@@ -5154,7 +5174,7 @@ export async function serveDir(request: Request, options: ServeDirOptions): Prom
   // What may be served: the canonical path must stay below the canonical root.
   let root: string;
   try {
-    root = await FILES.realPath(options.root);
+    root = await canonicalRoot(options.root);
   } catch {
     return fileErrorResponse(404, cors);
   }

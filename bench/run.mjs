@@ -1122,11 +1122,13 @@ function report(info, versions, wrkVersion, allScenarios, results) {
     `- Runtimes: ${options.runtimes.map((r) => versions[r]).join("; ")}`,
   );
   lines.push(
-    `- ${options.trials} trial(s) of ${options.duration} s per scenario and server after ${options.warmup} s of warm-up, medians; ` +
-      `idle memory with ${
-        options.idle.toLocaleString("en-US")
-      } keep-alive connections (one request each), ` +
-      `RSS growth over the warmed idle baseline ÷ connections still open`,
+    `- ${options.trials} trial(s) of ${options.duration} s per scenario and server after ${options.warmup} s of warm-up, medians` +
+      (allScenarios.some((s) => s.rss)
+        ? `; idle memory with ${
+          options.idle.toLocaleString("en-US")
+        } keep-alive connections (one request each), ` +
+          `RSS growth over the warmed idle baseline ÷ connections still open`
+        : ""),
   );
   if (scenarios.length > 0) {
     lines.push(
