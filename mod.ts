@@ -1650,9 +1650,14 @@ class HttpConnection implements ConnectionEvents {
     this.#transport = transport;
     this.#options = options;
     this.#onClosed = onClosed;
+    // The addresses are read when the handler asks for them, not for every connection.
     this.#info = {
-      remoteAddr: transport.remoteAddr,
-      localAddr: transport.localAddr,
+      get remoteAddr() {
+        return transport.remoteAddr;
+      },
+      get localAddr() {
+        return transport.localAddr;
+      },
       secure: transport.secure,
     };
     this.#setTimer(TIMER_IDLE, options.idleTimeout);
@@ -2927,18 +2932,27 @@ const listenNode: Transport = (options, accept) => {
 };
 
 class NodeConnection implements TransportConnection {
-  readonly remoteAddr: NetAddr;
-  readonly localAddr: NetAddr;
   readonly secure: boolean;
   #socket: nodeNet.Socket;
   #ending = false;
   #linger: ReturnType<typeof setTimeout> | undefined;
+  #remoteAddr: NetAddr | undefined;
+  #localAddr: NetAddr | undefined;
 
   constructor(socket: nodeNet.Socket, secure: boolean) {
     this.#socket = socket;
     this.secure = secure;
-    this.remoteAddr = toNetAddr(socket.remoteAddress ?? "", socket.remotePort ?? 0);
-    this.localAddr = toNetAddr(socket.localAddress ?? "", socket.localPort ?? 0);
+  }
+
+  // Each address is a system call (getpeername, getsockname): made only when someone asks.
+  get remoteAddr(): NetAddr {
+    const socket = this.#socket;
+    return this.#remoteAddr ??= toNetAddr(socket.remoteAddress ?? "", socket.remotePort ?? 0);
+  }
+
+  get localAddr(): NetAddr {
+    const socket = this.#socket;
+    return this.#localAddr ??= toNetAddr(socket.localAddress ?? "", socket.localPort ?? 0);
   }
 
   start(events: ConnectionEvents): void {
