@@ -100,7 +100,7 @@ export interface Limits {
 
 /**
  * How long the server waits, in milliseconds. Each is measured against a clock that ticks a few
- * times per shortest timeout, so a timeout fires up to a quarter of itself late. `Infinity`
+ * times per shortest timeout, so a timeout fires within about a quarter of itself (and at least 10 ms) of its time. `Infinity`
  * disables one.
  */
 export interface Timeouts {
@@ -1416,12 +1416,19 @@ export function serializeResponseHead(
   if (!Number.isInteger(status) || status < 100 || status > 999) {
     throw new RangeError(`Cannot serialize response: status ${status} is not in 100-999`);
   }
-  const reason = options.statusText || STATUS_TEXT[status] || "";
+  const given = options.statusText;
+  if (given !== undefined && given !== "" && !isReasonPhrase(given)) {
+    // Bun's Response accepts any statusText, CR LF included: never let one split the head.
+    throw new TypeError("Cannot serialize response: the status text has a forbidden character");
+  }
+  const reason = given || STATUS_TEXT[status] || "";
   let head = `HTTP/1.1 ${status} ${reason}\r\n`;
   let hasDate = false;
   // Headers objects validate names and values; a plain iterable must be checked here.
   const checked = headers instanceof Headers;
-  for (const [name, value] of headers) {
+  for (const [field, value] of headers) {
+    // A Headers object yields lower-case names; a plain list is lower-cased here.
+    const name = checked ? field : field.toLowerCase();
     if (HOP_BY_HOP.has(name)) continue;
     if (!checked) checkField(name, value);
     if (name === "date") hasDate = true;
@@ -1438,6 +1445,15 @@ export function serializeResponseHead(
   else if (options.version === 0) head += "connection: keep-alive\r\n";
   head += "\r\n";
   return encodeLatin1(head, options.body);
+}
+
+/** reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ) (RFC 9112 §4). */
+function isReasonPhrase(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code > 0xff || FIELD_VALUE[code] !== 1) return false;
+  }
+  return true;
 }
 
 /** Rejects a field a handler could use to inject lines into the head. */
@@ -1568,6 +1584,9 @@ const MAX_PIPELINE_BACKLOG = 64 * 1024;
 
 const EMPTY = new Uint8Array(0);
 
+/** Empty lines (CRLF) accepted before a request line: RFC 9112 §2.2 asks for at least one. */
+const MAX_EMPTY_LINES = 2;
+
 /** The connection is waiting for (the rest of) a request head. */
 const READING_HEAD = 0;
 /** A request is being answered; its body may still be arriving. */
@@ -1627,6 +1646,10 @@ class HttpConnection implements ConnectionEvents {
   #nextHeadCheck = 0;
   #body: BodyState | null = null;
   #requestCount = 0;
+  /** Whether the current response's head has been queued (a 100 Continue must come before). */
+  #responseStarted = false;
+  /** Empty lines skipped before the current request line. */
+  #emptyLines = 0;
   /** Aborts the current request's `signal` if the client goes away (with `abortOnDisconnect`). */
   #abort: AbortController | null = null;
   #peerEnded = false;
@@ -1668,7 +1691,14 @@ class HttpConnection implements ConnectionEvents {
 
   /** Checks the deadlines against the clock; called by the server's sweep. */
   checkTimers(now: number): void {
-    if (this.#state === CLOSED) return;
+    if (this.#state === CLOSED) {
+      // Closing: the last bytes get writeTimeout to go out, then the connection is dropped.
+      if (this.#timer === TIMER_WRITE && now >= this.#deadline) {
+        this.#timer = TIMER_OFF;
+        this.#transport.destroy();
+      }
+      return;
+    }
     const body = this.#body;
     if (this.#bodyDeadline !== 0 && now >= this.#bodyDeadline && body !== null && !body.done) {
       this.#bodyDeadline = 0;
@@ -1690,7 +1720,7 @@ class HttpConnection implements ConnectionEvents {
       this.#state = CLOSED;
       this.#send(errorResponseBytes(503));
       this.#flush();
-      this.#transport.end();
+      this.#endTransport();
     } else {
       this.#destroy(); // TIMER_WRITE: the client stopped reading the response
     }
@@ -1768,9 +1798,11 @@ class HttpConnection implements ConnectionEvents {
         body,
         new HttpError("UNEXPECTED_EOF", "Cannot read body: the client closed the connection"),
       );
-    } else if (this.#state === READING_HEAD) {
-      // Nothing to answer, or a head cut short: there is nobody left to read an error.
-      this.#closeNow();
+    } else if (this.#state === READING_HEAD && !this.#awaitingDrain) {
+      // Complete pipelined requests still buffered are answered first; #processInput closes once
+      // nothing but (at most) a head cut short is left, for nobody is left to read an error.
+      if (this.#end > this.#start) this.#processInput();
+      else this.#closeNow();
     }
   }
 
@@ -1788,6 +1820,7 @@ class HttpConnection implements ConnectionEvents {
   onClose(): void {
     this.#state = CLOSED;
     this.#writable = false;
+    this.#timer = TIMER_OFF;
     const body = this.#body;
     if (body !== null && !body.done && body.error === null) {
       body.error = new HttpError("UNEXPECTED_EOF", "Cannot read body: the connection closed");
@@ -1838,7 +1871,7 @@ class HttpConnection implements ConnectionEvents {
   #processInput(): void {
     if (this.#awaitingDrain) return;
     try {
-      while (this.#state === READING_HEAD) {
+      while (this.#state === READING_HEAD && !this.#awaitingDrain) {
         if (!this.#skipEmptyLines()) break;
         const head = this.#parseHead();
         if (head === null) break;
@@ -1872,6 +1905,13 @@ class HttpConnection implements ConnectionEvents {
     while (
       this.#end - this.#start >= 2 && buffer[this.#start] === CR && buffer[this.#start + 1] === LF
     ) {
+      // A few, not any number: a client must not keep a connection alive on empty lines alone.
+      if (++this.#emptyLines > MAX_EMPTY_LINES) {
+        throw new HttpError(
+          "INVALID_REQUEST_LINE",
+          "Cannot parse request line: too many empty lines",
+        );
+      }
       this.#start += 2;
       this.#headScanFrom = this.#start;
     }
@@ -1904,6 +1944,7 @@ class HttpConnection implements ConnectionEvents {
     const head = parseKnownHead(buffer, start, headEnd, this.#options);
     this.#start = headEnd;
     this.#headScanFrom = headEnd;
+    this.#emptyLines = 0;
     this.#nextHeadCheck = 0;
     return head;
   }
@@ -1941,6 +1982,7 @@ class HttpConnection implements ConnectionEvents {
       : null;
     this.#body = body;
     this.#state = ANSWERING;
+    this.#responseStarted = false;
     this.#setTimer(TIMER_HANDLER, this.#options.handlerTimeout);
     // The body bytes that came with the head go to the body stream, which the Request creates.
     const request = head.target === "*" ? null : this.#buildRequest(head, body);
@@ -2016,7 +2058,10 @@ class HttpConnection implements ConnectionEvents {
         body.controller = controller;
       },
       pull: () => {
-        if (body.expectContinue && !body.continueSent && !body.done && this.#writable) {
+        if (
+          body.expectContinue && !body.continueSent && !body.done && this.#writable &&
+          !this.#responseStarted
+        ) {
           // RFC 9110 §10.1.1: the client waits for this before sending the body.
           body.continueSent = true;
           this.#send(CONTINUE_BYTES);
@@ -2205,6 +2250,7 @@ class HttpConnection implements ConnectionEvents {
 
   /** Writes a handler's response with the framing it calls for. */
   async #writeResponse(head: RequestHead, response: Response, prefix: BodyPrefix): Promise<void> {
+    this.#responseStarted = true;
     const keepAlive = this.#keepAlive(head);
     const status = response.status;
     const headers = response.headers;
@@ -2316,7 +2362,7 @@ class HttpConnection implements ConnectionEvents {
   }
 
   /** After a response: close, drop the rest of the body, or read the next request. */
-  #finishExchange(): void {
+  #finishExchange(readNext = true): void {
     this.#abort = null; // the exchange is complete: a later disconnect aborts nothing
     if (this.#state === CLOSED) return;
     if (this.#closeRequested || this.#body?.error) {
@@ -2346,13 +2392,14 @@ class HttpConnection implements ConnectionEvents {
       this.#setTimer(TIMER_WRITE, this.#options.writeTimeout);
       return;
     }
-    this.#processInput();
+    if (readNext) this.#processInput();
   }
 
   /** Answers `OPTIONS *` for the server as a whole. */
   #answerAsterisk(head: RequestHead): void {
     const keepAlive = this.#keepAlive(head);
     const headers = new Headers({ allow: ALLOWED_METHODS_HEADER });
+    this.#responseStarted = true;
     this.#send(
       serializeResponseHead(204, headers, {
         framing: NO_BODY,
@@ -2361,7 +2408,9 @@ class HttpConnection implements ConnectionEvents {
       }),
     );
     this.#closeRequested ||= !keepAlive;
-    this.#finishExchange();
+    // Answered synchronously: the #processInput loop that called us goes on to the next request
+    // (a recursive call per pipelined OPTIONS * would grow the stack without bound).
+    this.#finishExchange(false);
   }
 
   /** Answers a protocol violation with its status, then closes: nothing after it is trusted. */
@@ -2376,7 +2425,7 @@ class HttpConnection implements ConnectionEvents {
     this.#state = CLOSED;
     this.#send(response);
     this.#flush();
-    this.#transport.end();
+    this.#endTransport();
   }
 
   /** Queues bytes; they go out at the next flush. */
@@ -2410,6 +2459,13 @@ class HttpConnection implements ConnectionEvents {
     if (this.#state === CLOSED) return;
     this.#state = CLOSED;
     this.#flush();
+    this.#endTransport();
+  }
+
+  /** Half-closes, with writeTimeout (plus the linger) as the bound on a client that never reads. */
+  #endTransport(): void {
+    const limit = this.#options.writeTimeout;
+    this.#setTimer(TIMER_WRITE, limit === Infinity ? Infinity : limit + LINGER_MILLISECONDS);
     this.#transport.end();
   }
 
@@ -2532,6 +2588,8 @@ export type TransportName = "deno" | "bun" | "node";
 const WRITE_HIGH_WATER = 64 * 1024;
 /** How long a closing connection keeps reading and dropping input before it is torn down. */
 const LINGER_MILLISECONDS = 2000;
+/** How long Deno's accept loop waits after a failed accept (out of file descriptors, say). */
+const ACCEPT_RETRY_MILLISECONDS = 50;
 /** Size of the buffer Deno reads into. */
 const READ_BUFFER_BYTES = 64 * 1024;
 /**
@@ -2564,8 +2622,9 @@ interface DenoConn {
   close(): void;
   setNoDelay?(noDelay?: boolean): void;
 }
-interface DenoListener extends AsyncIterable<DenoConn> {
+interface DenoListener {
   readonly addr: DenoAddr;
+  accept(): Promise<DenoConn>;
   close(): void;
 }
 interface DenoNamespace {
@@ -2637,15 +2696,27 @@ const listenDeno: Transport = (options, accept) => {
     ? deno.listen({ hostname, port, transport: "tcp" })
     : deno.listenTls({ hostname, port, ...tls, alpnProtocols: ["http/1.1"] });
   const secure = tls !== undefined;
+  let closed = false;
   (async () => {
-    for await (const conn of listener) {
+    while (!closed) {
+      let conn: DenoConn;
+      try {
+        conn = await listener.accept();
+      } catch {
+        if (closed) return;
+        // Out of file descriptors (EMFILE) and the like: the listener is still good, so wait a
+        // little and accept again, as libuv does for Node, instead of serving nobody ever after.
+        await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MILLISECONDS));
+        continue;
+      }
       const connection = new DenoConnection(conn, secure);
       connection.start(accept(connection));
     }
-  })().catch(() => {/* the listener was closed */});
+  })();
   return {
     addr: toNetAddr(listener.addr.hostname, listener.addr.port),
     close: () => {
+      closed = true;
       try {
         listener.close();
       } catch { /* already closed */ }
@@ -3009,8 +3080,10 @@ class NodeConnection implements TransportConnection {
     if (this.#ending) return;
     this.#ending = true;
     this.#socket.resume();
-    this.#socket.end();
-    this.#linger = setTimeout(() => this.#socket.destroy(), LINGER_MILLISECONDS);
+    // Linger once everything is flushed (the driver's writeTimeout bounds the flush itself).
+    this.#socket.end(() => {
+      this.#linger = setTimeout(() => this.#socket.destroy(), LINGER_MILLISECONDS);
+    });
   }
 
   destroy(): void {
@@ -3108,8 +3181,9 @@ export interface ServeOptions extends Partial<Limits>, Partial<Timeouts> {
 /** A running server, returned by {@linkcode serve}. */
 export interface Server {
   /**
-   * The bound address. Deno and Bun bind at once; `node:net` binds asynchronously, so before
-   * `ready` resolves there this throws.
+   * The bound address. `Deno.listen` and `Bun.listen` bind at once; `node:net` (the default on
+   * Node, and for HTTPS on Deno) binds asynchronously, so before `ready` resolves there this
+   * throws.
    */
   readonly addr: NetAddr;
   /** Resolves with the bound address once the server listens; rejects if it cannot listen. */
@@ -4137,8 +4211,8 @@ export function evaluatePreconditions(
 
 /**
  * Evaluates `If-Range` (RFC 9110 §13.1.5): whether the client's copy is still current, so that
- * the ranges it asks for may be sent. An entity-tag must match strongly, so a weak ETag (such as
- * the static file server's) never does; an HTTP-date must equal the last modification time
+ * the ranges it asks for may be sent. An entity-tag must match strongly, so a weak ETag never
+ * does (the static file server's are strong); an HTTP-date must equal the last modification time
  * exactly. Anything else, malformed values included, is false: send the whole representation.
  *
  * @param value The `If-Range` value.

@@ -1241,6 +1241,101 @@ describe("serve() driver over an in-memory connection", () => {
     assert.throws(() => serve({ cert: "x", transport }, handler), TypeError);
     assert.throws(() => serve({ transport }, undefined as unknown as Handler), TypeError);
   });
+
+  // Found in review: each of these once misbehaved.
+
+  test("serve() never lets a status text split the response head", async () => {
+    // Bun's Response accepts any statusText; Node's and Deno's refuse it (and the handler throws).
+    const handler: Handler = () => {
+      return new Response("x", { statusText: "OK\u010d\u010aX-Injected: 1" });
+    };
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const connection = connect();
+      connection.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+      await settle(() => connection.output().length > 0 || connection.destroyed);
+      await delay(5);
+      assert.ok(!/x-injected/i.test(connection.output()), connection.output());
+      assert.ok(
+        connection.destroyed || connection.output().startsWith("HTTP/1.1 500 "),
+        connection.output(),
+      );
+    });
+  });
+
+  test("serve() refuses more than two empty lines before a request line", async () => {
+    await withServer(memoryServer(echoUrl), async ({ connect }) => {
+      const ok2 = connect();
+      ok2.send("\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+      await expectOutput(ok2, ok("GET http://a/", "connection: close\r\n"), true);
+      const flood = connect();
+      flood.send("\r\n\r\n\r\n");
+      await expectOutput(flood, BAD_REQUEST, true);
+    });
+  });
+
+  test("serve() sends no 100 Continue once the response has begun", async () => {
+    const handler: Handler = (request) => {
+      let step = 0;
+      return new Response(
+        new ReadableStream({
+          async pull(controller) {
+            if (step++ === 0) {
+              controller.enqueue(bytesOf("start;"));
+              return;
+            }
+            await delay(10);
+            // Reading the body only now: the 100 Continue would land inside the chunked body.
+            request.body?.getReader().read().catch(() => {});
+            await delay(10);
+            controller.close();
+          },
+        }),
+        { headers: { "content-type": "text/plain" } },
+      );
+    };
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const connection = connect();
+      connection.send(
+        "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+      );
+      await settle(() => connection.ended);
+      assert.ok(!connection.output().includes("100 Continue"), connection.output());
+    });
+  });
+
+  test("serve() answers thousands of pipelined OPTIONS * without growing the stack", async () => {
+    const count = 5000;
+    await withServer(
+      memoryServer(echoUrl, { maxRequestsPerConnection: count + 1 }),
+      async ({ connect }) => {
+        const connection = connect();
+        connection.send("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n".repeat(count));
+        await settle(() => connection.output().split("204 No Content").length - 1 >= count);
+        assert.equal(connection.output().split("204 No Content").length - 1, count);
+        assert.equal(connection.destroyed, false);
+      },
+    );
+  });
+
+  test("serve() answers every pipelined request before a FIN that came while it waited to write", async () => {
+    const body = new Uint8Array(200 * 1024).fill(0x61);
+    const handler: Handler = () =>
+      new Response(body, { headers: { "content-type": "application/octet-stream" } });
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const connection = connect();
+      connection.writeResult = false;
+      connection.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n".repeat(4));
+      await settle(() => connection.writes.length > 0);
+      connection.sendEnd();
+      connection.writeResult = true;
+      for (let i = 0; i < 100 && !connection.ended; i++) {
+        connection.events?.onDrain();
+        await delay(1);
+      }
+      await settle(() => connection.ended);
+      assert.equal(connection.output().split("HTTP/1.1 200 OK").length - 1, 4);
+    });
+  });
 });
 
 //#endregion
