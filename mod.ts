@@ -100,8 +100,8 @@ export interface Limits {
 
 /**
  * How long the server waits, in milliseconds. Each is measured against a clock that ticks a few
- * times per shortest timeout, so a timeout fires within about a quarter of itself (and at least 10 ms) of its time. `Infinity`
- * disables one.
+ * times per shortest timeout, so a timeout fires within about a quarter of itself (and at least
+ * 10 ms) of its time. `Infinity` disables one.
  */
 export interface Timeouts {
   /**
