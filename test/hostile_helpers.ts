@@ -20,43 +20,13 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { serve } from "../mod.ts";
+import { delay, settle, waitUntil, withTimeout } from "./helpers.ts";
 import type { Handler, ServeOptions, Server, TransportName } from "../mod.ts";
 
 //#region Time
 
-/** Resolves after `ms` milliseconds. */
-export function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Rejects with a message naming `what` if `promise` takes longer than `ms`. */
-export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Polls `predicate` until it holds or `ms` pass; returns whether it held. */
-export async function settle(predicate: () => boolean, ms = 3000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (let round = 0; round < 1_000_000; round++) {
-    if (predicate()) return true;
-    if (Date.now() >= deadline) return false;
-    await delay(round < 10 ? 1 : 5);
-  }
-  return predicate();
-}
-
-/** Polls `predicate` until it holds; throws naming `what` after `ms`. */
-export async function waitUntil(predicate: () => boolean, what: string, ms = 3000): Promise<void> {
-  if (!await settle(predicate, ms)) throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
-}
+// The time helpers are the driver tests' own (test/helpers.ts).
+export { delay, settle, waitUntil, withTimeout };
 
 //#endregion
 //#region Bytes
