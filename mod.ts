@@ -686,13 +686,16 @@ function parseCompleteHead(
         host = value;
         hostCount++;
         break;
-      case "connection":
-        for (const option of value.toLowerCase().split(",")) {
+      case "connection": {
+        const options = value.toLowerCase();
+        // Nearly always one option; a list is split only when there is one.
+        for (const option of options.includes(",") ? options.split(",") : [options]) {
           const token = option.trim();
           if (token === "close") connectionClose = true;
           else if (token === "keep-alive") connectionKeepAlive = true;
         }
         break;
+      }
       case "expect":
         if (value.toLowerCase() !== "100-continue") {
           throw new HttpError(
@@ -1578,6 +1581,9 @@ const MAX_DISCARD_BYTES = 256 * 1024;
 
 /** Microtask turns to wait for a response body read before treating the body as a live stream. */
 const BODY_READ_TURNS = 12;
+
+/** The most of a response body read ahead to send it with `Content-Length` in one write. */
+const MAX_BODY_PREFIX_BYTES = 1024 * 1024;
 
 /** Bytes of unparsed input to hold while a request is being answered, before pausing the socket. */
 const MAX_PIPELINE_BACKLOG = 64 * 1024;
@@ -2505,7 +2511,7 @@ async function readAvailable(reader: ReadableStreamDefaultReader<Uint8Array>): P
     }
     chunks.push(value);
     length += value.length;
-    if (length > MAX_PIPELINE_BACKLOG * 16) {
+    if (length > MAX_BODY_PREFIX_BYTES) {
       return { chunks, length, done: false, pending: null, reader };
     }
   }
@@ -2529,16 +2535,21 @@ function formatHost(addr: NetAddr): string {
 }
 
 /** A short plain-text response, for errors and the default 500. */
-function plainResponse(status: number): Response {
-  return new Response(`${status} ${STATUS_TEXT[status] ?? ""}\n`, {
+function plainResponse(status: number, extra?: Record<string, string>): Response {
+  return new Response(statusBody(status), {
     status,
-    headers: { "content-type": "text/plain; charset=utf-8" },
+    headers: { "content-type": "text/plain; charset=utf-8", ...extra },
   });
+}
+
+/** The body of every plain-text status response: `404 Not Found`; it never echoes the request. */
+function statusBody(status: number): string {
+  return `${status} ${STATUS_TEXT[status] ?? ""}\n`;
 }
 
 /** The bytes of an error response with `Connection: close`; the body never echoes the request. */
 function errorResponseBytes(status: number): Uint8Array {
-  const body = ASCII_ENCODER.encode(`${status} ${STATUS_TEXT[status] ?? ""}\n`);
+  const body = ASCII_ENCODER.encode(statusBody(status));
   return serializeResponseHead(status, [["content-type", "text/plain; charset=utf-8"]], {
     framing: { kind: "length", length: body.length },
     close: true,
@@ -3881,9 +3892,7 @@ function withoutBody(response: Response): Response {
 
 /** A short plain-text answer of the router's own. */
 function routerResponse(status: number, allow?: string): Response {
-  const headers: Record<string, string> = { "content-type": "text/plain; charset=utf-8" };
-  if (allow !== undefined) headers.allow = allow;
-  return new Response(`${status} ${STATUS_TEXT[status] ?? ""}\n`, { status, headers });
+  return plainResponse(status, allow === undefined ? undefined : { allow });
 }
 
 //#endregion
@@ -4841,7 +4850,7 @@ function fileErrorResponse(
   const headers = baseHeaders(cors);
   headers.set("content-type", "text/plain; charset=utf-8");
   if (extra !== undefined) { for (const name in extra) headers.set(name, extra[name]); }
-  return new Response(`${status} ${STATUS_TEXT[status] ?? ""}\n`, { status, headers });
+  return new Response(statusBody(status), { status, headers });
 }
 
 /** The answer to a method other than GET and HEAD: 405, or a CORS preflight's 204. */
@@ -5577,13 +5586,9 @@ export function rateLimit(options: RateLimitOptions, handler: Handler): Handler 
     ];
     if (!allowed) {
       const retryAfter = Math.max(1, Math.ceil((1 - bucket.tokens) / refillPerMs / 1000));
-      return new Response("429 Too Many Requests\n", {
-        status: 429,
-        headers: [
-          ["content-type", "text/plain; charset=utf-8"],
-          ["retry-after", String(retryAfter)],
-          ...fields,
-        ],
+      return plainResponse(429, {
+        "retry-after": String(retryAfter),
+        ...Object.fromEntries(fields),
       });
     }
     const result = handler(request, info);

@@ -20,7 +20,14 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { serve } from "../mod.ts";
-import { delay, settle, waitUntil, withTimeout } from "./helpers.ts";
+import {
+  bytesOf as latin1,
+  delay,
+  settle,
+  textOf as fromLatin1,
+  waitUntil,
+  withTimeout,
+} from "./helpers.ts";
 import type { Handler, ServeOptions, Server, TransportName } from "../mod.ts";
 
 //#region Time
@@ -31,24 +38,8 @@ export { delay, settle, waitUntil, withTimeout };
 //#endregion
 //#region Bytes
 
-/** Encodes a string one byte per code unit (latin1). */
-export function latin1(text: string): Uint8Array {
-  const bytes = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i) & 0xff;
-  return bytes;
-}
-
-/** Decodes bytes one code unit per byte (latin1). */
-export function fromLatin1(chunks: Uint8Array | readonly Uint8Array[]): string {
-  const list = chunks instanceof Uint8Array ? [chunks] : chunks;
-  let text = "";
-  for (const chunk of list) {
-    for (let i = 0; i < chunk.length; i += 4096) {
-      text += String.fromCharCode(...chunk.subarray(i, i + 4096));
-    }
-  }
-  return text;
-}
+// The byte helpers are test/helpers.ts's, under the names these tests use.
+export { fromLatin1, latin1 };
 
 /** A printable form of raw bytes for test names and messages. */
 export function show(text: string, max = 160): string {
