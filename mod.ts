@@ -302,6 +302,30 @@ const STATUS_TEXT: Readonly<Record<number, string>> = {
 const ASCII_ENCODER = new TextEncoder();
 const ASCII_DECODER = new TextDecoder();
 
+// Small byte arrays come from a shared slab. On V8 (Deno, Node) `new Uint8Array(150)` costs about
+// 0.55 µs, a view of a slab 0.03 µs (measured), and a response head is one allocation per
+// request, a Deno read another. A slab is never written twice: it is dropped when full and lives
+// on only as long as views of it do, which is why only small arrays come from it. On Bun (JSC)
+// allocating is cheaper than making a view, so there each array is its own.
+const SLAB_BYTES = 16 * 1024;
+const MAX_SLAB_ALLOCATION = 2 * 1024;
+const SLAB_ALLOCATION = (globalThis as { Bun?: unknown }).Bun === undefined;
+let slab = new Uint8Array(0);
+let slabUsed = 0;
+
+/** A new byte array of `length` bytes (zeroed only if not from a slab: callers fill it whole). */
+function allocBytes(length: number): Uint8Array {
+  if (!SLAB_ALLOCATION || length > MAX_SLAB_ALLOCATION) return new Uint8Array(length);
+  if (slabUsed + length > slab.length) {
+    slab = new Uint8Array(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  const start = slabUsed;
+  // Keep views 8-byte aligned, as allocators do.
+  slabUsed += (length + 7) & ~7;
+  return slab.subarray(start, start + length);
+}
+
 /** The last chunk of a chunked body with no trailers: `0\r\n\r\n`. */
 export const LAST_CHUNK: Uint8Array = ASCII_ENCODER.encode("0\r\n\r\n");
 const CRLF_BYTES = ASCII_ENCODER.encode("\r\n");
@@ -1427,15 +1451,22 @@ export function serializeResponseHead(
   const reason = given || STATUS_TEXT[status] || "";
   let head = `HTTP/1.1 ${status} ${reason}\r\n`;
   let hasDate = false;
-  // Headers objects validate names and values; a plain iterable must be checked here.
-  const checked = headers instanceof Headers;
-  for (const [field, value] of headers) {
-    // A Headers object yields lower-case names; a plain list is lower-cased here.
-    const name = checked ? field : field.toLowerCase();
-    if (HOP_BY_HOP.has(name)) continue;
-    if (!checked) checkField(name, value);
-    if (name === "date") hasDate = true;
-    head += `${name}: ${value}\r\n`;
+  if (headers instanceof Headers) {
+    // A Headers object validated its names and values and yields them lower-cased. forEach, not
+    // for-of: Deno's Headers iterator costs about 5× as much (0.57 µs against 0.12 for one field).
+    headers.forEach((value, name) => {
+      if (HOP_BY_HOP.has(name)) return;
+      if (name === "date") hasDate = true;
+      head += `${name}: ${value}\r\n`;
+    });
+  } else {
+    for (const [field, value] of headers) {
+      const name = field.toLowerCase();
+      if (HOP_BY_HOP.has(name)) continue;
+      checkField(name, value);
+      if (name === "date") hasDate = true;
+      head += `${name}: ${value}\r\n`;
+    }
   }
   if (!hasDate) head += dateLine();
   const { framing } = options;
@@ -1474,7 +1505,7 @@ function checkField(name: string, value: string): void {
 
 /** Encodes a latin1 string, with `tail` appended, into one new byte array. */
 function encodeLatin1(text: string, tail?: Uint8Array): Uint8Array {
-  const bytes = new Uint8Array(text.length + (tail === undefined ? 0 : tail.length));
+  const bytes = allocBytes(text.length + (tail === undefined ? 0 : tail.length));
   const { read, written } = ASCII_ENCODER.encodeInto(text, bytes);
   if (read !== text.length || written !== text.length) {
     // Not ASCII: TextEncoder wrote UTF-8. Write each code point as one byte instead.
@@ -1889,6 +1920,12 @@ class HttpConnection implements ConnectionEvents {
     if (this.#state === READING_HEAD) {
       // Part of a head waiting: the head timer runs; nothing at all: the idle timer.
       const waiting = this.#end > this.#start;
+      if (!waiting) {
+        // Let the input go: it may be a view of a shared slab, which an idle connection should
+        // not keep alive.
+        this.#buffer = EMPTY;
+        this.#start = this.#end = 0;
+      }
       if (waiting && this.#timer === TIMER_IDLE) {
         this.#setTimer(TIMER_HEAD, this.#options.headTimeout);
       } else if (!waiting && this.#timer === TIMER_HEAD) {
@@ -2519,7 +2556,7 @@ async function readAvailable(reader: ReadableStreamDefaultReader<Uint8Array>): P
 
 /** Concatenates byte arrays of known total length. */
 function concat(pieces: Uint8Array[], length: number): Uint8Array {
-  const bytes = new Uint8Array(length);
+  const bytes = allocBytes(length);
   let offset = 0;
   for (const piece of pieces) {
     bytes.set(piece, offset);
@@ -2785,7 +2822,11 @@ class DenoConnection implements TransportConnection {
         return;
       }
       // A copy of what arrived: the driver may keep views of it while this buffer is read into again.
-      if (!this.#ending) this.#events.onData(buffer.slice(0, count));
+      if (!this.#ending) {
+        const chunk = allocBytes(count);
+        chunk.set(count === buffer.length ? buffer : buffer.subarray(0, count));
+        this.#events.onData(chunk);
+      }
       if (count === buffer.length && buffer.length < READ_BUFFER_BYTES) {
         buffer = new Uint8Array(READ_BUFFER_BYTES); // a body or a burst: read in larger pieces
       }

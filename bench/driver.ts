@@ -1,0 +1,66 @@
+// The connection driver alone, without sockets: requests pushed through a memory transport, one
+// at a time, into `serve()` with a fetch handler, and the time per request printed. It isolates
+// what wireserve itself costs per request (parsing, `Request`, the handler's `Response`, reading
+// its body, serializing) from the runtime's socket I/O, and is the loop to profile:
+//
+//   deno run -A bench/driver.ts [N]        bun bench/driver.ts [N]        node bench/driver.ts [N]
+//   node --cpu-prof bench/driver.ts        (and deno run --cpu-prof, bun --cpu-prof)
+
+import { type ConnectionEvents, serve, type TransportConnection } from "../mod.ts";
+
+const G = globalThis as unknown as {
+  Deno?: { args: string[] };
+  process?: { argv: string[] };
+};
+const args = G.Deno !== undefined ? G.Deno.args : G.process!.argv.slice(2);
+const count = Number(args[0] ?? 200_000);
+const request = new TextEncoder().encode(
+  "GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n",
+);
+
+let events: ConnectionEvents | undefined;
+let wake: () => void = () => {};
+let bytesOut = 0;
+const connection: TransportConnection = {
+  remoteAddr: { hostname: "127.0.0.1", port: 40000, transport: "tcp" },
+  localAddr: { hostname: "127.0.0.1", port: 8080, transport: "tcp" },
+  secure: false,
+  write(bytes) {
+    bytesOut += bytes.length;
+    wake();
+    return true;
+  },
+  pause() {},
+  resume() {},
+  end() {},
+  destroy() {},
+};
+const server = serve({
+  port: 0,
+  transport: (_options, accept) => {
+    events = accept(connection);
+    return { addr: { hostname: "127.0.0.1", port: 8080, transport: "tcp" }, close() {} };
+  },
+  maxRequestsPerConnection: Number.MAX_SAFE_INTEGER,
+}, () => new Response("Hello, World!"));
+await server.ready;
+
+async function run(n: number): Promise<number> {
+  const started = performance.now();
+  for (let i = 0; i < n; i++) {
+    const written = new Promise<void>((resolve) => wake = resolve);
+    events!.onData(request.slice());
+    await written;
+  }
+  return performance.now() - started;
+}
+
+await run(Math.min(count, 20_000)); // warm-up
+const elapsed = await run(count);
+console.log(
+  `${
+    (elapsed * 1000 / count).toFixed(2)
+  } µs per request (${count} requests, ${bytesOut} bytes out)`,
+);
+events!.onClose();
+await server.shutdown();
