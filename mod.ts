@@ -690,9 +690,11 @@ function parseCompleteHead(
       break;
     }
   }
-  const text = ascii
-    ? ASCII_DECODER.decode(buf.subarray(start, headEnd))
-    : decodeLatin1(buf, start, headEnd);
+  const text = !ascii
+    ? decodeLatin1(buf, start, headEnd)
+    : start === 0 && headEnd === buf.length
+    ? ASCII_DECODER.decode(buf) // the usual chunk: exactly one request head, no view needed
+    : ASCII_DECODER.decode(buf.subarray(start, headEnd));
   const method = text.slice(0, line.methodEnd - start);
   const target = text.slice(line.targetStart - start, line.targetEnd - start);
   const headers: Array<[string, string]> = [];
@@ -2814,8 +2816,6 @@ const listenDeno: Transport = (options, accept) => {
 };
 
 class DenoConnection implements TransportConnection {
-  readonly remoteAddr: NetAddr;
-  readonly localAddr: NetAddr;
   readonly secure: boolean;
   #conn: DenoConn;
   #events: ConnectionEvents = IGNORED_EVENTS;
@@ -2828,15 +2828,26 @@ class DenoConnection implements TransportConnection {
   #wake: (() => void) | null = null;
   #linger: ReturnType<typeof setTimeout> | undefined;
   #peerEnded = false;
+  #remoteAddr: NetAddr | undefined;
+  #localAddr: NetAddr | undefined;
 
   constructor(conn: DenoConn, secure: boolean) {
     this.#conn = conn;
     this.secure = secure;
-    this.remoteAddr = toNetAddr(conn.remoteAddr.hostname, conn.remoteAddr.port);
-    this.localAddr = toNetAddr(conn.localAddr.hostname, conn.localAddr.port);
     try {
       conn.setNoDelay?.(true);
     } catch { /* not a TCP socket */ }
+  }
+
+  // Converted when first asked for (most handlers never do), then kept.
+  get remoteAddr(): NetAddr {
+    const conn = this.#conn;
+    return this.#remoteAddr ??= toNetAddr(conn.remoteAddr.hostname, conn.remoteAddr.port);
+  }
+
+  get localAddr(): NetAddr {
+    const conn = this.#conn;
+    return this.#localAddr ??= toNetAddr(conn.localAddr.hostname, conn.localAddr.port);
   }
 
   start(events: ConnectionEvents): void {
@@ -3970,15 +3981,21 @@ function splitRoutePath(url: string): string[] | null {
 }
 
 /** The same response without its body, for HEAD; the body is cancelled so nothing leaks. */
-function withoutBody(response: Response): Response {
+async function withoutBody(response: Response): Promise<Response> {
   // A 101 cannot be rebuilt (Response only takes 200-599) and has no body anyway.
-  if (response.body === null || response.status < 200) return response;
-  response.body.cancel().catch(() => {});
-  return new Response(null, {
-    status: response.status,
-    statusText: response.statusText,
-    headers: response.headers,
-  });
+  const body = response.body;
+  if (body === null || response.status < 200) return response;
+  const headers = new Headers(response.headers);
+  if (headers.has("content-length")) {
+    body.cancel().catch(() => {});
+  } else {
+    // RFC 9110 §9.3.2: HEAD should get the fields GET would, Content-Length included. A body that
+    // is there at once (a string, bytes) is measured; a live stream is not waited for.
+    const prefix = await readAvailable(body.getReader()).catch(() => null);
+    if (prefix?.done) headers.set("content-length", String(prefix.length));
+    else prefix?.reader?.cancel().catch(() => {});
+  }
+  return new Response(null, { status: response.status, statusText: response.statusText, headers });
 }
 
 /** A short plain-text answer of the router's own. */
@@ -5549,7 +5566,7 @@ export function clientAddress(
   const value = request.headers.get(header) ?? "";
   const hops = header === "forwarded"
     ? forwardedFor(value)
-    : value.split(",").map((hop) => hop.trim());
+    : value.split(",").map((hop) => withoutPort(hop.trim()));
   for (let i = hops.length - 1; i >= 0; i--) {
     const hop = hops[i];
     if (hop === "" || !trusted(hop)) return hop === "" ? peer : hop;
@@ -5566,15 +5583,56 @@ function forwardedFor(value: string): string[] {
       if (equals === -1 || pair.slice(0, equals).trim().toLowerCase() !== "for") continue;
       let node = pair.slice(equals + 1).trim();
       if (node.startsWith('"') && node.endsWith('"') && node.length >= 2) node = node.slice(1, -1);
-      if (node.startsWith("[")) {
-        node = node.slice(1, node.indexOf("]") > 0 ? node.indexOf("]") : undefined);
-      } else if (node.indexOf(":") === node.lastIndexOf(":") && node.includes(".")) {
-        node = node.split(":")[0]; // IPv4 with a port
-      }
-      addresses.push(node);
+      addresses.push(withoutPort(node));
     }
   }
   return addresses;
+}
+
+/**
+ * An address from a forwarding header without its port: `192.0.2.1:4711` and `[2001:db8::1]:4711`
+ * (some proxies add the client's port) name the same client as `192.0.2.1` and `2001:db8::1`.
+ */
+function withoutPort(node: string): string {
+  if (node.startsWith("[")) {
+    const close = node.indexOf("]");
+    return node.slice(1, close > 0 ? close : undefined);
+  }
+  const colon = node.indexOf(":");
+  // One colon after a dotted address is IPv4 with a port; more colons are an IPv6 address.
+  if (colon !== -1 && colon === node.lastIndexOf(":") && node.includes(".")) {
+    return node.slice(0, colon);
+  }
+  return node;
+}
+
+/**
+ * The bucket key for a client address: an IPv4 address as it is, an IPv6 address by its /64
+ * prefix. A client is usually given a whole /64 and may use any address in it, so keying each
+ * IPv6 address alone would give one client 2^64 buckets (and let it flush everyone else's).
+ */
+function addressKey(address: string): string {
+  if (!address.includes(":")) return address;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped !== null) return mapped[1];
+  const zone = address.indexOf("%");
+  const bare = (zone === -1 ? address : address.slice(0, zone)).toLowerCase();
+  const gap = bare.indexOf("::");
+  let groups: string[];
+  if (gap === -1) groups = bare.split(":");
+  else {
+    const head = bare.slice(0, gap) === "" ? [] : bare.slice(0, gap).split(":");
+    const tail = bare.slice(gap + 2) === "" ? [] : bare.slice(gap + 2).split(":");
+    // An embedded IPv4 tail (::1.2.3.4) counts as two groups; only the first four matter here.
+    const tailGroups = tail.length > 0 && tail[tail.length - 1].includes(".")
+      ? tail.length + 1
+      : tail.length;
+    groups = [...head, ...Array(Math.max(0, 8 - head.length - tailGroups)).fill("0"), ...tail];
+  }
+  if (groups.length < 4) return address; // not an address: keep it whole
+  return `${
+    groups.slice(0, 4).map((group) => (parseInt(group, 16) || 0).toString(16)).join(":")
+  }::/64`;
 }
 
 /** Options for {@linkcode rateLimit}. */
@@ -5589,7 +5647,8 @@ export interface RateLimitOptions {
   windowMs?: number;
   /**
    * Which bucket a request draws from. Defaults to the client address, as
-   * {@linkcode clientAddress} finds it with `trustProxy`.
+   * {@linkcode clientAddress} finds it with `trustProxy`; an IPv6 address counts by its /64 prefix,
+   * because one client usually holds a whole /64.
    */
   key?: (request: Request, info: ConnInfo) => string;
   /** Proxies whose forwarding header names the client. None by default. */
@@ -5650,7 +5709,7 @@ export function rateLimit(options: RateLimitOptions, handler: Handler): Handler 
   const refillPerMs = limit / windowMs;
   const key = options.key ??
     ((request: Request, info: ConnInfo) =>
-      clientAddress(request, info, options.trustProxy, options.proxyHeader));
+      addressKey(clientAddress(request, info, options.trustProxy, options.proxyHeader)));
   const policyField = `"${policy}";q=${limit};w=${Math.ceil(windowMs / 1000)}`;
   // A Map iterates in insertion order: re-inserting on use keeps the least recently used first.
   const buckets = new Map<string, Bucket>();

@@ -528,6 +528,36 @@ describe("rateLimit() and clientAddress()", () => {
     assert.equal((await call(limited, { k: "key0" })).status, 200);
   });
 
+  test("rateLimit: an IPv6 client counts by its /64, IPv4 per address", async () => {
+    const limited = rateLimit({ limit: 1, windowMs: 60_000 }, ok);
+    assert.equal((await call(limited, {}, "2001:db8:1:2::1")).status, 200);
+    // Another address in the same /64, written differently: the same client.
+    assert.equal((await call(limited, {}, "2001:0db8:0001:0002:ffff:0:0:9")).status, 429);
+    assert.equal((await call(limited, {}, "2001:db8:1:2:0:0:0:abcd")).status, 429);
+    // The next /64 is someone else.
+    assert.equal((await call(limited, {}, "2001:db8:1:3::1")).status, 200);
+    assert.equal((await call(limited, {}, "::1")).status, 200);
+    assert.equal((await call(limited, {}, "::2")).status, 429, "::1 and ::2 share ::/64");
+    // IPv4 and its IPv4-mapped form are one client; the next IPv4 address is another.
+    assert.equal((await call(limited, {}, "192.0.2.7")).status, 200);
+    assert.equal((await call(limited, {}, "::ffff:192.0.2.7")).status, 429);
+    assert.equal((await call(limited, {}, "192.0.2.8")).status, 200);
+  });
+
+  test("clientAddress drops the port a proxy adds to an X-Forwarded-For entry", () => {
+    const ask = (value: string) =>
+      clientAddress(
+        new Request("http://a/", { headers: { "x-forwarded-for": value } }),
+        infoFrom("127.0.0.1"),
+        ["127.0.0.1", "10.0.0.1"],
+      );
+    assert.equal(ask("203.0.113.5:4711"), "203.0.113.5");
+    assert.equal(ask("[2001:db8::5]:443"), "2001:db8::5");
+    assert.equal(ask("2001:db8::5"), "2001:db8::5");
+    // A trusted hop written with a port is still trusted.
+    assert.equal(ask("203.0.113.5, 10.0.0.1:1234"), "203.0.113.5");
+  });
+
   test("clientAddress reads only the configured proxy header", () => {
     const request = new Request("http://a/", {
       headers: { "x-forwarded-for": "203.0.113.5", forwarded: "for=6.6.6.6" },

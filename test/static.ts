@@ -636,6 +636,13 @@ describe("Router", () => {
     assert.equal(response.body, null);
   });
 
+  test("Router gives HEAD the Content-Length GET would have, for a body there at once", async () => {
+    const router = new Router().get("/a", () => new Response("héllo"));
+    const response = await ask(router, "HEAD", "/a");
+    assert.equal(response.headers.get("content-length"), "6");
+    assert.equal(response.body, null);
+  });
+
   test("Router drops the body of an async GET route for HEAD", async () => {
     let cancelled = false;
     const body = new ReadableStream({ pull() {}, cancel: () => void (cancelled = true) });
@@ -645,6 +652,7 @@ describe("Router", () => {
     });
     const response = await ask(router, "HEAD", "/a");
     assert.equal(response.body, null);
+    assert.equal(response.headers.get("content-length"), null, "a live stream has no length");
     assert.ok(cancelled, "the GET body was cancelled");
   });
 
@@ -1371,6 +1379,7 @@ describe("Router under serve", () => {
     await withSite(() => router.fetch, async ({ port }) => {
       const response = await exchange(port, "/a", {}, "HEAD");
       assert.equal(response.status, 200);
+      assert.equal(response.headers.get("content-length"), "5");
       assert.equal(response.body, "");
     });
   });
