@@ -2449,6 +2449,11 @@ class HttpConnection implements ConnectionEvents {
     }
     const body = this.#body;
     if (body !== null && !body.done) {
+      // The rest is dropped, not delivered: a reader still waiting (a task the handler left
+      // behind) learns so instead of waiting forever.
+      try {
+        body.controller?.error(new Error("Cannot read body: the response was sent before it"));
+      } catch { /* already closed or cancelled */ }
       body.controller = null;
       this.#state = DISCARDING_BODY;
       this.#timer = TIMER_OFF;

@@ -822,6 +822,25 @@ describe("serve() driver over an in-memory connection", () => {
     });
   });
 
+  test("serve() errors a body read left behind by a handler once it discards the body", async () => {
+    let leftBehind: Promise<string> | undefined;
+    const handler: Handler = (request) => {
+      // Not awaited by the handler; observed at once so that its failure is not unhandled.
+      leftBehind = request.text().then(() => "read", (error: Error) => `failed: ${error.message}`);
+      return textResponse("answered early");
+    };
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const connection = connect();
+      connection.send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello");
+      await expectOutput(connection, ok("answered early"), false);
+      const outcome = await Promise.race([leftBehind!, delay(2000).then(() => "still waiting")]);
+      assert.match(outcome, /^failed: Cannot read body/);
+      // The rest of the body is dropped and the connection goes on.
+      connection.send("worldGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+      await expectOutput(connection, ok("answered early") + ok("answered early"), false);
+    });
+  });
+
   test("serve() closes rather than discard a large unread body", async () => {
     const handler: Handler = () => textResponse("no thanks");
     await withServer(memoryServer(handler), async ({ connect }) => {
