@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 // The benchmark of issue 5: wireserve beside each runtime's native server and its raw-TCP ceiling,
-// same routes, same run, server pinned to one core and wrk to the other. And issue 3's: static
+// same routes, same run, server pinned to one core and wrk to the other. On Node also beside
+// node:http running the same fetch handler through a minimal adapter (`adapter`): Node's native
+// server runs node-style handlers, which skip the undici Request and Response a fetch handler
+// costs there, so only the adapter compares like with like. And issue 3's: static
 // files (4 KiB and 1 MiB) from wireserve's serveDir beside the runtime's own file serving and
 // nginx (a foreground nginx with a generated config, pinned like the others).
 //
@@ -40,9 +43,14 @@ const ROOT = resolve(BENCH, "..");
 const BIN = join(ROOT, "node_modules", ".bin");
 const RESULTS = join(BENCH, "results");
 const RUNTIMES = ["deno", "bun", "node"];
-const KINDS = ["wireserve", "native", "ceiling", "nginx"];
+const KINDS = ["wireserve", "native", "adapter", "ceiling", "nginx"];
 /** The servers of a scenario unless it names its own. */
-const DEFAULT_KINDS = ["wireserve", "native", "ceiling"];
+const DEFAULT_KINDS = ["wireserve", "native", "adapter", "ceiling"];
+/**
+ * The servers only some runtimes run: the fetch adapter is node:http's (Deno.serve and Bun.serve
+ * take fetch handlers already, so their `native` is the like-for-like baseline).
+ */
+const KIND_RUNTIMES = { adapter: ["node"] };
 const STATIC_KINDS = ["wireserve", "native", "nginx"];
 const ECHO_BYTES = 16 * 1024;
 const PIPELINE_DEPTH = 16;
@@ -102,15 +110,23 @@ const SCENARIOS = [
   { id: "idle-rss", label: "idle keep-alive memory", route: "/", rss: true },
 ];
 
-/** The servers `scenario` runs, of those chosen with --kinds. */
-function kindsFor(scenario) {
-  return options.kinds.filter((k) => (scenario.kinds ?? DEFAULT_KINDS).includes(k));
+/** Whether `runtime` has a server of `kind`. */
+function runsOn(kind, runtime) {
+  return KIND_RUNTIMES[kind]?.includes(runtime) ?? true;
+}
+
+/** The servers `scenario` runs on `runtime`, of those chosen with --kinds. */
+function kindsFor(scenario, runtime) {
+  return options.kinds.filter((k) =>
+    (scenario.kinds ?? DEFAULT_KINDS).includes(k) && runsOn(k, runtime)
+  );
 }
 
 const HELP = `usage: node bench/run.mjs [deno|bun|node ...] [options]
 
 Runs every scenario against wireserve, the native server and the raw-TCP ceiling of each chosen
-runtime (default: ${RUNTIMES.join(" ")}), prints a markdown table per runtime and writes it to
+runtime (default: ${RUNTIMES.join(" ")}), on Node also node:http with a fetch adapter running the
+same fetch handler as wireserve, prints a markdown table per runtime and writes it to
 bench/results/latest.md. The static-* scenarios compare wireserve's serveDir with the runtime's
 own file serving and nginx instead (no ceiling), files generated in a temporary directory.
 
@@ -120,7 +136,7 @@ own file serving and nginx instead (no ceiling), files generated in a temporary 
   --quick            1 trial of 2 s: a smoke test
   --scenarios A,B    only these scenarios (${SCENARIOS.map((s) => s.id).join(", ")})
   --kinds A,B        only these servers (${KINDS.join(", ")}; nginx is in static-* only,
-                     ceiling in the others)
+                     ceiling and adapter in the others, adapter on node only)
   --idle N           idle connections for idle-rss (default 5000)
   --server-cpu N     the core the servers are pinned to (default 0)
   --load-cpu N       the core wrk is pinned to (default 1)`;
@@ -916,10 +932,10 @@ async function main() {
     notes[runtime] = [];
     for (const scenario of scenarios) {
       results[runtime][scenario.id] = {};
-      for (const kind of kindsFor(scenario)) {
+      for (const kind of kindsFor(scenario, runtime)) {
         results[runtime][scenario.id][kind] = { trials: [], problems: [] };
       }
-      if (kindsFor(scenario).length === 0) continue;
+      if (kindsFor(scenario, runtime).length === 0) continue;
       log(`\n== ${runtime}: ${scenario.id} (load average ${loadAverage()})`);
       if (scenario.rss) await runIdle(runtime, scenario, results[runtime][scenario.id]);
       else await runWrkScenario(runtime, scenario, results[runtime][scenario.id]);
@@ -950,7 +966,7 @@ function lifetime() {
 
 async function runWrkScenario(runtime, scenario, slot) {
   const servers = {};
-  const scenarioKinds = kindsFor(scenario);
+  const scenarioKinds = kindsFor(scenario, runtime);
   try {
     for (const kind of scenarioKinds) {
       try {
@@ -1021,7 +1037,7 @@ async function runWrkScenario(runtime, scenario, slot) {
 
 async function runIdle(runtime, scenario, slot) {
   for (let trial = 0; trial < options.trials; trial++) {
-    for (const kind of kindsFor(scenario)) {
+    for (const kind of kindsFor(scenario, runtime)) {
       let server;
       try {
         server = await startServer(runtime, kind, scenario, 300);
@@ -1055,7 +1071,7 @@ async function runIdle(runtime, scenario, slot) {
       }
     }
   }
-  for (const kind of kindsFor(scenario)) {
+  for (const kind of kindsFor(scenario, runtime)) {
     slot[kind].problems = [...new Set(slot[kind].problems)];
   }
 }
@@ -1094,9 +1110,14 @@ function escapeCell(text) {
 }
 
 function report(info, versions, wrkVersion, allScenarios, results) {
-  const kinds = options.kinds.filter((k) => DEFAULT_KINDS.includes(k));
-  const scenarios = kinds.length === 0 ? [] : allScenarios.filter((s) => !s.file);
-  const staticScenarios = allScenarios.filter((s) => s.file && kindsFor(s).length > 0);
+  // The servers of each runtime's table: the adapter's column is on Node's only.
+  const tableKinds = (runtime) =>
+    options.kinds.filter((k) => DEFAULT_KINDS.includes(k) && runsOn(k, runtime));
+  const tableRuntimes = options.runtimes.filter((r) => tableKinds(r).length > 0);
+  const scenarios = tableRuntimes.length === 0 ? [] : allScenarios.filter((s) => !s.file);
+  const staticScenarios = allScenarios.filter((s) =>
+    s.file && options.runtimes.some((r) => kindsFor(s, r).length > 0)
+  );
   const lines = [];
   lines.push("# wireserve benchmark");
   lines.push("");
@@ -1135,8 +1156,17 @@ function report(info, versions, wrkVersion, allScenarios, results) {
       "- Servers: `wireserve` = `serve()` from mod.ts with default options; `native` = `Deno.serve` / `Bun.serve` / `node:http`; " +
         "`ceiling` = the runtime's raw TCP API writing a fixed response per CRLFCRLF, no parsing (see bench/servers.ts)",
     );
+    if (tableRuntimes.some((r) => tableKinds(r).includes("adapter"))) {
+      lines.push(
+        "- On Node, `native` (node:http) runs node-style handlers (`writeHead` + `end`), which build no undici `Request` or `Response`; " +
+          "`adapter` = node:http running the same fetch handler as wireserve through the smallest correct adapter: a `Request` from the " +
+          'IncomingMessage (URL from Host, every header, a body as a web stream with `duplex: "half"`), then `writeHead` with the ' +
+          "`Response`'s headers and `end` of its body read whole, with a Content-Length. wireserve ÷ adapter compares fetch handler with fetch handler",
+      );
+    }
   }
-  for (const runtime of scenarios.length > 0 ? options.runtimes : []) {
+  for (const runtime of scenarios.length > 0 ? tableRuntimes : []) {
+    const kinds = tableKinds(runtime);
     const native = runtime === "deno"
       ? "Deno.serve"
       : runtime === "bun"
@@ -1147,12 +1177,20 @@ function report(info, versions, wrkVersion, allScenarios, results) {
       : runtime === "bun"
       ? "Bun.listen"
       : "node:net";
-    const names = { wireserve: "wireserve", native, ceiling: `ceiling (${ceiling})` };
+    const names = {
+      wireserve: "wireserve",
+      native,
+      adapter: "node:http + fetch adapter",
+      ceiling: `ceiling (${ceiling})`,
+    };
     lines.push("");
     lines.push(`## ${versions[runtime]}`);
     lines.push("");
     const header = ["scenario", ...kinds.map((k) => names[k])];
     if (kinds.includes("wireserve") && kinds.includes("native")) header.push("wireserve ÷ native");
+    if (kinds.includes("wireserve") && kinds.includes("adapter")) {
+      header.push("wireserve ÷ adapter");
+    }
     if (kinds.includes("wireserve") && kinds.includes("ceiling")) {
       header.push("wireserve ÷ ceiling");
     }
@@ -1166,6 +1204,9 @@ function report(info, versions, wrkVersion, allScenarios, results) {
       const cells = [label, ...kinds.map((k) => fmt(values[k]))];
       if (kinds.includes("wireserve") && kinds.includes("native")) {
         cells.push(fmtRatio(values.wireserve, values.native));
+      }
+      if (kinds.includes("wireserve") && kinds.includes("adapter")) {
+        cells.push(fmtRatio(values.wireserve, values.adapter));
       }
       if (kinds.includes("wireserve") && kinds.includes("ceiling")) {
         cells.push(fmtRatio(values.wireserve, values.ceiling));

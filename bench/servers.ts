@@ -9,6 +9,13 @@
 // KIND
 //   wireserve  `serve()` from ../mod.ts with its default options (a fetch handler)
 //   native     the runtime's own server: Deno.serve, Bun.serve or node:http's createServer
+//              (on Node with node-style handlers, `response.writeHead` + `response.end`)
+//   adapter    Node only: node:http's createServer running the same fetch handler as wireserve
+//              through the smallest correct adapter a user would write (see startAdapter): a
+//              `Request` from the IncomingMessage (body as a web stream, `duplex: "half"`), the
+//              handler's `Response` written with `writeHead` and its body read whole into
+//              `end`. On Node a fetch-handler server pays for undici's Request and Response, so
+//              this, not `native`, is the like-for-like baseline for wireserve there
 //   ceiling    the runtime's raw-TCP ceiling: a server on Deno.listen, Bun.listen or node:net that
 //              writes one fixed response for every complete request head it sees (it counts
 //              CRLFCRLF, parses nothing): the most any JS server on raw sockets can do there
@@ -39,10 +46,10 @@
 import { serve, serveDir } from "../mod.ts";
 
 type Route = "/" | "/json" | "/echo";
-type Kind = "wireserve" | "native" | "ceiling";
+type Kind = "wireserve" | "native" | "adapter" | "ceiling";
 
 const ROUTES: readonly Route[] = ["/", "/json", "/echo"];
-const KINDS: readonly Kind[] = ["wireserve", "native", "ceiling"];
+const KINDS: readonly Kind[] = ["wireserve", "native", "adapter", "ceiling"];
 const HOSTNAME = "127.0.0.1";
 
 const HELLO = "Hello, World!";
@@ -162,7 +169,10 @@ for (let i = 0; i < argv.length; i++) {
   }
 }
 if (kind === undefined) fail(`the first argument must be one of ${KINDS.join(", ")}`);
-if (staticRoot !== undefined && (routes.length > 0 || kind === "ceiling")) {
+if (kind === "adapter" && runtime !== "node") {
+  fail(`adapter is node:http with a fetch adapter, for Node only (this is ${runtime})`);
+}
+if (staticRoot !== undefined && (routes.length > 0 || kind === "ceiling" || kind === "adapter")) {
   fail("--static is for wireserve and native, without routes");
 }
 if (routes.length === 0) routes.push("/");
@@ -183,7 +193,7 @@ function listening(port: number): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fetch handlers: wireserve, Deno.serve and Bun.serve all run these.
+// Fetch handlers: wireserve, Deno.serve, Bun.serve and the Node adapter all run these.
 
 type FetchHandler = (request: Request) => Response | Promise<Response>;
 
@@ -264,6 +274,63 @@ function nodeHandler(): NodeHandler {
     response.writeHead(404, { "content-type": TEXT_TYPE, "content-length": "9" });
     response.end("Not Found");
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// node:http with a fetch adapter: what a user who wants fetch handlers on node:http writes.
+
+/**
+ * node:http's createServer running `handler` through a minimal but correct adapter: the URL from
+ * Host and the request target, every header as it came (rawHeaders keeps repeated ones), the body
+ * of any method but GET and HEAD as a web stream; then the status and every response header
+ * (the headers' iterator yields each set-cookie on its own, so a flat name, value list keeps them
+ * apart) with a Content-Length of the body read whole. A handler that throws gets a 500.
+ */
+async function startAdapter(handler: FetchHandler): Promise<void> {
+  const { createServer } = await import("node:http");
+  const { Readable } = await import("node:stream");
+  const { Buffer } = await import("node:buffer");
+  const server = createServer(async (req, res) => {
+    try {
+      const method = req.method ?? "GET";
+      const headers = new Headers();
+      const raw = req.rawHeaders;
+      for (let i = 0; i < raw.length; i += 2) headers.append(raw[i], raw[i + 1]);
+      const init: RequestInit & { duplex?: "half" } = { method, headers };
+      if (method !== "GET" && method !== "HEAD") {
+        init.body = Readable.toWeb(req) as unknown as ReadableStream<Uint8Array>;
+        init.duplex = "half";
+      }
+      const request = new Request(`http://${req.headers.host ?? HOSTNAME}${req.url ?? "/"}`, init);
+      const response = await handler(request);
+      const out: string[] = [];
+      for (const [name, value] of response.headers) {
+        if (name !== "content-length") out.push(name, value);
+      }
+      if (response.body === null) {
+        res.writeHead(response.status, out);
+        res.end();
+        return;
+      }
+      const body = Buffer.from(await response.arrayBuffer());
+      out.push("content-length", String(body.byteLength));
+      res.writeHead(response.status, out);
+      res.end(body);
+    } catch (error) {
+      console.error(error);
+      if (res.headersSent) res.destroy();
+      else {
+        res.writeHead(500, { "content-type": TEXT_TYPE, "content-length": "21" });
+        res.end("Internal Server Error");
+      }
+    }
+  });
+  // As the native node:http server: idle keep-alive connections stay open past the 5 s default.
+  server.keepAliveTimeout = 120_000;
+  server.listen(0, HOSTNAME, () => {
+    const address = server.address();
+    listening(typeof address === "object" && address !== null ? address.port : 0);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -553,6 +620,8 @@ if (staticRoot !== undefined) {
       listening(typeof address === "object" && address !== null ? address.port : 0);
     });
   }
+} else if (kind === "adapter") {
+  await startAdapter(fetchHandler());
 } else {
   startCeiling(routes[0]);
 }
