@@ -2056,7 +2056,7 @@ class HttpConnection implements ConnectionEvents {
       this.#answerAsterisk(head);
       return;
     }
-    this.#answer(head, request).catch((error) => this.#fail(error));
+    void this.#answer(head, request); // it never rejects: failures end in #fail
   }
 
   /** Builds the `Request` the handler sees. */
@@ -2285,10 +2285,14 @@ class HttpConnection implements ConnectionEvents {
       prefix.reader?.cancel().catch(() => {});
       return;
     }
-    // A response whose body was read whole is written at once: no await, no promise.
-    const streaming = this.#writeResponse(head, response, prefix);
-    if (streaming !== undefined) await streaming;
-    this.#finishExchange();
+    try {
+      // A response whose body was read whole is written at once: no await, no promise.
+      const streaming = this.#writeResponse(head, response, prefix);
+      if (streaming !== undefined) await streaming;
+      this.#finishExchange();
+    } catch (error) {
+      this.#fail(error); // a response that cannot be serialized (a bad status, say)
+    }
   }
 
   /** Turns a handler failure into a response via `onError`, or a plain 500 if that fails too. */
@@ -2522,7 +2526,7 @@ class HttpConnection implements ConnectionEvents {
     const output = this.#output;
     if (output.length === 0 || !this.#writable) return this.#writable;
     const bytes = output.length === 1 ? output[0] : concat(output, this.#outputBytes);
-    this.#output = [];
+    output.length = 0; // reused: the bytes were copied out, or the one piece handed over
     this.#outputBytes = 0;
     return this.#transport.write(bytes);
   }
