@@ -3,10 +3,10 @@
 // what wireserve itself costs per request (parsing, `Request`, the handler's `Response`, reading
 // its body, serializing) from the runtime's socket I/O, and is the loop to profile:
 //
-//   deno run -A bench/driver.ts [N]        bun bench/driver.ts [N]        node bench/driver.ts [N]
+//   deno run -A bench/driver.ts [N] [fast]   bun bench/driver.ts [N] [fast]   node bench/driver.ts [N] [fast]
 //   node --cpu-prof bench/driver.ts        (and deno run --cpu-prof, bun --cpu-prof)
 
-import { type ConnectionEvents, serve, type TransportConnection } from "../mod.ts";
+import { type ConnectionEvents, FastResponse, serve, type TransportConnection } from "../mod.ts";
 
 const G = globalThis as unknown as {
   Deno?: { args: string[] };
@@ -14,6 +14,8 @@ const G = globalThis as unknown as {
 };
 const args = G.Deno !== undefined ? G.Deno.args : G.process!.argv.slice(2);
 const count = Number(args[0] ?? 200_000);
+// `fast` as the second argument: the handler returns a FastResponse instead of a Response.
+const ResponseClass = args[1] === "fast" ? FastResponse : Response;
 const request = new TextEncoder().encode(
   "GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n",
 );
@@ -42,7 +44,7 @@ const server = serve({
     return { addr: { hostname: "127.0.0.1", port: 8080, transport: "tcp" }, close() {} };
   },
   maxRequestsPerConnection: Number.MAX_SAFE_INTEGER,
-}, () => new Response("Hello, World!"));
+}, () => new ResponseClass("Hello, World!"));
 await server.ready;
 
 async function run(n: number): Promise<number> {
