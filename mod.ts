@@ -2841,7 +2841,7 @@ function formatHost(addr: NetAddr): string {
 
 /** A short plain-text response, for errors and the default 500. */
 function plainResponse(status: number, extra?: Record<string, string>): Response {
-  return new Response(statusBody(status), {
+  return new FastResponse(statusBody(status), {
     status,
     headers: { "content-type": "text/plain; charset=utf-8", ...extra },
   });
@@ -3764,7 +3764,8 @@ const SERVICE_UNAVAILABLE = errorResponseBytes(503);
 
 /**
  * The parameters of a matched route, decoded: each `:name` segment under its name, and what a
- * trailing `*` matched under `"*"` (its segments decoded one by one and joined with `/`).
+ * trailing `*` matched under `"*"` (its segments decoded one by one and joined with `/`; none of
+ * them contains `/` or `\`, so the value's slashes are the path's own).
  */
 export type RouteParams = Readonly<Record<string, string>>;
 
@@ -3830,7 +3831,9 @@ function newRouteNode<Info>(): RouteNode<Info> {
  * - `:name` matches any one non-empty segment and hands it, decoded, to the handler as
  *   `params.name`;
  * - a final `*` matches the rest of the path after its slash (possibly empty) as `params["*"]`.
- *   `/files/*` matches `/files/` and `/files/a/b`, not `/files`.
+ *   `/files/*` matches `/files/` and `/files/a/b`, not `/files`. It does not match a rest with an
+ *   encoded `/` or `\` (`%2F`, `%5C`): joined, `a%2Fb` would read as `a/b` and `..%2Fx` as
+ *   `../x`, which a handler that maps `params["*"]` to a file would follow out of its directory.
  *
  * When several patterns match, static beats parameter beats wildcard, segment by segment from the
  * left; if the more specific branch has no route for the method, the next one is tried. Matching
@@ -4164,13 +4167,21 @@ export class Router<Info = ConnInfo> {
       if (this.#match(node.param, segments, index + 1, values, visit)) return true;
       values.pop();
     }
-    if (node.wildcard !== null) {
+    if (node.wildcard !== null && !hasSeparator(segments, index)) {
       values.push(segments.slice(index).join("/"));
       if (visit(node.wildcard)) return true;
       values.pop();
     }
     return false;
   }
+}
+
+/** Whether a decoded segment from `index` on contains a path separator, `/` or `\`. */
+function hasSeparator(segments: readonly string[], index: number): boolean {
+  for (let i = index; i < segments.length; i++) {
+    if (segments[i].includes("/") || segments[i].includes("\\")) return true;
+  }
+  return false;
 }
 
 /**
@@ -5183,7 +5194,7 @@ function fileErrorResponse(
   const headers = baseHeaders(cors);
   headers.set("content-type", "text/plain; charset=utf-8");
   if (extra !== undefined) { for (const name in extra) headers.set(name, extra[name]); }
-  return new Response(statusBody(status), { status, headers });
+  return new FastResponse(statusBody(status), { status, headers });
 }
 
 /** The answer to a method other than GET and HEAD: 405, or a CORS preflight's 204. */
@@ -5308,7 +5319,7 @@ function respondWithFile(
     file.close();
     headers.set("content-range", `bytes */${size}`);
     headers.set("content-type", "text/plain; charset=utf-8");
-    return new Response("416 Range Not Satisfiable\n", { status: 416, headers });
+    return new FastResponse("416 Range Not Satisfiable\n", { status: 416, headers });
   }
   if (range.kind === "ranges") {
     const ranges = coalesceRanges(range.ranges);
@@ -5359,7 +5370,7 @@ async function sendBytes(
   }
   if (length <= SMALL_FILE_BYTES) {
     try {
-      return new Response(await file.bytes(start, end), { status, headers });
+      return new FastResponse(await file.bytes(start, end), { status, headers });
     } finally {
       file.close();
     }
@@ -5684,7 +5695,7 @@ export async function serveDir(request: Request, options: ServeDirOptions): Prom
     const headers = baseHeaders(cors);
     headers.set("location", location + search);
     headers.set("content-type", "text/plain; charset=utf-8");
-    return new Response("301 Moved Permanently\n", { status: 301, headers });
+    return new FastResponse("301 Moved Permanently\n", { status: 301, headers });
   }
   if (index !== false && index !== "") {
     const indexPath = path + (path.endsWith(separator) ? "" : separator) + index;
@@ -5738,7 +5749,7 @@ export async function serveDir(request: Request, options: ServeDirOptions): Prom
   const headers = baseHeaders(cors);
   headers.set("content-type", "text/html; charset=utf-8");
   headers.set("content-length", String(html.length));
-  return new Response(request.method === "HEAD" ? null : html, { headers });
+  return new FastResponse(request.method === "HEAD" ? null : html, { headers });
 }
 
 //#endregion
@@ -6028,7 +6039,7 @@ ${body}
 
 /** A demo page as a response. */
 function demoPage(title: string, body: string, status = 200): Response {
-  return new Response(htmlPage(title, body), {
+  return new FastResponse(htmlPage(title, body), {
     status,
     headers: { "content-type": "text/html; charset=utf-8" },
   });

@@ -536,6 +536,23 @@ describe("Router", () => {
     });
   });
 
+  for (
+    const path of ["/files/a%2Fb", "/files/..%2Fsecret", "/files/x/..%5Csecret", "/files/a%2fb/c"]
+  ) {
+    test(`Router's wildcard does not match a rest with an encoded separator: ${path}`, async () => {
+      const response = await ask(router, "GET", path);
+      assert.equal(response.status, 404, path);
+      assert.equal(await response.text(), "404 Not Found\n");
+    });
+  }
+
+  test("Router's wildcard still takes encoded characters other than separators", async () => {
+    assert.deepEqual(await routed(router, "GET", "/files/%2ex%3F/%25"), {
+      name: "files",
+      params: { "*": ".x?/%" },
+    });
+  });
+
   test("Router matches an empty wildcard rest after the slash", async () => {
     assert.deepEqual((await routed(router, "GET", "/files/")).params, { "*": "" });
   });
