@@ -1912,6 +1912,8 @@ class HttpConnection implements ConnectionEvents {
   #requestCount = 0;
   /** Whether the current response's head has been queued (a 100 Continue must come before). */
   #responseStarted = false;
+  /** Whether the request in progress is a HEAD: an error answering it carries no body either. */
+  #answeringHead = false;
   /** Empty lines skipped before the current request line. */
   #emptyLines = 0;
   /** Aborts the current request's `signal` if the client goes away (with `abortOnDisconnect`). */
@@ -1974,7 +1976,7 @@ class HttpConnection implements ConnectionEvents {
       // The handler is stuck. Answer for it; whatever it returns later is dropped.
       console.error("wireserve: handler timed out");
       this.#state = CLOSED;
-      this.#send(errorResponseBytes(503));
+      this.#send(errorResponseBytes(503, this.#answeringHead));
       this.#flush();
       this.#endTransport();
     } else {
@@ -2217,6 +2219,7 @@ class HttpConnection implements ConnectionEvents {
   #startRequest(head: RequestHead): void {
     this.#requestCount++;
     const { method } = head;
+    this.#answeringHead = method === "HEAD";
     if (!SERVED_METHODS.has(method)) {
       throw new HttpError(
         "METHOD_NOT_IMPLEMENTED",
@@ -2652,6 +2655,7 @@ class HttpConnection implements ConnectionEvents {
   /** After a response: close, drop the rest of the body, or read the next request. */
   #finishExchange(readNext = true): void {
     this.#abort = null; // the exchange is complete: a later disconnect aborts nothing
+    this.#answeringHead = false;
     if (this.#state === CLOSED) return;
     if (this.#closeRequested || this.#body?.error) {
       this.#closeNow();
@@ -2714,7 +2718,7 @@ class HttpConnection implements ConnectionEvents {
       this.#destroy();
       return;
     }
-    const response = errorResponseBytes(error.status);
+    const response = errorResponseBytes(error.status, this.#answeringHead);
     this.#state = CLOSED;
     this.#send(response);
     this.#flush();
@@ -2852,13 +2856,18 @@ function statusBody(status: number): string {
   return `${status} ${STATUS_TEXT[status] ?? ""}\n`;
 }
 
-/** The bytes of an error response with `Connection: close`; the body never echoes the request. */
-function errorResponseBytes(status: number): Uint8Array {
+/**
+ * The bytes of an error response with `Connection: close` (for a HEAD request, without its body);
+ * the body never echoes the request.
+ */
+function errorResponseBytes(status: number, forHead = false): Uint8Array {
   const body = ASCII_ENCODER.encode(statusBody(status));
+  // RFC 9110 §9.3.2: no content in a response to HEAD, only the length a GET would get.
   return serializeResponseHead(status, [["content-type", "text/plain; charset=utf-8"]], {
-    framing: { kind: "length", length: body.length },
+    framing: forHead ? NO_BODY : { kind: "length", length: body.length },
+    contentLength: body.length,
     close: true,
-    body,
+    body: forHead ? undefined : body,
   });
 }
 

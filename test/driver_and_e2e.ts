@@ -284,6 +284,33 @@ describe("serve() driver over an in-memory connection", () => {
     });
   });
 
+  test("serve() answers a HEAD it cannot serve with an error head and no body", async () => {
+    // RFC 9110 §9.3.2: no content in a response to HEAD, errors included.
+    const headOnly = (status: number, reason: string) =>
+      errorResponse(status, reason).slice(0, -`${status} ${reason}\n`.length);
+    await withServer(memoryServer(echoUrl, { maxBodyBytes: 10 }), async ({ connect }) => {
+      const connection = connect();
+      connection.send("HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n");
+      await expectOutput(connection, headOnly(413, "Content Too Large"), true);
+    });
+    const never = gate();
+    const logged = await capturingErrors(async () => {
+      await withServer(
+        memoryServer(async () => {
+          await never.opened;
+          return textResponse("too late");
+        }, { handlerTimeout: 60 }),
+        async ({ connect }) => {
+          const connection = connect();
+          connection.send("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n");
+          await expectOutput(connection, headOnly(503, "Service Unavailable"), true);
+          never.open();
+        },
+      );
+    });
+    assert.equal(logged.length, 1);
+  });
+
   test("serve() accepts a Content-Length body of exactly maxBodyBytes", async () => {
     const handler: Handler = async (request) => textResponse(await request.text());
     await withServer(memoryServer(handler, { maxBodyBytes: 10 }), async ({ connect }) => {
