@@ -26,7 +26,8 @@
  * smuggled behind it. Every limit and timeout is finite by default.
  *
  * The file, in the order data flows through it: public types; constants and byte tables; errors;
- * the pure core (parse heads, decode chunked bodies, serialize responses); the connection driver
+ * the pure core (parse heads, decode chunked bodies, serialize responses); `FastResponse`, a
+ * `Response` whose string or bytes body is written without a stream; the connection driver
  * (keep-alive, pipelining, backpressure, timeouts); the transport adapters (`Deno.listen`,
  * `Bun.listen`, `node:net`, and their TLS forms: TLS comes from the runtime); `serve()`; handlers on
  * the fetch API that work under `Deno.serve` and `Bun.serve` too (`Router`, `serveDir`,
