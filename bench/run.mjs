@@ -3,7 +3,9 @@
 // same routes, same run, server pinned to one core and wrk to the other. On Node also beside
 // node:http running the same fetch handler through a minimal adapter (`adapter`): Node's native
 // server runs node-style handlers, which skip the undici Request and Response a fetch handler
-// costs there, so only the adapter compares like with like. And issue 3's: static
+// costs there, so only the adapter compares like with like. Beside wireserve also `fast`: the
+// same wireserve server with its handler answering with mod.ts's `FastResponse`, whose string body
+// (bytes too on Node) the driver writes without a body stream (ratio fast ÷ native). And issue 3's: static
 // files (4 KiB and 1 MiB) from wireserve's serveDir beside the runtime's own file serving and
 // nginx (a foreground nginx with a generated config, pinned like the others).
 //
@@ -43,9 +45,9 @@ const ROOT = resolve(BENCH, "..");
 const BIN = join(ROOT, "node_modules", ".bin");
 const RESULTS = join(BENCH, "results");
 const RUNTIMES = ["deno", "bun", "node"];
-const KINDS = ["wireserve", "native", "adapter", "ceiling", "nginx"];
+const KINDS = ["wireserve", "fast", "native", "adapter", "ceiling", "nginx"];
 /** The servers of a scenario unless it names its own. */
-const DEFAULT_KINDS = ["wireserve", "native", "adapter", "ceiling"];
+const DEFAULT_KINDS = ["wireserve", "fast", "native", "adapter", "ceiling"];
 /**
  * The servers only some runtimes run: the fetch adapter is node:http's (Deno.serve and Bun.serve
  * take fetch handlers already, so their `native` is the like-for-like baseline).
@@ -124,11 +126,12 @@ function kindsFor(scenario, runtime) {
 
 const HELP = `usage: node bench/run.mjs [deno|bun|node ...] [options]
 
-Runs every scenario against wireserve, the native server and the raw-TCP ceiling of each chosen
-runtime (default: ${RUNTIMES.join(" ")}), on Node also node:http with a fetch adapter running the
-same fetch handler as wireserve, prints a markdown table per runtime and writes it to
-bench/results/latest.md. The static-* scenarios compare wireserve's serveDir with the runtime's
-own file serving and nginx instead (no ceiling), files generated in a temporary directory.
+Runs every scenario against wireserve, wireserve answering with FastResponse (fast), the native
+server and the raw-TCP ceiling of each chosen runtime (default: ${RUNTIMES.join(" ")}), on Node
+also node:http with a fetch adapter running the same fetch handler as wireserve, prints a markdown
+table per runtime and writes it to bench/results/latest.md. The static-* scenarios compare
+wireserve's serveDir with the runtime's own file serving and nginx instead (no fast, no
+ceiling), files generated in a temporary directory.
 
   --trials N         trials per scenario and server, the median is reported (default 3)
   --duration S       seconds per wrk run (default 5)
@@ -136,7 +139,7 @@ own file serving and nginx instead (no ceiling), files generated in a temporary 
   --quick            1 trial of 2 s: a smoke test
   --scenarios A,B    only these scenarios (${SCENARIOS.map((s) => s.id).join(", ")})
   --kinds A,B        only these servers (${KINDS.join(", ")}; nginx is in static-* only,
-                     ceiling and adapter in the others, adapter on node only)
+                     fast, ceiling and adapter in the others, adapter on node only)
   --idle N           idle connections for idle-rss (default 5000)
   --server-cpu N     the core the servers are pinned to (default 0)
   --load-cpu N       the core wrk is pinned to (default 1)`;
@@ -1153,7 +1156,10 @@ function report(info, versions, wrkVersion, allScenarios, results) {
   );
   if (scenarios.length > 0) {
     lines.push(
-      "- Servers: `wireserve` = `serve()` from mod.ts with default options; `native` = `Deno.serve` / `Bun.serve` / `node:http`; " +
+      "- Servers: `wireserve` = `serve()` from mod.ts with default options; " +
+        "`wireserve+FastResponse` = the same server and responses, its handler answering with mod.ts's `FastResponse` " +
+        "(`new FastResponse(…)`), whose string body (bytes too on Node) the driver writes without a body stream (byte for byte the same but on Bun, where only it sends a Content-Type for `/`; see bench/servers.ts); " +
+        "`native` = `Deno.serve` / `Bun.serve` / `node:http`; " +
         "`ceiling` = the runtime's raw TCP API writing a fixed response per CRLFCRLF, no parsing (see bench/servers.ts)",
     );
     if (tableRuntimes.some((r) => tableKinds(r).includes("adapter"))) {
@@ -1179,6 +1185,7 @@ function report(info, versions, wrkVersion, allScenarios, results) {
       : "node:net";
     const names = {
       wireserve: "wireserve",
+      fast: "wireserve+FastResponse",
       native,
       adapter: "node:http + fetch adapter",
       ceiling: `ceiling (${ceiling})`,
@@ -1188,6 +1195,7 @@ function report(info, versions, wrkVersion, allScenarios, results) {
     lines.push("");
     const header = ["scenario", ...kinds.map((k) => names[k])];
     if (kinds.includes("wireserve") && kinds.includes("native")) header.push("wireserve ÷ native");
+    if (kinds.includes("fast") && kinds.includes("native")) header.push("fast ÷ native");
     if (kinds.includes("wireserve") && kinds.includes("adapter")) {
       header.push("wireserve ÷ adapter");
     }
@@ -1204,6 +1212,9 @@ function report(info, versions, wrkVersion, allScenarios, results) {
       const cells = [label, ...kinds.map((k) => fmt(values[k]))];
       if (kinds.includes("wireserve") && kinds.includes("native")) {
         cells.push(fmtRatio(values.wireserve, values.native));
+      }
+      if (kinds.includes("fast") && kinds.includes("native")) {
+        cells.push(fmtRatio(values.fast, values.native));
       }
       if (kinds.includes("wireserve") && kinds.includes("adapter")) {
         cells.push(fmtRatio(values.wireserve, values.adapter));
@@ -1247,7 +1258,7 @@ function report(info, versions, wrkVersion, allScenarios, results) {
   if (staticScenarios.length > 0) staticReport(lines, versions, staticScenarios, results);
   lines.push("");
   lines.push(
-    "Ratios are wireserve ÷ the other server (for req/s higher is better; for latency and memory lower is better). " +
+    "Ratios are wireserve (or, for fast ÷ native, wireserve+FastResponse) ÷ the other server (for req/s higher is better; for latency and memory lower is better). " +
       "Errors are wrk's socket errors and `Non-2xx or 3xx responses` summed over the trials, plus anything a server " +
       "printed to stderr, a failed response check, or an exit during the run.",
   );

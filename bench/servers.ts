@@ -8,6 +8,15 @@
 //
 // KIND
 //   wireserve  `serve()` from ../mod.ts with its default options (a fetch handler)
+//   fast       the same server, routes and responses (byte for byte, headers included) as
+//              wireserve, but its handler answers with mod.ts's `FastResponse` (`new
+//              FastResponse(body, init)`; /json a string of `JSON.stringify` with the Content-Type
+//              the runtime's `Response.json` gives) instead of `Response`: the driver writes its
+//              string body (on Node also its bytes body; mod.ts leaves bytes to Response's stream
+//              on Deno and Bun) without making and reading a body stream. /echo reads the
+//              request body whole as wireserve does. One difference, on Bun only: its `Response`
+//              leaves a string body's Content-Type out, so wireserve's `/` (and 404) go out
+//              without one and fast's with text/plain;charset=UTF-8. Not for --static
 //   native     the runtime's own server: Deno.serve, Bun.serve or node:http's createServer
 //              (on Node with node-style handlers, `response.writeHead` + `response.end`)
 //   adapter    Node only: node:http's createServer running the same fetch handler as wireserve
@@ -43,13 +52,13 @@
 // Exits on SIGTERM, and in any case after --max-seconds (default 900), so a lost server cannot
 // outlive a benchmark by long.
 
-import { serve, serveDir } from "../mod.ts";
+import { FastResponse, serve, serveDir } from "../mod.ts";
 
 type Route = "/" | "/json" | "/echo";
-type Kind = "wireserve" | "native" | "adapter" | "ceiling";
+type Kind = "wireserve" | "fast" | "native" | "adapter" | "ceiling";
 
 const ROUTES: readonly Route[] = ["/", "/json", "/echo"];
-const KINDS: readonly Kind[] = ["wireserve", "native", "adapter", "ceiling"];
+const KINDS: readonly Kind[] = ["wireserve", "fast", "native", "adapter", "ceiling"];
 const HOSTNAME = "127.0.0.1";
 
 const HELLO = "Hello, World!";
@@ -172,7 +181,10 @@ if (kind === undefined) fail(`the first argument must be one of ${KINDS.join(", 
 if (kind === "adapter" && runtime !== "node") {
   fail(`adapter is node:http with a fetch adapter, for Node only (this is ${runtime})`);
 }
-if (staticRoot !== undefined && (routes.length > 0 || kind === "ceiling" || kind === "adapter")) {
+if (
+  staticRoot !== undefined &&
+  (routes.length > 0 || (kind !== "wireserve" && kind !== "native"))
+) {
   fail("--static is for wireserve and native, without routes");
 }
 if (routes.length === 0) routes.push("/");
@@ -193,7 +205,8 @@ function listening(port: number): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fetch handlers: wireserve, Deno.serve, Bun.serve and the Node adapter all run these.
+// Fetch handlers: wireserve, Deno.serve, Bun.serve and the Node adapter all run these; the fast
+// kind runs the same ones answering with FastResponse.
 
 type FetchHandler = (request: Request) => Response | Promise<Response>;
 
@@ -204,16 +217,40 @@ const FETCH_ROUTES: Record<Route, FetchHandler> = {
     new Response(await request.arrayBuffer(), { headers: { "content-type": BYTES_TYPE } }),
 };
 
-function fetchHandler(): FetchHandler {
-  if (routes.length === 1) return FETCH_ROUTES[routes[0]];
+/**
+ * The Content-Type the runtime's `Response.json` gives (Bun's adds `;charset=utf-8`), so that the
+ * fast kind's JSON answer is byte for byte wireserve's on every runtime.
+ */
+const RESPONSE_JSON_TYPE = Response.json(null).headers.get("content-type") ?? JSON_TYPE;
+
+/**
+ * FETCH_ROUTES with FastResponse: the same status, headers and bodies, with one exception on Bun,
+ * whose `Response` leaves a string body's Content-Type out of its headers (Bun.serve adds it
+ * itself): there wireserve's `/` and 404 go out without one, FastResponse's with
+ * text/plain;charset=UTF-8, as on Deno and Node.
+ */
+const FAST_ROUTES: Record<Route, FetchHandler> = {
+  "/": () => new FastResponse(HELLO),
+  "/json": () =>
+    new FastResponse(JSON.stringify(JSON_BODY), {
+      headers: { "content-type": RESPONSE_JSON_TYPE },
+    }),
+  "/echo": async (request) =>
+    new FastResponse(await request.arrayBuffer(), { headers: { "content-type": BYTES_TYPE } }),
+};
+
+function fetchHandler(fast = false): FetchHandler {
+  const table = fast ? FAST_ROUTES : FETCH_ROUTES;
+  const Answer = fast ? FastResponse : Response;
+  if (routes.length === 1) return table[routes[0]];
   return (request) => {
     const url = request.url;
     const start = url.indexOf("/", url.indexOf("//") + 2);
     const query = url.indexOf("?", start);
     const path = start === -1 ? "/" : url.slice(start, query === -1 ? undefined : query);
-    const route = FETCH_ROUTES[path as Route];
+    const route = table[path as Route];
     if (route !== undefined && routes.includes(path as Route)) return route(request);
-    return new Response("Not Found", { status: 404 });
+    return new Answer("Not Found", { status: 404 });
   };
 }
 
@@ -591,8 +628,8 @@ if (staticRoot !== undefined) {
     const server = serve({ hostname: HOSTNAME, port: 0 }, (request) => serveDir(request, { root }));
     server.ready.then((addr) => listening(addr.port), (error) => fail(String(error)));
   } else await startNativeStatic();
-} else if (kind === "wireserve") {
-  const server = serve({ hostname: HOSTNAME, port: 0 }, fetchHandler());
+} else if (kind === "wireserve" || kind === "fast") {
+  const server = serve({ hostname: HOSTNAME, port: 0 }, fetchHandler(kind === "fast"));
   server.ready.then((addr) => listening(addr.port), (error) => fail(String(error)));
 } else if (kind === "native") {
   if (runtime === "deno") {
