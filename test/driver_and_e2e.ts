@@ -311,6 +311,36 @@ describe("serve() driver over an in-memory connection", () => {
     assert.equal(logged.length, 1);
   });
 
+  test("serve() closes without lingering only when the client has nothing more to send", async () => {
+    const cases: Array<[string, string, boolean]> = [
+      [
+        "a request that asks to close",
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        false,
+      ],
+      ["an HTTP/1.0 request", "GET / HTTP/1.0\r\n\r\n", false],
+      [
+        "a request pipelined after the one that asks to close",
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
+        true,
+      ],
+      [
+        "a body the handler did not read",
+        "POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 10\r\n\r\n01234",
+        true,
+      ],
+      ["a protocol error", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", true],
+    ];
+    for (const [what, input, linger] of cases) {
+      await withServer(memoryServer(echoUrl), async ({ connect }) => {
+        const connection = connect();
+        connection.send(input);
+        await settle(() => connection.ended);
+        assert.equal(connection.lingered, linger, what);
+      });
+    }
+  });
+
   test("serve() accepts a Content-Length body of exactly maxBodyBytes", async () => {
     const handler: Handler = async (request) => textResponse(await request.text());
     await withServer(memoryServer(handler, { maxBodyBytes: 10 }), async ({ connect }) => {

@@ -244,8 +244,12 @@ export class MemoryConnection implements TransportConnection {
     this.paused = false;
   }
 
-  end(): void {
+  /** The `linger` argument of the last `end()` call (true when not given). */
+  lingered: boolean | null = null;
+
+  end(linger = true): void {
     this.endCount++;
+    this.lingered = linger;
     this.#closeSoon();
   }
 
