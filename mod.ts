@@ -27,7 +27,7 @@
  *
  * The file, in the order data flows through it: public types; constants and byte tables; errors;
  * the pure core (parse heads, decode chunked bodies, serialize responses); `FastResponse`, a
- * `Response` whose string or bytes body is written without a stream; the connection driver
+ * `Response` whose string body is written without a stream; the connection driver
  * (keep-alive, pipelining, backpressure, timeouts); the transport adapters (`Deno.listen`,
  * `Bun.listen`, `node:net`, and their TLS forms: TLS comes from the runtime); `serve()`; handlers on
  * the fetch API that work under `Deno.serve` and `Bun.serve` too (`Router`, `serveDir`,
@@ -1557,8 +1557,8 @@ const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
 let takeFixedBody: (response: FastResponse) => BodyPrefix | undefined;
 
 /**
- * A `Response` whose body, when it is a string or bytes, wireserve writes straight to the socket:
- * no body stream is made and read. It is a genuine `Response` (a subclass) with the same
+ * A `Response` whose body, when it is a string (or, on Node, bytes), wireserve writes straight to
+ * the socket: no body stream is made and read. It is a genuine `Response` (a subclass) with the same
  * constructor, fields and methods, so it works under `Deno.serve` and `Bun.serve` too and can be
  * returned by any handler or middleware. Other body types (streams, blobs, form data) behave
  * exactly as they do in `Response`.
@@ -1594,7 +1594,9 @@ export class FastResponse extends Response {
   /**
    * Makes a response, as `new Response(body, init)` does.
    *
-   * @param body The body: a string or bytes take the fast path; anything `Response` takes works.
+   * @param body The body: a string takes the fast path, and on Node bytes too (Deno's and Bun's
+   * `Response` copy bytes themselves; a second copy would cost what the stream read saves);
+   * anything `Response` takes works.
    * @param init Status, status text and headers.
    * @throws {TypeError} When the Fetch standard's `Response` does (Bun's lets the first two pass): a
    * body with a null-body status (204, 304…), a status text that is not a reason phrase, a bad
