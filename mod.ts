@@ -303,6 +303,16 @@ const STATUS_TEXT: Readonly<Record<number, string>> = {
 const ASCII_ENCODER = new TextEncoder();
 const ASCII_DECODER = new TextDecoder();
 
+// The runtime, detected once. Bun first, then Deno: both also define `process`, as Node does.
+const RUNTIME_GLOBALS = globalThis as {
+  Bun?: unknown;
+  Deno?: unknown;
+  process?: { versions?: { node?: string } };
+};
+const ON_BUN = RUNTIME_GLOBALS.Bun !== undefined;
+const ON_DENO = !ON_BUN && RUNTIME_GLOBALS.Deno !== undefined;
+const ON_NODE = !ON_BUN && !ON_DENO && RUNTIME_GLOBALS.process?.versions?.node !== undefined;
+
 // Small byte arrays come from a shared slab. On V8 (Deno, Node) `new Uint8Array(150)` costs about
 // 0.55 µs, a view of a slab 0.03 µs (measured), and a response head is one allocation per
 // request, a Deno read another. A slab is never written twice: it is dropped when full and lives
@@ -310,7 +320,7 @@ const ASCII_DECODER = new TextDecoder();
 // allocating is cheaper than making a view, so there each array is its own.
 const SLAB_BYTES = 16 * 1024;
 const MAX_SLAB_ALLOCATION = 2 * 1024;
-const SLAB_ALLOCATION = (globalThis as { Bun?: unknown }).Bun === undefined;
+const SLAB_ALLOCATION = !ON_BUN;
 let slab = new Uint8Array(0);
 let slabUsed = 0;
 
@@ -1547,8 +1557,7 @@ export function encodeChunk(data: Uint8Array): Uint8Array {
 // Node's Response (undici) builds a ReadableStream for a body as soon as it is constructed: about
 // 6 µs for "Hello, World!" against 0.2 µs for no body (measured), the largest single cost per
 // request there. Deno and Bun make the stream only when `body` is read.
-const EAGER_RESPONSE_STREAMS = (globalThis as { Bun?: unknown }).Bun === undefined &&
-  (globalThis as { Deno?: unknown }).Deno === undefined;
+const EAGER_RESPONSE_STREAMS = ON_NODE;
 
 /** Statuses whose responses cannot have a body (Fetch: "null body status"). */
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
@@ -1565,12 +1574,14 @@ let takeFixedBody: (response: FastResponse) => BodyPrefix | undefined;
  *
  * What it saves, per response, as measured by `bench/driver.ts`: on Node most of the cost of
  * undici's `Response`, which builds a stream for every body as it is constructed; on Deno and Bun
- * the stream's reads. On Node the body lives beside the `Response` until someone reads it
- * (`body`, `text()`, `clone()`…), which then makes the stream; calling `Response.prototype`'s
- * methods on it directly (`Response.prototype.text.call(response)`) sees an empty body there.
+ * the stream's reads. On Node the body waits beside the `Response` until someone reads it (`body`,
+ * `text()`…), which then makes the stream; calling `Response.prototype`'s methods on it directly
+ * (`Response.prototype.text.call(response)`) sees an empty body there.
  *
- * As with any `Response`, the body is sent once: afterwards `bodyUsed` is true, and returning the
- * same object again is answered with a 500.
+ * Once someone asks for `body` (to read it, pipe it or tee it), the stream is what wireserve sends,
+ * read as any other body is. As with any `Response`, a body is used once: after wireserve takes it
+ * to send, `bodyUsed` is true and reading it fails, and returning the same object again is answered
+ * with a 500. A `FastResponse` without a body can be returned any number of times.
  *
  * @example
  * ```ts
@@ -1584,7 +1595,9 @@ export class FastResponse extends Response {
   /** On Node, the body is not given to `super`: it waits here, and in `#carrier` once read. */
   #deferred: boolean;
   #carrier: Response | null = null;
-  /** Whether wireserve sent the body. */
+  /** Someone asked for the body stream: from then on it is what gets sent. */
+  #streamAsked = false;
+  /** wireserve took the body to send it: it is used from then on. */
   #taken = false;
 
   static {
@@ -1631,6 +1644,12 @@ export class FastResponse extends Response {
    * @param init Status, status text and headers; `Content-Type` defaults to `application/json`.
    * @returns The response.
    * @throws {TypeError} When `data` cannot be serialized.
+   *
+   * @example
+   * ```ts
+   * import { FastResponse, serve } from "jsr:@wireserve/wireserve";
+   * serve({ port: 8080 }, () => FastResponse.json({ message: "Hello, World!" }));
+   * ```
    */
   static override json(data: unknown, init?: ResponseInit): FastResponse {
     const text = JSON.stringify(data);
@@ -1640,55 +1659,117 @@ export class FastResponse extends Response {
     return new FastResponse(text, { status: init?.status, statusText: init?.statusText, headers });
   }
 
-  /** The body as a stream (made when first read on Node). */
+  /**
+   * The body as a stream. Once asked for, the stream is what wireserve sends.
+   *
+   * @returns The stream, or null for no body.
+   */
   override get body(): ReadableStream<Uint8Array<ArrayBuffer>> | null {
-    return this.#deferred ? this.#carried().body : super.body;
+    this.#streamAsked = true;
+    if (this.#deferred) return this.#carried().body;
+    this.#useUpIfTaken();
+    return super.body;
   }
 
-  /** Whether the body was read, or sent by wireserve. */
+  /**
+   * Whether the body was read, or taken by wireserve to send.
+   *
+   * @returns True once the body can no longer be read.
+   */
   override get bodyUsed(): boolean {
     if (this.#taken) return true;
     return this.#deferred ? this.#carrier?.bodyUsed ?? false : super.bodyUsed;
   }
 
-  /** A copy whose body can be read independently of this one's. */
+  /**
+   * A copy whose body can be read independently of this one's.
+   *
+   * @returns The copy: a `FastResponse` when the body is a string or bytes.
+   * @throws {TypeError} When the body is used or locked.
+   */
   override clone(): Response {
-    if (!this.#deferred) return super.clone();
-    if (this.bodyUsed || this.#carrier?.body?.locked) {
+    const source = this.#source;
+    if (source === undefined) return super.clone();
+    const locked = this.#deferred
+      ? this.#carrier?.body?.locked
+      : this.#streamAsked && super.body?.locked;
+    if (this.bodyUsed || locked) {
       throw new TypeError("Cannot clone a response whose body is used or locked");
     }
-    const { status, statusText, headers } = this;
-    return new FastResponse(this.#source, { status, statusText, headers });
+    // An unread body is still the source: the copy holds it too, with exactly these fields.
+    const copy = new FastResponse(source, {
+      status: this.status,
+      statusText: this.statusText,
+      headers: this.headers,
+    });
+    if (!this.headers.has("content-type")) copy.headers.delete("content-type");
+    return copy;
   }
 
-  /** The body as an ArrayBuffer. */
+  /**
+   * Reads the body whole.
+   *
+   * @returns The body as an ArrayBuffer.
+   */
   override arrayBuffer(): Promise<ArrayBuffer> {
-    return this.#deferred ? this.#carried().arrayBuffer() : super.arrayBuffer();
+    if (this.#deferred) return this.#carried().arrayBuffer();
+    this.#useUpIfTaken();
+    return super.arrayBuffer();
   }
 
-  /** The body as a Blob. */
+  /**
+   * Reads the body whole.
+   *
+   * @returns The body as a Blob of the response's Content-Type.
+   */
   override blob(): Promise<Blob> {
-    return this.#deferred ? this.#carried().blob() : super.blob();
+    if (this.#deferred) return this.#carried().blob();
+    this.#useUpIfTaken();
+    return super.blob();
   }
 
-  /** The body as bytes. */
+  /**
+   * Reads the body whole.
+   *
+   * @returns The body as bytes.
+   */
   override bytes(): Promise<Uint8Array<ArrayBuffer>> {
-    return this.#deferred ? this.#carried().bytes() : super.bytes();
+    if (this.#deferred) return this.#carried().bytes();
+    this.#useUpIfTaken();
+    return super.bytes();
   }
 
-  /** The body as form data. */
+  /**
+   * Reads the body whole.
+   *
+   * @returns The body parsed as form data, by its Content-Type.
+   */
   override formData(): Promise<FormData> {
-    return this.#deferred ? this.#carried().formData() : super.formData();
+    if (this.#deferred) return this.#carried().formData();
+    this.#useUpIfTaken();
+    return super.formData();
   }
 
-  /** The body parsed as JSON. */
+  /**
+   * Reads the body whole.
+   *
+   * @returns The body parsed as JSON.
+   */
   override json(): Promise<unknown> {
-    return this.#deferred ? this.#carried().json() : super.json();
+    if (this.#deferred) return this.#carried().json();
+    this.#useUpIfTaken();
+    return super.json();
   }
 
-  /** The body as text. */
+  /**
+   * Reads the body whole.
+   *
+   * @returns The body decoded as UTF-8.
+   */
   override text(): Promise<string> {
-    return this.#deferred ? this.#carried().text() : super.text();
+    if (this.#deferred) return this.#carried().text();
+    this.#useUpIfTaken();
+    return super.text();
   }
 
   /** The Response that holds the deferred body once someone reads it, with the same type. */
@@ -1706,15 +1787,21 @@ export class FastResponse extends Response {
     return this.#carrier;
   }
 
+  /** Once wireserve sent the body, Deno's and Bun's copy of it is used up, as Node's carrier is. */
+  #useUpIfTaken(): void {
+    if (this.#taken && !super.bodyUsed) super.body?.cancel().catch(() => {});
+  }
+
   /** The body as one chunk for the driver, or undefined when it must be read as a stream. */
   #takeFixedBody(): BodyPrefix | undefined {
     const source = this.#source;
     if (source === undefined) return undefined;
-    if (this.bodyUsed) throw new TypeError("Cannot send response: its body was already used");
-    // Someone holds the body's stream (a reader, say): it is read like any other.
-    if (this.#deferred && this.#carrier !== null) return undefined;
-    this.#taken = true;
+    // No body, nothing to use up: the same response may be sent again, as a Response(null) may.
     if (source === null) return BODYLESS;
+    if (this.bodyUsed) throw new TypeError("Cannot send response: its body was already used");
+    // Someone has the stream (a reader, a pipe, a tee): it is read as any other body is.
+    if (this.#streamAsked || this.#carrier !== null) return undefined;
+    this.#taken = true;
     const bytes = typeof source === "string" ? encodeUtf8(source) : source;
     return { chunks: [bytes], length: bytes.length, done: true, pending: null, reader: null };
   }
@@ -1773,8 +1860,10 @@ export interface TransportConnection {
    * Sends what is queued, then closes; `onClose` follows. With `linger` (the default) it
    * half-closes first, and reads and drops further input until the peer closes or a short linger
    * time passes, so that the kernel does not answer late input with a reset, which could destroy
-   * the response in flight. Without it, the connection closes as soon as the queue is sent: the
-   * server passes false when the peer has nothing more to send.
+   * the response in flight. Without it, the connection closes as soon as the queue is sent.
+   *
+   * @param linger False when the client is not expected to send more: it asked to close, and
+   * nothing it sent is left unread. The server's guess, so an adapter may always linger.
    */
   end(linger?: boolean): void;
   /** Closes at once, dropping queued bytes. `onClose` follows. */
@@ -1919,6 +2008,8 @@ class HttpConnection implements ConnectionEvents {
   #responseStarted = false;
   /** Whether the request in progress is a HEAD: an error answering it carries no body either. */
   #answeringHead = false;
+  /** Whether the request in progress asked to close the connection after its response. */
+  #clientClosing = false;
   /** Empty lines skipped before the current request line. */
   #emptyLines = 0;
   /** Aborts the current request's `signal` if the client goes away (with `abortOnDisconnect`). */
@@ -2225,6 +2316,7 @@ class HttpConnection implements ConnectionEvents {
     this.#requestCount++;
     const { method } = head;
     this.#answeringHead = method === "HEAD";
+    this.#clientClosing = !head.keepAlive;
     if (!SERVED_METHODS.has(method)) {
       throw new HttpError(
         "METHOD_NOT_IMPLEMENTED",
@@ -2479,6 +2571,7 @@ class HttpConnection implements ConnectionEvents {
       const read = readBodyPrefix(response);
       prefix = read instanceof Promise ? await read : read;
     } catch (error) {
+      // A body that was read from is locked to its reader, which readAvailable has cancelled.
       if (!response.bodyUsed) response.body?.cancel().catch(() => {});
       response = await this.#handlerFailed(error, request);
       try {
@@ -2761,12 +2854,16 @@ class HttpConnection implements ConnectionEvents {
     if (this.#state === CLOSED) return;
     this.#state = CLOSED;
     this.#flush();
-    // Linger only when the client may still be sending: requests read ahead (pipelined after the
-    // last one answered) or a body not read to its end. Otherwise close outright, as nginx's
-    // default `lingering_close on` does: waiting for the client's FIN costs a wake-up, a read
-    // and a timer per connection (Node, `Connection: close`: about 16k against 20k req/s).
+    // Close outright only when the client itself asked to close and left nothing unread: no
+    // request read ahead, no body unread or failed. Then it has no reason to send more, and
+    // waiting for its FIN would cost a wake-up, a read and a timer per connection (Node,
+    // `Connection: close`: about 16k against 19k req/s). When the server decides to close (its
+    // request cap, shutdown, idle time, an error), the client may be sending its next request
+    // right now, and that must not turn into a reset that destroys the response in flight.
     const body = this.#body;
-    this.#endTransport(this.#end > this.#start || (body !== null && !body.done));
+    const clientDone = this.#clientClosing && this.#end === this.#start &&
+      (body === null || (body.done && body.error === null));
+    this.#endTransport(!clientDone);
   }
 
   /** Closes, with writeTimeout (plus the linger) as the bound on a client that never reads. */
@@ -2821,12 +2918,17 @@ async function readAvailable(reader: ReadableStreamDefaultReader<Uint8Array>): P
     for (let turn = 0; turn < BODY_READ_TURNS && result === undefined && !failed; turn++) {
       await undefined;
     }
-    if (failed) throw failure;
+    if (failed) {
+      reader.cancel(failure).catch(() => {}); // its source may hold a file or a socket
+      throw failure;
+    }
     if (result === undefined) return { chunks, length, done: false, pending: read, reader };
     if (result.done) return { chunks, length, done: true, pending: null, reader };
     const value = result.value;
     if (!(value instanceof Uint8Array)) {
-      throw new TypeError("Cannot send response body: a chunk is not a Uint8Array");
+      const error = new TypeError("Cannot send response body: a chunk is not a Uint8Array");
+      reader.cancel(error).catch(() => {});
+      throw error;
     }
     chunks.push(value);
     length += value.length;
@@ -3013,11 +3115,9 @@ interface BunNamespace {
 /** The runtime globals, typed as far as this file uses them. */
 const RUNTIME = globalThis as unknown as { Deno?: DenoNamespace; Bun?: BunNamespace };
 
-/** Which runtime this is. Bun first, then Deno: both also define `process`, as Node does. */
+/** Which runtime's transport is the default: node:net's on Node and on anything else. */
 function detectRuntime(): TransportName {
-  if (RUNTIME.Bun !== undefined) return "bun";
-  if (RUNTIME.Deno !== undefined) return "deno";
-  return "node";
+  return ON_BUN ? "bun" : ON_DENO ? "deno" : "node";
 }
 
 /** Deno: a pull loop over `conn.read`, and a write loop that finishes Deno's partial writes. */
@@ -3178,7 +3278,8 @@ class DenoConnection implements TransportConnection {
   }
 
   #halfClose(): void {
-    // Linger only while the peer may still send: once it has ended, there is nothing to drain.
+    // Linger only while the peer may still send: not once it has ended, nor when the server
+    // expects nothing more from it.
     if (this.#peerEnded || !this.#lingering) {
       this.#close();
       return;
@@ -3337,7 +3438,7 @@ class BunConnection implements TransportConnection {
 
   #halfClose(): void {
     if (this.#peerEnded || !this.#lingering) {
-      this.#socket.end(); // nothing left to read: close outright
+      this.#socket.end(); // nothing (more) expected from the peer: close outright
       return;
     }
     // shutdown() sends FIN and keeps reading; Bun's end() would close at once and could reset.
@@ -3441,11 +3542,11 @@ class NodeConnection implements TransportConnection {
     if (this.#ending) return;
     this.#ending = true;
     const socket = this.#socket;
+    socket.resume(); // input is dropped from now on: never leave it to the kernel
     if (!linger) {
       socket.end(() => socket.destroy());
       return;
     }
-    socket.resume();
     // Linger once everything is flushed (the driver's writeTimeout bounds the flush itself).
     socket.end(() => {
       this.#linger = setTimeout(() => socket.destroy(), LINGER_MILLISECONDS);
@@ -3793,7 +3894,9 @@ const SERVICE_UNAVAILABLE = errorResponseBytes(503);
 /**
  * The parameters of a matched route, decoded: each `:name` segment under its name, and what a
  * trailing `*` matched under `"*"` (its segments decoded one by one and joined with `/`; none of
- * them contains `/` or `\`, so the value's slashes are the path's own).
+ * them contains `/` or `\`, so the value's slashes are the path's own). A `:name` value is one
+ * whole segment and may contain `/` or `\` where the client encoded them (`a%2Fb` gives `a/b`):
+ * check it before using it as a file name.
  */
 export type RouteParams = Readonly<Record<string, string>>;
 

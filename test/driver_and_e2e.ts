@@ -311,8 +311,9 @@ describe("serve() driver over an in-memory connection", () => {
     assert.equal(logged.length, 1);
   });
 
+  type ServeOptionsHere = Parameters<typeof memoryServer>[1];
   test("serve() closes without lingering only when the client has nothing more to send", async () => {
-    const cases: Array<[string, string, boolean]> = [
+    const cases: Array<[string, string, boolean, ServeOptionsHere?]> = [
       [
         "a request that asks to close",
         "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
@@ -330,9 +331,22 @@ describe("serve() driver over an in-memory connection", () => {
         true,
       ],
       ["a protocol error", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", true],
+      [
+        "the server's request cap, which the client cannot know of",
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        true,
+        { maxRequestsPerConnection: 1 },
+      ],
+      [
+        "a body that failed (over maxBodyBytes) after the response",
+        "POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n" +
+        "a\r\n0123456789\r\n",
+        true,
+        { maxBodyBytes: 5 },
+      ],
     ];
-    for (const [what, input, linger] of cases) {
-      await withServer(memoryServer(echoUrl), async ({ connect }) => {
+    for (const [what, input, linger, options] of cases) {
+      await withServer(memoryServer(echoUrl, options), async ({ connect }) => {
         const connection = connect();
         connection.send(input);
         await settle(() => connection.ended);
@@ -1338,6 +1352,29 @@ describe("serve() driver over an in-memory connection", () => {
     });
   });
 
+  test("serve() answers 500 for a body stream that yields something other than bytes, and cancels it", async () => {
+    let cancelled: unknown = null;
+    const handler: Handler = () =>
+      textResponse(
+        new ReadableStream({
+          start(controller) {
+            controller.enqueue("not bytes" as unknown as Uint8Array);
+          },
+          cancel(reason) {
+            cancelled = reason; // a real source would close its file or socket here
+          },
+        }),
+      );
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const connection = connect();
+      connection.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+      await settle(() => connection.output().includes("\r\n\r\n"));
+      assert.match(connection.output(), /^HTTP\/1\.1 500 /);
+      await settle(() => cancelled !== null);
+      assert.ok(cancelled instanceof TypeError, String(cancelled));
+    });
+  });
+
   test("serve() refuses more than two empty lines before a request line", async () => {
     await withServer(memoryServer(echoUrl), async ({ connect }) => {
       const ok2 = connect();
@@ -1435,8 +1472,13 @@ describe("FastResponse", () => {
     ]);
     assert.equal(response.bodyUsed, false);
     const copy = response.clone();
+    assert.ok(copy instanceof FastResponse);
     assert.equal(await copy.text(), "héllo");
     assert.equal(copy.status, 201);
+    assert.equal(copy.statusText, "Made");
+    const untyped = new FastResponse("x");
+    untyped.headers.delete("content-type");
+    assert.equal(untyped.clone().headers.get("content-type"), null);
     assert.equal(await response.text(), "héllo");
     assert.equal(response.bodyUsed, true);
     await assert.rejects(response.text(), TypeError);
@@ -1571,6 +1613,50 @@ describe("FastResponse", () => {
     );
   });
 
+  test("serve() sends the same FastResponse without a body any number of times", async () => {
+    const noContent = new FastResponse(null, { status: 204 });
+    await withServer(memoryServer(() => noContent), async ({ connect }) => {
+      const connection = connect();
+      connection.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n".repeat(3));
+      await expectOutput(connection, "HTTP/1.1 204 No Content\r\ndate: X\r\n\r\n".repeat(3), false);
+      assert.equal(noContent.bodyUsed, false);
+    });
+  });
+
+  test("serve() reads a FastResponse's stream once someone has it, and fails as Response does on a locked one", async () => {
+    const handlers: Handler[] = [
+      () => {
+        const response = new FastResponse("locked");
+        response.body!.getReader();
+        return response;
+      },
+      () => {
+        const response = new FastResponse("teed");
+        const [mine, yours] = response.body!.tee();
+        void mine.cancel();
+        return new FastResponse(yours, { headers: response.headers });
+      },
+    ];
+    let next = 0;
+    const errors = await capturingErrors(async () => {
+      await withServer(
+        memoryServer((request, info) => handlers[next++](request, info)),
+        async ({ connect }) => {
+          const first = connect();
+          first.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+          await settle(() => first.output().includes("\r\n\r\n"));
+          assert.match(first.output(), /^HTTP\/1\.1 500 /);
+          const second = connect();
+          second.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+          await settle(() => second.output().endsWith("teed"));
+          assert.match(second.output(), /^HTTP\/1\.1 200 OK\r\n/);
+          assert.ok(second.output().endsWith("\r\n\r\nteed"), second.output());
+        },
+      );
+    });
+    assert.equal(errors.length, 1);
+  });
+
   test("serve() answers 500 for a FastResponse whose body was used, or sent already", async () => {
     const shared = new FastResponse("once");
     const handlers: Handler[] = [
@@ -1591,6 +1677,7 @@ describe("FastResponse", () => {
           connection.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
           await expectOutput(connection, fastHead(4) + "once", false);
           assert.equal(shared.bodyUsed, true);
+          await assert.rejects(shared.text(), TypeError);
           const second = connect();
           second.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
           await settle(() => second.output().includes("\r\n\r\n"));
