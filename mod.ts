@@ -248,6 +248,45 @@ TARGET[0x5c] = 0;
 /** The bytes of a Host value: reg-name, IPv4, IP-literal in brackets, `:port` (RFC 3986 §3.2.2). */
 const HOST = byteTable([[0x30, 0x39], [0x41, 0x5a], [0x61, 0x7a]], "-._~!$&'()*+,;=%:[]");
 
+/**
+ * Field names most requests carry, by length, so that the parser hands out these strings instead
+ * of slicing and lower-casing a new one per field (on Bun, about a fifth of parsing a head).
+ */
+const COMMON_FIELD_NAMES: ReadonlyArray<readonly string[]> = (() => {
+  const byLength: string[][] = [];
+  for (
+    const name of [
+      "host",
+      "user-agent",
+      "accept",
+      "accept-encoding",
+      "accept-language",
+      "connection",
+      "content-length",
+      "content-type",
+      "transfer-encoding",
+      "cookie",
+      "referer",
+      "origin",
+      "cache-control",
+      "pragma",
+      "priority",
+      "authorization",
+      "if-none-match",
+      "if-modified-since",
+      "range",
+      "expect",
+      "upgrade-insecure-requests",
+      "x-forwarded-for",
+      "sec-fetch-site",
+      "sec-fetch-mode",
+      "sec-fetch-dest",
+      "sec-fetch-user",
+    ]
+  ) (byLength[name.length] ??= []).push(name);
+  return byLength;
+})();
+
 /** The value of each hexadecimal digit, 0xff for every other byte. */
 const HEX_VALUE = new Uint8Array(256).fill(0xff);
 for (let i = 0; i < 10; i++) HEX_VALUE[0x30 + i] = i;
@@ -822,12 +861,28 @@ function parseFieldLines(
       valueEnd--;
     }
     i += 2; // CRLF
-    const name = text.slice(nameStart - textStart, nameEnd - textStart);
-    fields.push([
-      upper ? name.toLowerCase() : name,
-      text.slice(valueStart - textStart, valueEnd - textStart),
-    ]);
+    let name = commonFieldName(buf, nameStart, nameEnd);
+    if (name === null) {
+      name = text.slice(nameStart - textStart, nameEnd - textStart);
+      if (upper) name = name.toLowerCase();
+    }
+    fields.push([name, text.slice(valueStart - textStart, valueEnd - textStart)]);
   }
+}
+
+/** The lower-case string of a common field name in `buf[start, end)`, or null. */
+function commonFieldName(buf: Uint8Array, start: number, end: number): string | null {
+  const candidates = COMMON_FIELD_NAMES[end - start];
+  if (candidates === undefined) return null;
+  for (let k = 0; k < candidates.length; k++) {
+    const candidate = candidates[k];
+    let i = start;
+    // The bytes are tchars and the candidates lower-case letters and "-": OR-ing in 0x20 lowers
+    // a letter and maps no other tchar onto a letter or "-".
+    while (i < end && (buf[i] | 0x20) === candidate.charCodeAt(i - start)) i++;
+    if (i === end) return candidate;
+  }
+  return null;
 }
 
 /** Host = uri-host [ ":" port ] (RFC 9110 §7.2): checked by byte class and bracket shape. */

@@ -366,6 +366,25 @@ export const HEAD_CASES: ReadonlyArray<HeadCase> = [
     }),
   },
   {
+    // Common names come from a table; near misses (a tchar that differs only in bit 0x20 from a
+    // letter or "-", a longer or shorter name) must not be taken for them.
+    name: "lower-cases common and near-common field names exactly",
+    raw: "GET / HTTP/1.1\r\nhOsT: a\r\nUSER-AGENT: u\r\nUser_Agent: v\r\nAccept^: w\r\n" +
+      "Accepts: x\r\nAccep: y\r\nCONTENT-length: 0\r\n\r\n",
+    expect: head({
+      headers: [
+        ["host", "a"],
+        ["user-agent", "u"],
+        ["user_agent", "v"],
+        ["accept^", "w"],
+        ["accepts", "x"],
+        ["accep", "y"],
+        ["content-length", "0"],
+      ],
+      framing: length(0),
+    }),
+  },
+  {
     name: "keeps repeated fields in wire order",
     raw: "GET / HTTP/1.1\r\nAccept: a\r\nHost: a\r\nAccept: b\r\n\r\n",
     expect: head({ headers: [["accept", "a"], ["host", "a"], ["accept", "b"]] }),
