@@ -376,6 +376,16 @@ function allocBytes(length: number): Uint8Array {
   return slab.subarray(start, start + length);
 }
 
+/** `HEAD ` at the start of a request line. */
+const HEAD_SP = ASCII_ENCODER.encode("HEAD ");
+
+/** Whether `buf[start, end)` begins with `prefix`. */
+function startsWith(buf: Uint8Array, start: number, end: number, prefix: Uint8Array): boolean {
+  if (end - start < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (buf[start + i] !== prefix[i]) return false;
+  return true;
+}
+
 /** The last chunk of a chunked body with no trailers: `0\r\n\r\n`. */
 export const LAST_CHUNK: Uint8Array = ASCII_ENCODER.encode("0\r\n\r\n");
 const CRLF_BYTES = ASCII_ENCODER.encode("\r\n");
@@ -2871,7 +2881,9 @@ class HttpConnection implements ConnectionEvents {
       this.#destroy();
       return;
     }
-    const response = errorResponseBytes(error.status, this.#answeringHead);
+    const forHead = this.#answeringHead ||
+      (this.#state === READING_HEAD && startsWith(this.#buffer, this.#start, this.#end, HEAD_SP));
+    const response = errorResponseBytes(error.status, forHead);
     this.#state = CLOSED;
     this.#send(response);
     this.#flush();

@@ -292,6 +292,14 @@ describe("serve() driver over an in-memory connection", () => {
       const connection = connect();
       connection.send("HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n");
       await expectOutput(connection, headOnly(413, "Content Too Large"), true);
+      // A HEAD whose head is malformed: its request line still said HEAD.
+      const malformed = connect();
+      malformed.send("HEAD / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n");
+      await expectOutput(malformed, headOnly(400, "Bad Request"), true);
+      // A request whose target merely contains "HEAD " is not a HEAD.
+      const get = connect();
+      get.send("GET /HEAD HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n");
+      await expectOutput(get, BAD_REQUEST, true);
     });
     const never = gate();
     const logged = await capturingErrors(async () => {
