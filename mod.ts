@@ -1979,6 +1979,12 @@ const BODY_READ_TURNS = 12;
 /** The most of a response body read ahead to send it with `Content-Length` in one write. */
 const MAX_BODY_PREFIX_BYTES = 1024 * 1024;
 
+/**
+ * Output up to this size is copied into one array for one write (a head with its body, pipelined
+ * responses). Past it, copying costs more than another write: the pieces go out as they are.
+ */
+const MAX_COALESCED_BYTES = 128 * 1024;
+
 /** Bytes of unparsed input to hold while a request is being answered, before pausing the socket. */
 const MAX_PIPELINE_BACKLOG = 64 * 1024;
 
@@ -2755,6 +2761,11 @@ class HttpConnection implements ConnectionEvents {
     }
     this.#closeRequested ||= close;
     if (prefix.done) {
+      if (prefix.length > MAX_COALESCED_BYTES) {
+        this.#send(serializeResponseHead(status, headers, headOptions));
+        for (const chunk of prefix.chunks) this.#send(chunk);
+        return;
+      }
       headOptions.body = prefix.chunks.length === 1
         ? prefix.chunks[0]
         : concat(prefix.chunks, prefix.length);
@@ -2896,14 +2907,21 @@ class HttpConnection implements ConnectionEvents {
     this.#outputBytes += bytes.length;
   }
 
-  /** Writes the queued bytes as one write. Returns false when the transport asks to wait. */
+  /** Writes the queued bytes, in one write when small. Returns false when the transport asks to wait. */
   #flush(): boolean {
     const output = this.#output;
     if (output.length === 0 || !this.#writable) return this.#writable;
-    const bytes = output.length === 1 ? output[0] : concat(output, this.#outputBytes);
-    output.length = 0; // reused: the bytes were copied out, or the one piece handed over
+    let writable: boolean;
+    if (output.length === 1) writable = this.#transport.write(output[0]);
+    else if (this.#outputBytes <= MAX_COALESCED_BYTES) {
+      writable = this.#transport.write(concat(output, this.#outputBytes));
+    } else {
+      writable = true;
+      for (const piece of output) writable = this.#transport.write(piece) && writable;
+    }
+    output.length = 0; // reused: the pieces were copied out or handed over
     this.#outputBytes = 0;
-    return this.#transport.write(bytes);
+    return writable;
   }
 
   /** Flushes and waits for the transport to drain if it asks to. Resolves false once closed. */

@@ -1590,6 +1590,23 @@ describe("FastResponse", () => {
     });
   });
 
+  test("serve() writes a small response in one write and a large body after its head, uncopied", async () => {
+    const large = "x".repeat(300 * 1024);
+    const handler: Handler = (request) =>
+      new FastResponse(new URL(request.url).pathname === "/large" ? large : "small");
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const small = connect();
+      small.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+      await expectOutput(small, fastHead(5) + "small", false);
+      assert.equal(small.writes.length, 1);
+      const big = connect();
+      big.send("GET /large HTTP/1.1\r\nHost: a\r\n\r\n");
+      await expectOutput(big, fastHead(large.length) + large, false);
+      assert.equal(big.writes.length, 2);
+      assert.equal(big.writes[1].length, large.length); // the body, not copied in with the head
+    });
+  });
+
   test("serve() answers HEAD for a FastResponse with the GET length and no body", async () => {
     await withServer(memoryServer(() => new FastResponse("hello")), async ({ connect }) => {
       const connection = connect();
