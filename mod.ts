@@ -1627,6 +1627,9 @@ const EAGER_RESPONSE_STREAMS = ON_NODE;
 /** Statuses whose responses cannot have a body (Fetch: "null body status"). */
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
 
+/** The methods of `Response` that read its body whole. */
+type BodyReader = "arrayBuffer" | "blob" | "bytes" | "formData" | "json" | "text";
+
 /** Reads the body a {@linkcode FastResponse} holds as it is; set by the class's static block. */
 let takeFixedBody: (response: FastResponse) => BodyPrefix | undefined;
 
@@ -1777,9 +1780,7 @@ export class FastResponse extends Response {
    * @returns The body as an ArrayBuffer.
    */
   override arrayBuffer(): Promise<ArrayBuffer> {
-    if (this.#deferred) return this.#carried().arrayBuffer();
-    this.#useUpIfTaken();
-    return super.arrayBuffer();
+    return this.#read("arrayBuffer");
   }
 
   /**
@@ -1788,9 +1789,7 @@ export class FastResponse extends Response {
    * @returns The body as a Blob of the response's Content-Type.
    */
   override blob(): Promise<Blob> {
-    if (this.#deferred) return this.#carried().blob();
-    this.#useUpIfTaken();
-    return super.blob();
+    return this.#read("blob");
   }
 
   /**
@@ -1799,9 +1798,7 @@ export class FastResponse extends Response {
    * @returns The body as bytes.
    */
   override bytes(): Promise<Uint8Array<ArrayBuffer>> {
-    if (this.#deferred) return this.#carried().bytes();
-    this.#useUpIfTaken();
-    return super.bytes();
+    return this.#read("bytes");
   }
 
   /**
@@ -1810,9 +1807,7 @@ export class FastResponse extends Response {
    * @returns The body parsed as form data, by its Content-Type.
    */
   override formData(): Promise<FormData> {
-    if (this.#deferred) return this.#carried().formData();
-    this.#useUpIfTaken();
-    return super.formData();
+    return this.#read("formData");
   }
 
   /**
@@ -1821,9 +1816,7 @@ export class FastResponse extends Response {
    * @returns The body parsed as JSON.
    */
   override json(): Promise<unknown> {
-    if (this.#deferred) return this.#carried().json();
-    this.#useUpIfTaken();
-    return super.json();
+    return this.#read("json");
   }
 
   /**
@@ -1832,9 +1825,14 @@ export class FastResponse extends Response {
    * @returns The body decoded as UTF-8.
    */
   override text(): Promise<string> {
-    if (this.#deferred) return this.#carried().text();
+    return this.#read("text");
+  }
+
+  /** Reads the body whole with Response's method `name`, from wherever the body is. */
+  #read<Name extends BodyReader>(name: Name): ReturnType<Response[Name]> {
+    if (this.#deferred) return this.#carried()[name]() as ReturnType<Response[Name]>;
     this.#useUpIfTaken();
-    return super.text();
+    return (Response.prototype[name] as () => ReturnType<Response[Name]>).call(this);
   }
 
   /** The Response that holds the deferred body once someone reads it, with the same type. */
