@@ -1663,7 +1663,7 @@ export class FastResponse extends Response {
   /** On Node, the body is not given to `super`: it waits here, and in `#carrier` once read. */
   #deferred: boolean;
   #carrier: Response | null = null;
-  /** Someone asked for the body stream: from then on it is what gets sent. */
+  /** Someone asked for the body (its stream, or a read): from then on the stream is sent. */
   #streamAsked = false;
   /** wireserve took the body to send it: it is used from then on. */
   #taken = false;
@@ -1692,7 +1692,7 @@ export class FastResponse extends Response {
     this.#deferred = deferred;
     // Checked here for every runtime: Node's Response never sees a deferred body, and Bun's
     // Response accepts a body with 204 and CR LF in the status text.
-    if (body !== null && body !== undefined && NULL_BODY_STATUS.has(this.status)) {
+    if (source !== null && NULL_BODY_STATUS.has(this.status)) {
       throw new TypeError(`Cannot make a response: status ${this.status} cannot have a body`);
     }
     if (!isReasonPhrase(this.statusText)) {
@@ -1830,6 +1830,7 @@ export class FastResponse extends Response {
 
   /** Reads the body whole with Response's method `name`, from wherever the body is. */
   #read<Name extends BodyReader>(name: Name): ReturnType<Response[Name]> {
+    this.#streamAsked = true;
     if (this.#deferred) return this.#carried()[name]() as ReturnType<Response[Name]>;
     this.#useUpIfTaken();
     return (Response.prototype[name] as () => ReturnType<Response[Name]>).call(this);
@@ -1861,9 +1862,10 @@ export class FastResponse extends Response {
     if (source === undefined) return undefined;
     // No body, nothing to use up: the same response may be sent again, as a Response(null) may.
     if (source === null) return BODYLESS;
-    if (this.bodyUsed) throw new TypeError("Cannot send response: its body was already used");
-    // Someone has the stream (a reader, a pipe, a tee): it is read as any other body is.
-    if (this.#streamAsked || this.#carrier !== null) return undefined;
+    if (this.#taken) throw new TypeError("Cannot send response: its body was already sent");
+    // Someone has the body (a read, a reader, a pipe, a tee): its stream is read as any other
+    // body's is, and a used one fails there as a Response's does.
+    if (this.#streamAsked) return undefined;
     this.#taken = true;
     const bytes = typeof source === "string" ? encodeUtf8(source) : source;
     return { chunks: [bytes], length: bytes.length, done: true, pending: null, reader: null };
@@ -2707,8 +2709,7 @@ class HttpConnection implements ConnectionEvents {
     const keepAlive = this.#keepAlive(head);
     const status = response.status;
     const headers = response.headers;
-    const hasBody = prefix !== BODYLESS;
-    const bodyless = head.method === "HEAD" || status < 200 || status === 204 || status === 304;
+    const hasBody = prefix !== BODYLESS; // the Response has a body (which HEAD does not send)
     let bodyLength: number | null = prefix.done ? prefix.length : null;
     let declaredLength: number | undefined;
     if (bodyLength === null) {
@@ -2734,7 +2735,7 @@ class HttpConnection implements ConnectionEvents {
       close,
       version: head.version,
     };
-    if (bodyless) {
+    if (framing.kind === "none") {
       if (head.method === "HEAD") {
         // RFC 9110 §9.3.2: a HEAD response carries the fields a GET would have. A handler that
         // answers HEAD without a body declares the GET length itself, or none is sent.
@@ -2759,15 +2760,15 @@ class HttpConnection implements ConnectionEvents {
     }
     this.#closeRequested ||= close;
     if (prefix.done) {
-      if (prefix.length > MAX_COALESCED_BYTES) {
-        this.#send(serializeResponseHead(status, headers, headOptions));
-        for (const chunk of prefix.chunks) this.#send(chunk);
-        return;
+      // A small body goes out in one array with its head; a large one after it, uncopied.
+      const inline = prefix.length <= MAX_COALESCED_BYTES;
+      if (inline) {
+        headOptions.body = prefix.chunks.length === 1
+          ? prefix.chunks[0]
+          : concat(prefix.chunks, prefix.length);
       }
-      headOptions.body = prefix.chunks.length === 1
-        ? prefix.chunks[0]
-        : concat(prefix.chunks, prefix.length);
       this.#send(serializeResponseHead(status, headers, headOptions));
+      if (!inline) { for (const chunk of prefix.chunks) this.#send(chunk); }
       return;
     }
     // A live stream: send as it comes, with backpressure.
@@ -3057,12 +3058,18 @@ function statusBody(status: number): string {
  */
 function errorResponseBytes(status: number, forHead = false): Uint8Array {
   const body = ASCII_ENCODER.encode(statusBody(status));
-  // RFC 9110 §9.3.2: no content in a response to HEAD, only the length a GET would get.
+  const { framing } = responseFraming({
+    method: forHead ? "HEAD" : "GET",
+    version: 1,
+    keepAlive: false,
+    status,
+    bodyLength: body.length,
+  });
   return serializeResponseHead(status, [["content-type", "text/plain; charset=utf-8"]], {
-    framing: forHead ? NO_BODY : { kind: "length", length: body.length },
-    contentLength: body.length,
+    framing,
+    contentLength: body.length, // for HEAD: the length a GET would get
     close: true,
-    body: forHead ? undefined : body,
+    body: framing.kind === "none" ? undefined : body,
   });
 }
 
