@@ -492,6 +492,8 @@ export class HttpError extends Error {
   /** The status to answer with. */
   readonly status: number;
   /**
+   * Makes the error for one broken rule, with the status {@linkcode HTTP_ERROR} gives its code.
+   *
    * @param code Which rule was broken.
    * @param message What was wrong, for logs; never sent to the client.
    */
@@ -1149,7 +1151,12 @@ export class ChunkedDecoder {
   #trailerLength = 0;
   #trailers: Array<[string, string]> = [];
 
-  /** @param limits `maxChunkExtensionBytes`, and `maxHeadBytes`/`maxHeaderCount` for trailers. */
+  /**
+   * Makes a decoder for one body, expecting the first chunk-size line.
+   *
+   * @param limits `maxChunkExtensionBytes`, and `maxHeadBytes`/`maxHeaderCount` for trailers;
+   * each one left out is the default from {@linkcode DEFAULT_LIMITS}.
+   */
   constructor(limits?: Partial<Limits>) {
     this.#limits = resolveLimits(limits);
   }
