@@ -17,7 +17,7 @@
  *    rate limiting, graceful shutdown, faults, a seeded fuzzer and a table of smuggling vectors
  *    (`test/hostile.ts`).
  *
- * Shared helpers are in `test/helpers.ts` and `test/hostile_helpers.ts`.
+ * Shared helpers are in `test/helpers.ts`.
  */
 
 import "./test/driver_and_e2e.ts";

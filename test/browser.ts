@@ -12,7 +12,8 @@
  *   and the dump would race the seek. Chromium instead runs in real time until the report arrives,
  *   then is killed; it is started with the asynchronous `spawn` (the server runs in this process,
  *   so nothing here may block the event loop: no `execFileSync`) as the leader of its own process
- *   group, and the whole group is killed after {@linkcode CHROMIUM_TIMEOUT_MS} at most.
+ *   group (`startProcess` in `test/helpers.ts`, `detached`), and the whole group is killed after
+ *   {@linkcode CHROMIUM_TIMEOUT_MS} at most.
  * - The video is sent at {@linkcode THROTTLE_BYTES_PER_TICK} bytes every
  *   {@linkcode THROTTLE_TICK_MS} ms, as over a modest network. On loopback the whole file would
  *   arrive in one burst with the first `Range: bytes=0-` and Chromium would seek within its cache;
@@ -39,13 +40,13 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
-import { spawn } from "node:child_process";
 import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { serve, serveDir } from "../mod.ts";
+import { delay, startProcess } from "./helpers.ts";
+import type { ProcessExit } from "./helpers.ts";
 
 /**
  * Whether a missing Chromium fails the test (true: CI installs it, so its absence is a broken
@@ -121,96 +122,8 @@ const MISSING_CHROMIUM = "Chromium not found: the browser test needs it. Install
   "`apt-get update && apt-get install -y --no-install-recommends chromium` (Debian), put " +
   "`chromium` on PATH, or point WIRESERVE_CHROMIUM at the binary.";
 
-/** How a Chromium run ended. */
-interface ChromiumExit {
-  stderr: string;
-  /** The exit code, or null when a signal ended it. */
-  code: number | null;
-  signal: string | null;
-  /** Set when it could not be started at all. */
-  error: Error | null;
-  /** Whether it was killed by the timeout (rather than by `kill()` or on its own). */
-  timedOut: boolean;
-  ms: number;
-}
-
-/** A running Chromium. */
-interface Chromium {
-  /** Resolves when it has exited, however; never rejects. */
-  exited: Promise<ChromiumExit>;
-  /** Kills its whole process group. */
-  kill(): void;
-}
-
-/** Stderr kept from Chromium; the rest is dropped. */
-const MAX_STDERR = 1024 * 1024;
-
-/**
- * Starts Chromium with `args`, asynchronously, as the leader of its own process group, and kills
- * that group after `ms` (and once more when Chromium has exited, for any helper left behind).
- *
- * `spawn` rather than `execFile`: both are asynchronous, but `execFile` does not pass `detached`
- * on (on Node, Deno or Bun), and without a process group of its own a killed Chromium could
- * leave its renderer and GPU processes running.
- */
-function startChromium(binary: string, args: string[], ms: number): Chromium {
-  const started = Date.now();
-  let timedOut = false;
-  const stderr: Buffer[] = [];
-  let stderrBytes = 0;
-  const child = spawn(binary, args, { detached: true, stdio: ["ignore", "ignore", "pipe"] });
-  const kill = () => killGroup(child.pid, () => child.kill("SIGKILL"));
-  const timer = setTimeout(() => {
-    timedOut = true;
-    kill();
-  }, ms);
-  child.stderr?.on("data", (chunk: Buffer) => {
-    if (stderrBytes < MAX_STDERR) stderr.push(chunk);
-    stderrBytes += chunk.length;
-  });
-  const exited = new Promise<ChromiumExit>((resolve) => {
-    let settled = false;
-    const finish = (code: number | null, signal: string | null, error: Error | null) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      killGroup(child.pid, () => {});
-      resolve({
-        stderr: Buffer.concat(stderr).toString("utf8"),
-        code,
-        signal,
-        error,
-        timedOut,
-        ms: Date.now() - started,
-      });
-    };
-    child.on("error", (error) => finish(null, null, error));
-    child.on("close", (code, signal) => finish(code, signal, null));
-  });
-  return { exited, kill };
-}
-
-/** Kills the process group led by `pid`; falls back to `fallback` if that is not possible. */
-function killGroup(pid: number | undefined, fallback: () => void): void {
-  try {
-    if (pid === undefined) throw new Error("no pid");
-    process.kill(-pid, "SIGKILL");
-  } catch {
-    try {
-      fallback();
-    } catch {
-      // already gone
-    }
-  }
-}
-
 //#endregion
 //#region Serving
-
-/** Resolves after `ms` milliseconds. */
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /** `body`, re-chunked to {@linkcode THROTTLE_BYTES_PER_TICK} and paced. Cancel passes through. */
 function throttle(body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
@@ -311,11 +224,11 @@ describe("a real browser (headless Chromium) against serveDir", () => {
       return response;
     });
     const profile = await fs.mkdtemp(path.join(os.tmpdir(), "wireserve-chromium-"));
-    let exit: ChromiumExit;
+    let exit: ProcessExit;
     let gotReport = false;
     try {
       const { port } = await server.ready;
-      const browser = startChromium(chromium, [
+      const browser = startProcess(chromium, [
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -331,7 +244,7 @@ describe("a real browser (headless Chromium) against serveDir", () => {
         `--user-data-dir=${profile}`,
         "--autoplay-policy=no-user-gesture-required",
         `http://127.0.0.1:${port}/`,
-      ], CHROMIUM_TIMEOUT_MS);
+      ], { ms: CHROMIUM_TIMEOUT_MS, detached: true });
       // Until the report arrives, Chromium exits (it should not), or the timeout kills it.
       gotReport = await Promise.race([
         reported.then(() => true),

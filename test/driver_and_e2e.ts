@@ -26,7 +26,7 @@ import {
   okHead,
   RawClient,
   rawExchange,
-  runCurl,
+  runCommand,
   settle,
   slowStream,
   textOf,
@@ -1870,7 +1870,7 @@ for (const transport of transportsHere()) {
             await client.write(new Uint8Array([byte]));
             await delay(1);
           }
-          await client.waitForEnd();
+          await client.waitForClose();
           assert.equal(client.text(), ok("GET http://b/bytes", "connection: close\r\n"));
         } finally {
           client.destroy();
@@ -2022,7 +2022,7 @@ for (const transport of transportsHere()) {
             assert.equal(flushed, false, "the server read a body nobody was reading");
             release.open();
             await withTimeout(written, 10_000, "the body to be sent");
-            await client.waitForEnd(10_000);
+            await client.waitForClose(10_000);
             assert.equal(client.text(), ok(String(size), "connection: close\r\n"));
           } finally {
             release.open();
@@ -2084,7 +2084,7 @@ for (const transport of transportsHere()) {
         try {
           await client.write("GET /half HTTP/1.1\r\nHost: a\r\n\r\n");
           client.socket.end();
-          await client.waitForEnd();
+          await client.waitForClose();
           // Whether the FIN is read before the response head is written is a race; either way
           // the server must answer in full and then close (RFC 9112 §9.6 asks no close option).
           assert.equal(
@@ -2108,7 +2108,7 @@ for (const transport of transportsHere()) {
             await client.write(piece);
           }
           await client.write("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
-          await client.waitForEnd();
+          await client.waitForClose();
           assert.equal(
             client.text(),
             ok("got hello world") + ok("got ", "connection: close\r\n"),
@@ -2198,7 +2198,7 @@ for (const transport of transportsHere()) {
         const client = await RawClient.connect(port);
         try {
           await client.write("GET /c HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
-          await client.waitForEnd();
+          await client.waitForClose();
           assert.equal(client.text(), ok("GET http://a/c", "connection: close\r\n"));
         } finally {
           client.destroy();
@@ -2244,9 +2244,9 @@ for (const transport of transportsHere()) {
           : textResponse("hello curl");
       await withServer(await listen(transport, handler), async ({ port }) => {
         const url = `http://127.0.0.1:${port}/`;
-        const got = await runCurl(["--http1.1", "-sS", "-i", url]);
+        const got = await runCommand("curl", ["--http1.1", "-sS", "-i", url]);
         assert.equal(got.replace(/date: [^\r]+/gi, "date: X"), ok("hello curl"));
-        const posted = await runCurl([
+        const posted = await runCommand("curl", [
           "--http1.1",
           "-sS",
           "-i",
@@ -2286,13 +2286,13 @@ for (const transport of transportsHere()) {
         const shutdown = server.shutdown().then(() => {
           finished = true;
         });
-        await idle.waitForEnd();
+        await idle.waitForClose();
         assert.equal(idle.text(), ok("quick"));
         await delay(50);
         assert.equal(finished, false, "shutdown resolved before the in-flight response");
         assert.equal(busy.ended, false);
         release.open();
-        await busy.waitForEnd();
+        await busy.waitForClose();
         assert.equal(busy.text(), ok("slow done", "connection: close\r\n"));
         await withTimeout(shutdown, 3000, "Server.shutdown()");
         await withTimeout(server.finished, 100, "Server.finished");

@@ -1,24 +1,36 @@
 /**
- * Helpers for layers 2 and 3 of the test suite: the connection driver over an in-memory
- * connection, and the server end to end over real sockets on 127.0.0.1.
+ * The test suite's helpers, one module for every layer's tests:
  *
  * - time: `delay`, `withTimeout`, `settle`, `waitUntil`, `gate`; every wait is bounded in count
  *   and in time, so a broken server fails a test instead of hanging the run;
- * - bytes: `bytesOf` and `textOf` (one byte per code unit, as the wire has it), `maskDate`;
- * - expected responses: `ok`, `okHead`, `errorResponse`, `BAD_REQUEST`, written out as the driver
- *   serializes them, and `echoUrl`, the handler most tests use;
+ * - bytes: `bytesOf` and `textOf` (one byte per code unit, as the wire has it), `maskDate`, `show`;
+ * - responses: `textResponse`, `slowStream`, the handler `echoUrl`, the exact bytes the driver
+ *   writes (`ok`, `okHead`, `errorResponse`, `BAD_REQUEST`), and `parseResponses` / `field`, a
+ *   small HTTP/1.1 response parser for what a raw client received;
+ * - logging: `capturingErrors` and `logLines`;
+ * - servers: `runtimeName`, `transportsHere`, `listen` (127.0.0.1, a free port) and `withServer`
+ *   (a bounded shutdown when the test ends);
  * - `MemoryConnection` and `memoryServer`: a custom `Transport` whose connections record every call
  *   the driver makes, so tests can assert the exact bytes written;
- * - `RawClient` and `rawExchange`: a `node:net` client that sends raw bytes and collects raw bytes;
- * - `transportsHere`: the built-in transports this runtime can run;
- * - `runCurl`: curl through `node:child_process`.
+ * - `RawClient` (plain or TLS), `rawExchange` and `harness`: `node:net` / `node:tls` clients that
+ *   send raw bytes, record every byte and when the server closed, and are destroyed with the server
+ *   when a test ends;
+ * - child processes: `startProcess` (a program with a bounded lifetime), `runCommand` (async
+ *   `execFile`), `throwawayCert`, `curlHttps`, `openFileLimit`;
+ * - `mulberry32`: a seeded PRNG for the fuzz test.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import * as net from "node:net";
-import { execFile } from "node:child_process";
+import * as tls from "node:tls";
+import { execFile, spawn } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
 import { serve } from "../mod.ts";
 import type {
   ConnectionEvents,
@@ -127,6 +139,15 @@ export function maskDate(text: string): string {
   return text.replace(/date: [^\r]+/g, "date: X");
 }
 
+/** A printable form of raw bytes for test names and messages. */
+export function show(text: string, max = 160): string {
+  const shown = JSON.stringify(text.length > max ? text.slice(0, max) + "…" : text);
+  return shown.slice(1, -1);
+}
+
+//#endregion
+//#region Responses
+
 /** The exact bytes of the error response the server answers a protocol violation with. */
 export function errorResponse(status: number, reason: string): string {
   const body = `${status} ${reason}\n`;
@@ -153,9 +174,6 @@ export function slowStream(pieces: readonly string[], ms = 5): ReadableStream<Ui
   }, { highWaterMark: 0 });
 }
 
-//#endregion
-//#region Expected responses
-
 /** The handler most driver tests use: says which method and URL it saw, as text/plain. */
 export const echoUrl: Handler = (request) => textResponse(`${request.method} ${request.url}`);
 
@@ -173,7 +191,88 @@ export function ok(body: string, extra = ""): string {
 export const BAD_REQUEST =
   "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ndate: X\r\ncontent-length: 16\r\nconnection: close\r\n\r\n400 Bad Request\n";
 
-/** Replaces console.error while `body` runs, and returns what was logged. */
+/** One parsed response. */
+export interface ParsedResponse {
+  status: number;
+  reason: string;
+  /** Field names lower-cased, in order. */
+  headers: Array<[string, string]>;
+  body: string;
+  /** Whether the body was complete (all Content-Length bytes, or the last chunk). */
+  complete: boolean;
+}
+
+/** The value of the first field called `name` (lower case), or undefined. */
+export function field(response: ParsedResponse, name: string): string | undefined {
+  return response.headers.find(([n]) => n === name)?.[1];
+}
+
+/**
+ * Parses the responses in `text`, in order. Bodies: none for 1xx/204/304, chunked, Content-Length,
+ * or (neither) up to the end. Stops at the first thing that is not a response.
+ */
+export function parseResponses(text: string): { responses: ParsedResponse[]; rest: string } {
+  const responses: ParsedResponse[] = [];
+  let at = 0;
+  for (let count = 0; count < 1000 && at < text.length; count++) {
+    const headEnd = text.indexOf("\r\n\r\n", at);
+    if (headEnd === -1) break;
+    const lines = text.slice(at, headEnd).split("\r\n");
+    const m = /^HTTP\/1\.[01] (\d{3}) ?(.*)$/.exec(lines[0]);
+    if (!m) break;
+    const status = Number(m[1]);
+    const headers: Array<[string, string]> = [];
+    for (const line of lines.slice(1)) {
+      const colon = line.indexOf(":");
+      headers.push([line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim()]);
+    }
+    const response: ParsedResponse = { status, reason: m[2], headers, body: "", complete: true };
+    at = headEnd + 4;
+    const te = field(response, "transfer-encoding");
+    const cl = field(response, "content-length");
+    if (status < 200 || status === 204 || status === 304) {
+      // no body
+    } else if (te !== undefined && /chunked$/i.test(te)) {
+      response.complete = false;
+      for (let chunks = 0; chunks < 100_000; chunks++) {
+        const lineEnd = text.indexOf("\r\n", at);
+        if (lineEnd === -1) break;
+        const size = parseInt(text.slice(at, lineEnd), 16);
+        if (!Number.isFinite(size)) break;
+        if (size === 0) {
+          const trailerEnd = text.indexOf("\r\n\r\n", lineEnd);
+          if (trailerEnd === -1 && text.slice(lineEnd, lineEnd + 4) !== "\r\n\r\n") break;
+          at = (trailerEnd === -1 ? lineEnd : trailerEnd) + 4;
+          response.complete = true;
+          break;
+        }
+        if (lineEnd + 2 + size + 2 > text.length) {
+          response.body += text.slice(lineEnd + 2, lineEnd + 2 + size);
+          at = text.length;
+          break;
+        }
+        response.body += text.slice(lineEnd + 2, lineEnd + 2 + size);
+        at = lineEnd + 2 + size + 2;
+      }
+    } else if (cl !== undefined) {
+      const length = Number(cl);
+      response.body = text.slice(at, at + length);
+      response.complete = response.body.length === length;
+      at = Math.min(text.length, at + length);
+    } else {
+      response.body = text.slice(at);
+      at = text.length;
+    }
+    responses.push(response);
+    if (!response.complete) break;
+  }
+  return { responses, rest: text.slice(at) };
+}
+
+//#endregion
+//#region Logging
+
+/** Replaces console.error while `body` runs, and returns the arguments of each call. */
 export async function capturingErrors(body: () => Promise<void>): Promise<unknown[][]> {
   const logged: unknown[][] = [];
   const original = console.error;
@@ -186,6 +285,74 @@ export async function capturingErrors(body: () => Promise<void>): Promise<unknow
     console.error = original;
   }
   return logged;
+}
+
+/** Each call {@linkcode capturingErrors} caught as one line; an Error as `name: message`. */
+export function logLines(logged: readonly unknown[][]): string[] {
+  return logged.map((args) =>
+    args.map((arg) => arg instanceof Error ? `${arg.name}: ${arg.message}` : String(arg)).join(" ")
+  );
+}
+
+//#endregion
+//#region Servers
+
+/** The name of this runtime. */
+export function runtimeName(): "deno" | "bun" | "node" {
+  const runtime = globalThis as { Bun?: unknown; Deno?: unknown };
+  return runtime.Bun !== undefined ? "bun" : runtime.Deno !== undefined ? "deno" : "node";
+}
+
+/** The built-in transports this runtime can run: its own, and node:net everywhere. */
+export function transportsHere(): TransportName[] {
+  const runtime = runtimeName();
+  return runtime === "node" ? ["node"] : [runtime, "node"];
+}
+
+/**
+ * Serves `handler` on a free port over `transport` (on 127.0.0.1 unless `options.hostname` says
+ * otherwise); resolves once listening.
+ */
+export async function listen(
+  transport: TransportName,
+  handler: Handler,
+  options: Omit<ServeOptions, "transport" | "port"> = {},
+): Promise<{ server: Server; port: number; addr: NetAddr }> {
+  const server = serve({ hostname: "127.0.0.1", ...options, port: 0, transport }, handler);
+  const addr = await withTimeout(server.ready, 5000, "Server.ready");
+  return { server, port: addr.port, addr };
+}
+
+/** What {@linkcode withServer} does after the body, besides shutting the server down. */
+export interface WithServerOptions {
+  /** How long the shutdown may take. @default 2000 */
+  shutdownMs?: number;
+  /** Runs before the shutdown, whether the body passed or not (say, to destroy clients). */
+  cleanup?: () => void;
+}
+
+/**
+ * Runs `body` against a server, then shuts the server down within `shutdownMs`. A shutdown failure
+ * fails the test only when the test itself passed, so the first error is the one reported.
+ */
+export async function withServer<T extends { server: Server }>(
+  started: T,
+  body: (started: T) => Promise<void>,
+  options: WithServerOptions = {},
+): Promise<void> {
+  let failed = false;
+  try {
+    await body(started);
+  } catch (error) {
+    failed = true;
+    throw error;
+  } finally {
+    options.cleanup?.();
+    const ms = options.shutdownMs ?? 2000;
+    const shutdown = withTimeout(started.server.shutdown(), ms, "Server.shutdown()");
+    if (failed) await shutdown.catch(() => {});
+    else await shutdown;
+  }
 }
 
 //#endregion
@@ -326,27 +493,6 @@ export function memoryServer(
 }
 
 /**
- * Runs `body` against a server, then shuts the server down within 2 s. A shutdown failure fails
- * the test only when the test itself passed, so the first error is the one reported.
- */
-export async function withServer<T extends { server: Server }>(
-  started: T,
-  body: (started: T) => Promise<void>,
-): Promise<void> {
-  let failed = false;
-  try {
-    await body(started);
-  } catch (error) {
-    failed = true;
-    throw error;
-  } finally {
-    const shutdown = withTimeout(started.server.shutdown(), 2000, "Server.shutdown()");
-    if (failed) await shutdown.catch(() => {});
-    else await shutdown;
-  }
-}
-
-/**
  * Waits until `connection` has written at least as much as `expected` (and ended, if `ended` says
  * so), lets a few more turns pass so that stray bytes would show, then asserts the exact output
  * (Date masked) and whether the driver ended the connection.
@@ -371,28 +517,22 @@ export async function expectOutput(
 }
 
 //#endregion
-//#region Real sockets
+//#region Raw clients
 
-/** The built-in transports this runtime can run: its own, and node:net everywhere. */
-export function transportsHere(): TransportName[] {
-  const runtime = globalThis as { Bun?: unknown; Deno?: unknown };
-  if (runtime.Bun !== undefined) return ["bun", "node"];
-  if (runtime.Deno !== undefined) return ["deno", "node"];
-  return ["node"];
+/** Options for {@linkcode RawClient.connect}. */
+export interface ConnectOptions {
+  /** The address to connect to. @default "127.0.0.1" */
+  host?: string;
+  /** The local address to connect from. */
+  localAddress?: string;
+  /** How long connecting may take. @default 5000 */
+  ms?: number;
 }
 
-/** Serves `handler` on 127.0.0.1, a free port, over `transport`; resolves once listening. */
-export async function listen(
-  transport: TransportName,
-  handler: Handler,
-  options: Omit<ServeOptions, "transport" | "port" | "hostname"> = {},
-): Promise<{ server: Server; port: number; addr: NetAddr }> {
-  const server = serve({ ...options, port: 0, hostname: "127.0.0.1", transport }, handler);
-  const addr = await withTimeout(server.ready, 3000, "Server.ready");
-  return { server, port: addr.port, addr };
-}
-
-/** A raw TCP client: writes bytes, collects whatever the server sends, sees the server close. */
+/**
+ * A raw client socket (`node:net` or `node:tls`): writes bytes, records every byte the server sends
+ * and when the server closed.
+ */
 export class RawClient {
   readonly socket: net.Socket;
   readonly chunks: Uint8Array[] = [];
@@ -401,93 +541,449 @@ export class RawClient {
   ended = false;
   /** The socket is closed, by either side. */
   closed = false;
+  /** `Date.now()` when the socket ended or closed, 0 while open. */
+  closedAt = 0;
+  /** `Date.now()` when the first byte arrived, 0 before. */
+  firstByteAt = 0;
   error: Error | null = null;
+  #text = "";
+  #textChunks = 0;
 
   constructor(socket: net.Socket) {
     this.socket = socket;
     socket.on("data", (chunk: Uint8Array) => {
+      if (this.firstByteAt === 0) this.firstByteAt = Date.now();
       this.chunks.push(new Uint8Array(chunk));
       this.bytesReceived += chunk.length;
     });
-    socket.on("end", () => this.ended = true);
-    socket.on("close", () => this.closed = true);
+    socket.on("end", () => {
+      this.ended = true;
+      this.closedAt ||= Date.now();
+    });
+    socket.on("close", () => {
+      this.closed = true;
+      this.closedAt ||= Date.now();
+    });
     socket.on("error", (error: Error) => this.error = error);
   }
 
-  /** Connects to `port` on 127.0.0.1 with Nagle off. */
-  static async connect(port: number, hostname = "127.0.0.1"): Promise<RawClient> {
-    const socket = net.connect({ port, host: hostname });
+  /** Connects a plain TCP client to `port` (on 127.0.0.1 by default) with Nagle off. */
+  static async connect(port: number, options: ConnectOptions = {}): Promise<RawClient> {
+    const host = options.host ?? "127.0.0.1";
+    const socket = net.connect({ port, host, localAddress: options.localAddress });
     const client = new RawClient(socket);
-    await withTimeout(
-      new Promise<void>((resolve, reject) => {
-        socket.once("connect", resolve);
-        socket.once("error", reject);
-      }),
-      3000,
-      `a connection to ${hostname}:${port}`,
-    );
+    await opened(socket, "connect", options.ms ?? 5000, `a connection to ${host}:${port}`);
     socket.setNoDelay(true);
     return client;
   }
 
-  /** Writes bytes (a string is written as latin1). */
+  /** Connects a TLS client to `port` on 127.0.0.1, trusting `ca`, offering http/1.1. */
+  static async connectTls(port: number, ca: string): Promise<RawClient & { alpn: string }> {
+    const socket = tls.connect({
+      host: "127.0.0.1",
+      port,
+      ca,
+      servername: "localhost",
+      ALPNProtocols: ["http/1.1"],
+    });
+    const client = new RawClient(socket) as RawClient & { alpn: string };
+    await opened(socket, "secureConnect", 5000, `a TLS connection to 127.0.0.1:${port}`);
+    client.alpn = String(socket.alpnProtocol);
+    return client;
+  }
+
+  /** Whether the server closed its side or the socket is gone. */
+  get done(): boolean {
+    return this.ended || this.closed;
+  }
+
+  /** Everything received so far, decoded as latin1, with the Date values masked. */
+  text(): string {
+    if (this.#textChunks !== this.chunks.length) {
+      this.#text = maskDate(textOf(this.chunks));
+      this.#textChunks = this.chunks.length;
+    }
+    return this.#text;
+  }
+
+  /** Writes bytes (a string as latin1); resolves once handed to the kernel, rejects on error. */
   write(data: string | Uint8Array): Promise<void> {
     const bytes = typeof data === "string" ? bytesOf(data) : data;
     return new Promise((resolve, reject) => {
+      if (this.socket.destroyed || this.socket.writableEnded) {
+        reject(new Error("the socket is closed"));
+        return;
+      }
       this.socket.write(bytes, (error?: Error | null) => error ? reject(error) : resolve());
     });
   }
 
-  /** Everything received, decoded as latin1, with the Date values masked. */
-  text(): string {
-    return maskDate(textOf(this.chunks));
+  /** Writes and ignores failures (the server may have closed already). */
+  async tryWrite(data: string | Uint8Array): Promise<boolean> {
+    try {
+      await this.write(data);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Waits until the received text satisfies `predicate`. */
   async waitForText(predicate: (text: string) => boolean, what: string, ms = 3000): Promise<void> {
     await waitUntil(
       () => predicate(this.text()),
-      `${what}; received ${this.bytesReceived} bytes`,
+      `${what}; received ${this.bytesReceived} bytes: ${show(this.text())}`,
       ms,
     );
   }
 
   /** Waits until the server closes its side (or the socket closes). */
-  async waitForEnd(ms = 3000): Promise<void> {
-    await waitUntil(() => this.ended || this.closed, "the server to close the connection", ms);
+  async waitForClose(ms = 3000, what = "the server to close the connection"): Promise<void> {
+    await waitUntil(() => this.done, `${what}; received ${show(this.text())}`, ms);
   }
 
   /** Closes the socket at once. */
   destroy(): void {
     this.socket.destroy();
   }
+
+  /** Closes the socket with a TCP reset where the runtime can, else at once. */
+  reset(): void {
+    const socket = this.socket as net.Socket & { resetAndDestroy?: () => void };
+    if (typeof socket.resetAndDestroy === "function") {
+      try {
+        socket.resetAndDestroy();
+        return;
+      } catch { /* fall back */ }
+    }
+    socket.destroy();
+  }
 }
 
-/** Sends `request` on a new connection, reads until the server closes it, returns what came. */
-export async function rawExchange(port: number, request: string, ms = 3000): Promise<string> {
-  const client = await RawClient.connect(port);
+/** Waits for `socket` to emit `event`; destroys it and rejects on an error, a close or after `ms`. */
+async function opened(socket: net.Socket, event: string, ms: number, what: string): Promise<void> {
   try {
-    await client.write(request);
-    await client.waitForEnd(ms);
+    await withTimeout(
+      new Promise<void>((resolve, reject) => {
+        socket.once(event, resolve);
+        socket.once("error", reject);
+        socket.once("close", () => reject(new Error(`closed before ${event}`)));
+      }),
+      ms,
+      what,
+    );
+  } catch (error) {
+    socket.destroy();
+    throw error;
+  }
+}
+
+/** Sends `request` on `client`, waits until the server closes, destroys it, returns what came. */
+async function exchangeOn(
+  client: RawClient,
+  request: string | Uint8Array,
+  ms: number,
+): Promise<string> {
+  try {
+    await client.tryWrite(request);
+    await client.waitForClose(ms);
     return client.text();
   } finally {
     client.destroy();
   }
 }
 
-/** Runs curl with `args`; resolves with its stdout as latin1 text. */
-export function runCurl(args: string[]): Promise<string> {
+/** Sends `request` on a new connection, reads until the server closes it, returns what came. */
+export async function rawExchange(
+  port: number,
+  request: string | Uint8Array,
+  ms = 3000,
+): Promise<string> {
+  return exchangeOn(await RawClient.connect(port), request, ms);
+}
+
+/** What a test body gets from {@linkcode harness}. */
+export interface Harness {
+  readonly server: Server;
+  readonly port: number;
+  /** Connects a TCP client that is destroyed when the test ends. */
+  connect(options?: ConnectOptions): Promise<RawClient>;
+  /** Connects a TLS client that is destroyed when the test ends. */
+  connectTls(ca: string): Promise<RawClient & { alpn: string }>;
+  /** Tracks a client made elsewhere so that it is destroyed when the test ends. */
+  track(client: RawClient): RawClient;
+  /** Sends `request` on a new connection and resolves with all received once the server closes. */
+  exchange(request: string | Uint8Array, ms?: number): Promise<string>;
+  /** A `GET /` with `Connection: close` on a new connection; resolves with the response text. */
+  probe(path?: string): Promise<string>;
+}
+
+/**
+ * Serves `handler` on 127.0.0.1 port 0 over `transport`, runs `body`, then destroys every client
+ * the harness opened and shuts the server down within 5 s (see {@linkcode withServer}).
+ */
+export async function harness(
+  transport: TransportName,
+  handler: Handler,
+  options: Omit<ServeOptions, "transport" | "port">,
+  body: (h: Harness) => Promise<void>,
+): Promise<void> {
+  const started = await listen(transport, handler, { shutdownTimeout: 1000, ...options });
+  const { server, port } = started;
+  const clients = new Set<RawClient>();
+  const track = <C extends RawClient>(client: C): C => {
+    clients.add(client);
+    return client;
+  };
+  const h: Harness = {
+    server,
+    port,
+    connect: async (connectOptions) => track(await RawClient.connect(port, connectOptions)),
+    connectTls: async (ca) => track(await RawClient.connectTls(port, ca)),
+    track,
+    exchange: async (request, ms = 3000) =>
+      exchangeOn(track(await RawClient.connect(port)), request, ms),
+    probe(path = "/") {
+      return h.exchange(`GET ${path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n`);
+    },
+  };
+  await withServer(started, () => body(h), {
+    shutdownMs: 5000,
+    cleanup() {
+      for (const client of clients) client.destroy();
+    },
+  });
+}
+
+//#endregion
+//#region Child processes and certificates
+
+/** How a process started by {@linkcode startProcess} ended. */
+export interface ProcessExit {
+  stdout: string;
+  stderr: string;
+  /** The exit code, or null when a signal ended it. */
+  code: number | null;
+  signal: string | null;
+  /** Set when it could not be started at all. */
+  error: Error | null;
+  /** Whether it was killed by the time limit (rather than by `kill()` or on its own). */
+  timedOut: boolean;
+  ms: number;
+}
+
+/** A process started by {@linkcode startProcess}. */
+export interface RunningProcess {
+  /** What it printed to stdout so far (UTF-8; the first MiB). */
+  readonly stdout: string;
+  /** What it printed to stderr so far (UTF-8; the first MiB). */
+  readonly stderr: string;
+  /** Resolves when it has exited, however; never rejects. */
+  readonly exited: Promise<ProcessExit>;
+  /** Sends `signal` (SIGKILL by default) to it, or to its whole group when started `detached`. */
+  kill(signal?: "SIGTERM" | "SIGKILL"): void;
+}
+
+/** Output kept from a started process, per stream; the rest is dropped. */
+const MAX_PROCESS_OUTPUT = 1024 * 1024;
+
+/**
+ * Starts `binary` with `args`, asynchronously, and kills it after `ms` (with SIGKILL). With
+ * `detached`, it leads a process group of its own, and the whole group is killed after `ms` (and
+ * once more when it has exited, for any helper left behind): for programs that start others, like
+ * Chromium.
+ *
+ * `spawn` rather than `execFile`: both are asynchronous, but `execFile` does not pass `detached`
+ * on (on Node, Deno or Bun), and its output arrives only at the end.
+ */
+export function startProcess(
+  binary: string,
+  args: string[],
+  options: { ms: number; detached?: boolean; env?: Record<string, string | undefined> },
+): RunningProcess {
+  const started = Date.now();
+  const detached = options.detached ?? false;
+  let timedOut = false;
+  const output = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+  const kept = { stdout: 0, stderr: 0 };
+  const child = spawn(binary, args, {
+    detached,
+    env: options.env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let settled = false;
+  // `process.kill(pid)` rather than `child.kill()`: after `child.kill("SIGTERM")`, Deno's
+  // node:child_process reports the exit as `signal: "SIGTERM"` even when the program handled the
+  // signal and exited with code 0 (Deno 2.9); the code the test wants to see is then lost.
+  const kill = (signal: "SIGTERM" | "SIGKILL" = "SIGKILL") => {
+    if (settled || child.pid === undefined) return; // gone: its pid may be someone else's now
+    signalProcess(detached ? -child.pid : child.pid, signal, () => child.kill(signal));
+  };
+  const timer = setTimeout(() => {
+    timedOut = true;
+    kill();
+  }, options.ms);
+  for (const stream of ["stdout", "stderr"] as const) {
+    child[stream]?.on("data", (chunk: Buffer) => {
+      if (kept[stream] < MAX_PROCESS_OUTPUT) output[stream].push(chunk);
+      kept[stream] += chunk.length;
+    });
+  }
+  const text = (stream: "stdout" | "stderr") => Buffer.concat(output[stream]).toString("utf8");
+  const exited = new Promise<ProcessExit>((resolve) => {
+    const finish = (code: number | null, signal: string | null, error: Error | null) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      // Any helper the group leader left behind.
+      if (detached && child.pid !== undefined) signalProcess(-child.pid, "SIGKILL", () => {});
+      resolve({
+        stdout: text("stdout"),
+        stderr: text("stderr"),
+        code,
+        signal,
+        error,
+        timedOut,
+        ms: Date.now() - started,
+      });
+    };
+    child.on("error", (error) => finish(null, null, error));
+    child.on("close", (code, signal) => finish(code, signal, null));
+  });
+  return {
+    get stdout() {
+      return text("stdout");
+    },
+    get stderr() {
+      return text("stderr");
+    },
+    exited,
+    kill,
+  };
+}
+
+/** Sends `signal` to `pid` (a negative one: its process group); falls back to `fallback`. */
+function signalProcess(pid: number, signal: string, fallback: () => void): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    try {
+      fallback();
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Runs `command` with `args` (async execFile); resolves with stdout, rejects with stderr. */
+export function runCommand(command: string, args: string[], ms = 15_000): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
-      "curl",
+      command,
       args,
-      { encoding: "latin1", timeout: 10_000 },
+      { encoding: "latin1", timeout: ms },
       (error: Error | null, stdout: string, stderr: string) => {
-        if (error) reject(new Error(`curl failed: ${error.message}\n${stderr}`));
+        if (error) reject(new Error(`${command} failed: ${error.message}\n${stderr}`));
         else resolve(stdout);
       },
     );
   });
+}
+
+/** A PEM certificate and its key. */
+export interface CertPair {
+  cert: string;
+  key: string;
+}
+
+let certPromise: Promise<CertPair> | null = null;
+
+/**
+ * A throwaway self-signed certificate for `localhost` and 127.0.0.1, valid one day, made with
+ * openssl once per run; the files are removed at once, the PEM strings kept in memory.
+ */
+export function throwawayCert(): Promise<CertPair> {
+  certPromise ??= (async () => {
+    const dir = await mkdtemp(join(tmpdir(), "wireserve-cert-"));
+    try {
+      await runCommand("openssl", [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        join(dir, "key.pem"),
+        "-out",
+        join(dir, "cert.pem"),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+      ]);
+      return {
+        cert: await readFile(join(dir, "cert.pem"), "utf8"),
+        key: await readFile(join(dir, "key.pem"), "utf8"),
+      };
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  })();
+  return certPromise;
+}
+
+/** Runs curl against the TLS server on `port` as `https://localhost:PORT{path}`, trusting `ca`. */
+export async function curlHttps(port: number, ca: string, path: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "wireserve-curl-"));
+  try {
+    const caFile = join(dir, "cert.pem");
+    await writeFile(caFile, ca);
+    return await runCommand("curl", [
+      "--silent",
+      "--show-error",
+      "--include",
+      "--max-time",
+      "10",
+      "--cacert",
+      caFile,
+      "--resolve",
+      `localhost:${port}:127.0.0.1`,
+      `https://localhost:${port}${path}`,
+    ]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** The soft limit on open files of this process (children inherit it), or null if unknown. */
+export async function openFileLimit(): Promise<number | null> {
+  try {
+    const out = (await runCommand("sh", ["-c", "ulimit -n"], 5000)).trim();
+    if (out === "unlimited") return Number.MAX_SAFE_INTEGER;
+    const n = Number(out);
+    return Number.isFinite(n) && n > 0 ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+//#endregion
+//#region Randomness
+
+/** mulberry32: a small seeded PRNG; returns floats in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }
 
 //#endregion

@@ -12,32 +12,27 @@ import { clientAddress, rateLimit } from "../mod.ts";
 import type { ConnInfo, Handler, TransportName } from "../mod.ts";
 import {
   capturingErrors,
-  connect,
   curlHttps,
   delay,
   field,
   harness,
+  logLines,
   mulberry32,
   openFileLimit,
   parseResponses,
+  RawClient,
   runtimeName,
   show,
+  textResponse,
   throwawayCert,
   transportsHere,
   waitUntil,
   withTimeout,
-} from "./hostile_helpers.ts";
-import type { Harness, Peer } from "./hostile_helpers.ts";
+} from "./helpers.ts";
+import type { Harness } from "./helpers.ts";
 
 /** The path of a request. */
 const pathOf = (request: Request) => new URL(request.url).pathname;
-
-/** A text/plain response (Bun's `new Response("")` has no content-type, unlike Deno's). */
-const text = (body: string, init: ResponseInit = {}) =>
-  new Response(body, {
-    ...init,
-    headers: { "content-type": "text/plain", ...(init.headers as Record<string, string>) },
-  });
 
 const GET = (path = "/") => `GET ${path} HTTP/1.1\r\nHost: a\r\n\r\n`;
 const GET_CLOSE = (path = "/") => `GET ${path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`;
@@ -59,7 +54,7 @@ function single(received: string, status: number | number[], what = "") {
 
 function httpsTests(transport: TransportName): void {
   const handler: Handler = (request, info) =>
-    text(JSON.stringify({ url: request.url, secure: info.secure }));
+    textResponse(JSON.stringify({ url: request.url, secure: info.secure }));
 
   test("HTTPS: a node:tls client negotiates http/1.1 by ALPN and sees a secure request", async () => {
     const { cert, key } = await throwawayCert();
@@ -147,12 +142,12 @@ function timeoutTests(transport: TransportName): void {
     if (request.method === "POST") {
       try {
         const body = await request.text();
-        return text(`read ${body.length}`);
+        return textResponse(`read ${body.length}`);
       } catch {
-        return text("body failed");
+        return textResponse("body failed");
       }
     }
-    return text(`ok ${path}`);
+    return textResponse(`ok ${path}`);
   };
 
   test("timeouts: slowloris (1 byte / 50 ms) gets 408 after headTimeout, over the whole head", async () => {
@@ -227,7 +222,7 @@ function timeoutTests(transport: TransportName): void {
         assert.equal(after?.body, "ok /after");
       });
     });
-    assert.ok(logged.some((line) => /timed out/.test(line)), "the timeout is logged");
+    assert.ok(logLines(logged).some((line) => /timed out/.test(line)), "the timeout is logged");
   });
 
   test("timeouts: a stream to a client that does not read is dropped after writeTimeout", async () => {
@@ -235,7 +230,7 @@ function timeoutTests(transport: TransportName): void {
     let cancelled = 0;
     const chunk = new Uint8Array(64 * 1024).fill(0x78);
     const streaming: Handler = (request) => {
-      if (pathOf(request) !== "/stream") return text("ok");
+      if (pathOf(request) !== "/stream") return textResponse("ok");
       return new Response(
         new ReadableStream<Uint8Array>({
           pull(controller) {
@@ -276,10 +271,10 @@ function timeoutTests(transport: TransportName): void {
 //#region 3. Connection caps
 
 function capTests(transport: TransportName): void {
-  const handler: Handler = (request) => text(`ok ${pathOf(request)}`);
+  const handler: Handler = (request) => textResponse(`ok ${pathOf(request)}`);
 
   /** Sends a keep-alive GET and waits for its (n-th) response. */
-  async function roundTrip(peer: Peer, n: number): Promise<void> {
+  async function roundTrip(peer: RawClient, n: number): Promise<void> {
     await peer.write(GET(`/${n}`));
     await peer.waitForText((t) => parseResponses(t).responses.length >= n, `response ${n}`);
     const response = parseResponses(peer.text()).responses[n - 1];
@@ -326,7 +321,7 @@ function capTests(transport: TransportName): void {
       single(second.text(), 503, "second connection from 127.0.0.1");
       await roundTrip(first, 2);
       // Another loopback source address is another client (Linux routes all of 127/8 to lo).
-      let other: Peer | null = null;
+      let other: RawClient | null = null;
       try {
         other = await h.connect({ localAddress: "127.0.0.2", ms: 2000 });
       } catch {
@@ -354,7 +349,7 @@ function loadTests(transport: TransportName): void {
         `# open-file limit ${limit}: scaled to ${slowCount} slowloris + ${idleCount} idle connections`,
       );
     }
-    const handler: Handler = (request) => text(`ok ${pathOf(request)}`);
+    const handler: Handler = (request) => textResponse(`ok ${pathOf(request)}`);
     const options = {
       headTimeout: 60_000,
       idleTimeout: 60_000,
@@ -362,9 +357,9 @@ function loadTests(transport: TransportName): void {
     };
     await harness(transport, handler, options, async (h) => {
       const started = Date.now();
-      const slow: Peer[] = [];
-      const idle: Peer[] = [];
-      const open = async (count: number, into: Peer[], first: string) => {
+      const slow: RawClient[] = [];
+      const idle: RawClient[] = [];
+      const open = async (count: number, into: RawClient[], first: string) => {
         for (let i = 0; i < count; i += 100) {
           const batch = await Promise.all(
             Array.from({ length: Math.min(100, count - i) }, () => h.connect({ ms: 10_000 })),
@@ -444,7 +439,7 @@ async function call(
   return await handler(new Request("http://a/", { headers }), infoFrom(peer));
 }
 
-const ok: Handler = () => text("ok");
+const ok: Handler = () => textResponse("ok");
 
 describe("rateLimit() and clientAddress()", () => {
   test("rateLimit: the 4th request of 3 per window gets 429 with Retry-After and RateLimit fields", async () => {
@@ -627,7 +622,7 @@ function rateLimitTests(transport: TransportName): void {
   test("rateLimit end to end: the 4th request on a connection gets 429, headers on every response", async () => {
     const handler = rateLimit(
       { limit: 3, windowMs: 60_000 },
-      (request) => text(`ok ${pathOf(request)}`),
+      (request) => textResponse(`ok ${pathOf(request)}`),
     );
     await harness(transport, handler, {}, async (h) => {
       const peer = await h.connect();
@@ -698,17 +693,17 @@ function shutdownTests(transport: TransportName): void {
       if (pathOf(request) === "/slow") {
         entered = true;
         await delay(300);
-        return text("slow done ".repeat(100));
+        return textResponse("slow done ".repeat(100));
       }
-      return text("quick");
+      return textResponse("quick");
     };
     return { handler, entered: () => entered, seen };
   };
 
   async function checkGraceful(
     h: Harness,
-    idle: Peer,
-    busy: Peer,
+    idle: RawClient,
+    busy: RawClient,
     finished: Promise<void>,
     seen: string[],
   ) {
@@ -724,7 +719,7 @@ function shutdownTests(transport: TransportName): void {
     // New connections are refused (or closed without a byte) from now on.
     let refused = false;
     try {
-      const late = await connect(h.port, { ms: 2000 });
+      const late = await RawClient.connect(h.port, { ms: 2000 });
       h.track(late);
       await late.tryWrite(GET_CLOSE());
       await late.waitForClose(2000);
@@ -811,7 +806,7 @@ function faultTests(transport: TransportName): void {
       const path = pathOf(request);
       if (path === "/throw") throw new Error("boom (expected by the test)");
       if (path === "/reject") return Promise.reject(new Error("async boom (expected by the test)"));
-      return text(`ok ${path}`);
+      return textResponse(`ok ${path}`);
     };
     const logged = await capturingErrors(() =>
       harness(transport, handler, {}, async (h) => {
@@ -825,7 +820,7 @@ function faultTests(transport: TransportName): void {
         assert.equal(parseResponses(await h.probe("/next")).responses[0]?.status, 200);
       })
     );
-    assert.equal(logged.filter((line) => line.includes("boom")).length, 2);
+    assert.equal(logLines(logged).filter((line) => line.includes("boom")).length, 2);
   });
 
   test("faults: a response stream that errors after its first chunk is cut without the last chunk", async () => {
@@ -843,7 +838,7 @@ function faultTests(transport: TransportName): void {
       const path = pathOf(request);
       if (path === "/late") return new Response(broken(50));
       if (path === "/early") return new Response(broken(0));
-      return text(`ok ${path}`);
+      return textResponse(`ok ${path}`);
     };
     await capturingErrors(() =>
       harness(transport, handler, {}, async (h) => {
@@ -880,7 +875,7 @@ function faultTests(transport: TransportName): void {
     const handler: Handler = async (request) => {
       seen.push(pathOf(request));
       await delay(20);
-      return text(`ok ${pathOf(request)}`);
+      return textResponse(`ok ${pathOf(request)}`);
     };
     await harness(transport, handler, {}, async (h) => {
       const peer = await h.connect();
@@ -910,13 +905,13 @@ function faultTests(transport: TransportName): void {
           } catch {
             events.push("body: failed");
           }
-          return text("body done");
+          return textResponse("body done");
         }
         if (path === "/wait") {
           events.push("wait: entered");
           await delay(200);
           events.push("wait: answered");
-          return text("waited");
+          return textResponse("waited");
         }
         if (path === "/stream") {
           return new Response(
@@ -933,9 +928,9 @@ function faultTests(transport: TransportName): void {
           );
         }
         if (path === "/big") return new Response(new Uint8Array(8 * 1024 * 1024).fill(0x62));
-        return text(`ok ${path}`);
+        return textResponse(`ok ${path}`);
       };
-      const cut = (peer: Peer) => how === "destroy" ? peer.destroy() : peer.reset();
+      const cut = (peer: RawClient) => how === "destroy" ? peer.destroy() : peer.reset();
       await capturingErrors(() =>
         harness(transport, handler, {}, async (h) => {
           const stillServes = async (stage: string) => {
@@ -1113,7 +1108,7 @@ function fuzzTests(transport: TransportName): void {
           length = -1;
         }
       }
-      return text(`ok ${request.method} ${pathOf(request)} ${length}`);
+      return textResponse(`ok ${request.method} ${pathOf(request)} ${length}`);
     };
     const statuses = new Map<string, number>();
     const failures: string[] = [];
@@ -1184,7 +1179,7 @@ function fuzzTests(transport: TransportName): void {
       " ",
     );
     console.log(`# fuzz over ${transport}: ${Date.now() - started} ms; ${summary}`);
-    const internal = logged.filter((line) => !/handler timed out/.test(line));
+    const internal = logLines(logged).filter((line) => !/handler timed out/.test(line));
     assert.deepEqual(failures, []);
     assert.deepEqual(internal, [], "the server logged internal errors");
   });
@@ -1454,7 +1449,7 @@ function smugglingTests(transport: TransportName): void {
         const handler: Handler = async (request) => {
           seen.push(pathOf(request));
           if (request.body !== null) await request.arrayBuffer().catch(() => {});
-          return text(`ok ${pathOf(request)}`);
+          return textResponse(`ok ${pathOf(request)}`);
         };
         await harness(transport, handler, {}, async (h) => {
           if (vector.body) {
