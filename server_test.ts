@@ -15,7 +15,9 @@
  *    (`test/browser.ts`);
  * 5. hostile clients: TLS, timeouts, connection caps, 1,000 slowloris and 5,000 idle connections,
  *    rate limiting, graceful shutdown, faults, a seeded fuzzer and a table of smuggling vectors
- *    (`test/hostile.ts`).
+ *    (`test/hostile.ts`);
+ * 6. the command line, `mod.ts` run as a program on this runtime: the demo site and a directory
+ *    (`test/cli.ts`).
  *
  * Shared helpers are in `test/helpers.ts`.
  */
@@ -24,6 +26,7 @@ import "./test/driver_and_e2e.ts";
 import "./test/static.ts";
 import "./test/browser.ts";
 import "./test/hostile.ts";
+import "./test/cli.ts";
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import {
