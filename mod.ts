@@ -348,18 +348,48 @@ const RUNTIME_GLOBALS = globalThis as {
   Deno?: unknown;
   process?: { versions?: { node?: string } };
 };
-const ON_BUN = RUNTIME_GLOBALS.Bun !== undefined;
-const ON_DENO = !ON_BUN && RUNTIME_GLOBALS.Deno !== undefined;
-const ON_NODE = !ON_BUN && !ON_DENO && RUNTIME_GLOBALS.process?.versions?.node !== undefined;
 
-// Small byte arrays come from a shared slab. On V8 (Deno, Node) `new Uint8Array(150)` costs about
-// 0.55 µs, a view of a slab 0.03 µs (measured), and a response head is one allocation per
-// request, a Deno read another. A slab is never written twice: it is dropped when full and lives
-// on only as long as views of it do, which is why only small arrays come from it. On Bun (JSC)
-// allocating is cheaper than making a view, so there each array is its own.
+/** What differs per runtime, outside the transport and file adapters. */
+interface RuntimeProfile {
+  /** The runtime: also the name of its own transport and file adapter. */
+  readonly name: TransportName;
+  /**
+   * Small byte arrays come from a shared slab. On V8 (Deno, Node) `new Uint8Array(150)` costs
+   * about 0.55 µs, a view of a slab 0.03 µs; on JSC (Bun) allocating is cheaper than a view.
+   */
+  readonly slabAllocation: boolean;
+  /**
+   * `Response` builds a body stream at construction (undici, on Node): `FastResponse` keeps its
+   * body beside the Response until someone reads it.
+   */
+  readonly eagerResponseStreams: boolean;
+  /**
+   * The transport HTTPS uses by default. Deno's `Deno.listenTls` hands over a connection before
+   * its handshake and cannot close it until the handshake ends, so a client that stalls its
+   * handshake would hold a connection forever: Deno serves HTTPS through `node:tls`.
+   */
+  readonly tlsTransport: TransportName;
+}
+
+/** Every runtime branch outside the adapters reads this table, and nothing else. */
+const RUNTIME_PROFILES: Readonly<Record<TransportName, RuntimeProfile>> = {
+  deno: { name: "deno", slabAllocation: true, eagerResponseStreams: false, tlsTransport: "node" },
+  bun: { name: "bun", slabAllocation: false, eagerResponseStreams: false, tlsTransport: "bun" },
+  node: { name: "node", slabAllocation: true, eagerResponseStreams: true, tlsTransport: "node" },
+};
+
+/** This runtime's profile: node:net's on Node and on anything else. */
+const RUNTIME_PROFILE: RuntimeProfile = RUNTIME_PROFILES[
+  RUNTIME_GLOBALS.Bun !== undefined ? "bun" : RUNTIME_GLOBALS.Deno !== undefined ? "deno" : "node"
+];
+
+// Small byte arrays come from a shared slab where the runtime profile says so: a response head is
+// one allocation per request, a Deno read another. A slab is never written twice: it is dropped
+// when full and lives on only as long as views of it do, which is why only small arrays come
+// from it.
 const SLAB_BYTES = 16 * 1024;
 const MAX_SLAB_ALLOCATION = 2 * 1024;
-const SLAB_ALLOCATION = !ON_BUN;
+const SLAB_ALLOCATION = RUNTIME_PROFILE.slabAllocation;
 let slab = new Uint8Array(0);
 let slabUsed = 0;
 
@@ -1083,6 +1113,179 @@ function isToken(text: string): boolean {
   }
   return true;
 }
+/** Empty lines (CRLF) accepted before a request line: RFC 9112 §2.2 asks for at least one. */
+const MAX_EMPTY_LINES = 2;
+
+/**
+ * Reads request heads from input that arrives in pieces, without rescanning: the search for the
+ * end of a head resumes where it stopped, and the request line is checked early (re-checked only
+ * each time the input doubles), so an over-long target is a 414 before the head is complete.
+ * RFC 9112 §2.2: empty lines before a request line are skipped, a few of them (some clients send
+ * a CRLF after a POST body; a client must not keep a connection alive on empty lines alone).
+ *
+ * One reader serves one connection; it keeps no bytes, only how far it has looked, counted from
+ * the start of the unread input, so the caller may move or grow its buffer between calls.
+ *
+ * @example
+ * ```ts
+ * import { HeadReader } from "jsr:@wireserve/wireserve";
+ * const reader = new HeadReader();
+ * const bytes = new TextEncoder().encode("\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+ * reader.read(bytes, 0, 10); // null: more bytes are needed
+ * const head = reader.read(bytes, 0, bytes.length);
+ * head?.target; // "/"; reader.consumed is bytes.length
+ * ```
+ */
+export class HeadReader {
+  /**
+   * Bytes the last {@linkcode HeadReader.read} used up from its `start`: the empty lines it
+   * skipped, and the head when it returned one. The caller's unread input starts that much later.
+   */
+  consumed = 0;
+  #limits: Limits;
+  /** Bytes of the pending head already searched for its end. */
+  #scanned = 0;
+  /** The pending length at which the incomplete request line is checked again. */
+  #nextCheck = 0;
+  #emptyLines = 0;
+
+  /**
+   * Makes a reader for one connection.
+   *
+   * @param limits The head limits; the defaults of {@linkcode Limits} for what is not given.
+   */
+  constructor(limits?: Partial<Limits>) {
+    this.#limits = resolveLimits(limits);
+  }
+
+  /**
+   * Reads `buf[start, end)`: returns the head when it is complete, or null when more bytes are
+   * needed. Either way, {@linkcode HeadReader.consumed} says how many bytes were used.
+   *
+   * @param buf The input.
+   * @param start Where the unread input starts.
+   * @param end Where it ends.
+   * @returns The parsed head, or null.
+   * @throws {HttpError} For a head that breaks a rule or a limit, as soon as that is certain.
+   */
+  read(buf: Uint8Array, start: number, end: number): RequestHead | null {
+    let at = start;
+    while (end - at >= 2 && buf[at] === CR && buf[at + 1] === LF) {
+      if (++this.#emptyLines > MAX_EMPTY_LINES) {
+        throw new HttpError(
+          "INVALID_REQUEST_LINE",
+          "Cannot parse request line: too many empty lines",
+        );
+      }
+      at += 2;
+      this.#scanned = 0;
+    }
+    this.consumed = at - start;
+    if (at === end || (end - at === 1 && buf[at] === CR)) return null;
+    const limits = this.#limits;
+    const limit = Math.min(end, at + limits.maxHeadBytes);
+    const headEnd = findHeadEnd(buf, at, limit, Math.max(at, at + this.#scanned - 3));
+    if (headEnd === -1) {
+      this.#scanned = limit - at;
+      const pending = end - at;
+      if (pending > limits.maxHeadBytes || pending >= this.#nextCheck) {
+        this.#nextCheck = pending * 2;
+        parseRequestHead(buf, at, end, limits); // throws for what is already wrong
+      }
+      return null;
+    }
+    const head = parseKnownHead(buf, at, headEnd, limits);
+    this.consumed = headEnd - start;
+    this.#scanned = 0;
+    this.#nextCheck = 0;
+    this.#emptyLines = 0;
+    return head;
+  }
+
+  /**
+   * Whether unread input starts a `HEAD` request, so that an error answering a head that never
+   * completed (too large, too slow) carries no body either (RFC 9110 §9.3.2).
+   *
+   * @param buf The input.
+   * @param start Where the unread input starts (after any empty lines).
+   * @param end Where it ends.
+   * @returns True when the request line so far begins with `HEAD `.
+   */
+  static isHeadRequest(buf: Uint8Array, start: number, end: number): boolean {
+    return startsWith(buf, start, end, HEAD_SP);
+  }
+}
+
+/**
+ * The effective request URL (RFC 9112 §3.3): the scheme of the connection, the authority from the
+ * absolute-form target or else `Host`, or else the server's own address (an HTTP/1.0 request
+ * without Host), then the path and query.
+ *
+ * @param head The request's target and Host.
+ * @param secure Whether the connection is TLS (`https`).
+ * @param fallbackAuthority `host:port` of the local address, for a request without Host.
+ * @returns The URL as a string.
+ *
+ * @example
+ * ```ts
+ * import { effectiveRequestUrl } from "jsr:@wireserve/wireserve";
+ * effectiveRequestUrl({ target: "/a?b", host: "example.com" }, true, "127.0.0.1:443");
+ * // "https://example.com/a?b"
+ * ```
+ */
+export function effectiveRequestUrl(
+  head: Pick<RequestHead, "target" | "host">,
+  secure: boolean,
+  fallbackAuthority: string,
+): string {
+  const { target } = head;
+  // absolute-form: its authority overrides Host (RFC 9112 §3.2.2)
+  if (target.charCodeAt(0) !== 0x2f) return target;
+  return `${secure ? "https" : "http"}://${head.host !== "" ? head.host : fallbackAuthority}${target}`;
+}
+
+/** The facts {@linkcode shouldKeepAlive} decides from. */
+export interface KeepAliveInput {
+  /** Whether the client allows it: {@linkcode RequestHead.keepAlive} (version and `Connection`). */
+  clientKeepAlive: boolean;
+  /** Whether the server closes anyway: shutting down, its request cap, a handler's choice. */
+  serverClose: boolean;
+  /** Whether the client half-closed and nothing it sent is left to answer. */
+  clientGone: boolean;
+  /**
+   * Request body bytes still to come after the response: 0 when the body is complete, `Infinity`
+   * when unknown (chunked, or a body the client holds back until a `100 Continue` never sent).
+   */
+  unreadBodyBytes: number;
+  /** The most unread body the server will read and drop to keep the connection. */
+  maxDiscardBytes: number;
+}
+
+/**
+ * Whether the connection carries another request after this response, as one truth table (the
+ * shape of llhttp's `llhttp_should_keep_alive`). RFC 9112 §9.3: HTTP/1.1 persists unless either
+ * side says `close`; HTTP/1.0 only with `keep-alive` (that part is `clientKeepAlive`). A body left
+ * unread must be read to find the next request: worth it only for a short one of known length.
+ *
+ * @param input What the request, the server and the body say.
+ * @returns True to keep the connection open.
+ *
+ * @example
+ * ```ts
+ * import { shouldKeepAlive } from "jsr:@wireserve/wireserve";
+ * shouldKeepAlive({
+ *   clientKeepAlive: true,
+ *   serverClose: false,
+ *   clientGone: false,
+ *   unreadBodyBytes: Infinity, // a chunked body the handler did not read
+ *   maxDiscardBytes: 262144,
+ * }); // false
+ * ```
+ */
+export function shouldKeepAlive(input: KeepAliveInput): boolean {
+  return input.clientKeepAlive && !input.serverClose && !input.clientGone &&
+    input.unreadBodyBytes <= input.maxDiscardBytes;
+}
 
 //#endregion
 //#region Parse: chunked bodies
@@ -1465,17 +1668,34 @@ export function responseFraming(input: ResponseFramingInput): ResponseFramingRes
 /** Fields the connection layer owns: whatever a handler sets for them is replaced. */
 const HOP_BY_HOP = new Set(["connection", "content-length", "keep-alive", "transfer-encoding"]);
 
-let cachedDateSecond = -1;
-let cachedDateLine = "";
-
-/** `date: <IMF-fixdate>\r\n`, formatted once per second (RFC 9110 §6.6.1). */
-function dateLine(): string {
-  const second = Math.floor(Date.now() / 1000);
-  if (second !== cachedDateSecond) {
-    cachedDateSecond = second;
-    cachedDateLine = `date: ${new Date(second * 1000).toUTCString()}\r\n`;
+/**
+ * The `Content-Length` a response to HEAD advertises (RFC 9110 §9.3.2: the fields a GET would
+ * have): the length of the body the handler gave, when known; for a handler that answered HEAD
+ * without a body, the length it declared itself; otherwise none.
+ *
+ * @param bodyLength The response body's length: a number when known, null for a stream of unknown
+ * length, undefined when the response has no body at all.
+ * @param declared The response's own `Content-Length` field, or null.
+ * @returns The length to send, or undefined for none.
+ *
+ * @example
+ * ```ts
+ * import { headContentLength } from "jsr:@wireserve/wireserve";
+ * headContentLength(undefined, "1234"); // 1234: a bodyless answer to HEAD that declared its length
+ * headContentLength(13, null); // 13
+ * ```
+ */
+export function headContentLength(
+  bodyLength: number | null | undefined,
+  declared: string | null,
+): number | undefined {
+  if (bodyLength !== undefined) return bodyLength ?? undefined;
+  if (declared === null) return undefined;
+  try {
+    return parseContentLength(declared);
+  } catch {
+    return undefined; // not a usable length: send none
   }
-  return cachedDateLine;
 }
 
 /** Options for {@linkcode serializeResponseHead}. */
@@ -1495,10 +1715,20 @@ export interface SerializeResponseHeadOptions {
   contentLength?: number;
   /** Bytes to append after the head, so that a small response is one write. */
   body?: Uint8Array;
+  /**
+   * The `Date` field value (an IMF-fixdate, RFC 9110 §6.6.1), unless the headers carry one. The
+   * serializer reads no clock: without it, no `Date` is sent.
+   */
+  date?: string;
+  /**
+   * For a 101 (Switching Protocols): send `Connection: upgrade` (RFC 9110 §7.8) instead of
+   * `close` or `keep-alive`. The handler's `Upgrade` field is sent as it set it.
+   */
+  upgrade?: boolean;
 }
 
 /**
- * Serializes a response head: status line, the handler's fields, `Date`, and the framing fields,
+ * Serializes a response head: status line, the handler's fields, `Date` (when given), and the framing fields,
  * ending with the empty line. `Content-Length`, `Transfer-Encoding`, `Connection` and `Keep-Alive`
  * are the connection's business: the handler's values for them are replaced by what `framing` and
  * `close` say. Field values are written as latin1, the inverse of how requests are decoded.
@@ -1553,14 +1783,15 @@ export function serializeResponseHead(
       head += `${name}: ${value}\r\n`;
     }
   }
-  if (!hasDate) head += dateLine();
+  if (!hasDate && options.date !== undefined) head += `date: ${options.date}\r\n`;
   const { framing } = options;
   if (framing.kind === "length") head += `content-length: ${framing.length}\r\n`;
   else if (framing.kind === "chunked") head += "transfer-encoding: chunked\r\n";
   else if (options.contentLength !== undefined && status !== 204 && status >= 200) {
     head += `content-length: ${options.contentLength}\r\n`;
   }
-  if (options.close) head += "connection: close\r\n";
+  if (options.upgrade === true) head += "connection: upgrade\r\n";
+  else if (options.close) head += "connection: close\r\n";
   else if (options.version === 0) head += "connection: keep-alive\r\n";
   head += "\r\n";
   return encodeLatin1(head, options.body);
@@ -1629,7 +1860,7 @@ export function encodeChunk(data: Uint8Array): Uint8Array {
 // Node's Response (undici) builds a ReadableStream for a body as soon as it is constructed: about
 // 6 µs for "Hello, World!" against 0.2 µs for no body (measured), the largest single cost per
 // request there. Deno and Bun make the stream only when `body` is read.
-const EAGER_RESPONSE_STREAMS = ON_NODE;
+const EAGER_RESPONSE_STREAMS = RUNTIME_PROFILE.eagerResponseStreams;
 
 /** Statuses whose responses cannot have a body (Fetch: "null body status"). */
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
@@ -1905,11 +2136,57 @@ function encodeUtf8(text: string): Uint8Array {
 }
 
 //#endregion
-//#region Connection driver
+//#region Transport contract
+
+// What the driver and a transport adapter promise each other; every adapter below, and the
+// in-memory one the tests use, obeys it.
+//
+// - The adapter does mechanics only: read, write with a high-water mark, pause, resume, close
+//   after the queue is sent (with or without shutting the write side first and reading on), and
+//   close at once. Every policy (when to close, whether to linger, what input to drop after an
+//   error, every deadline) is the driver's.
+// - Re-entrancy: no event is delivered from inside a call the driver makes (`write`, `pause`,
+//   `resume`, `end`, `destroy`). An adapter that learns of something during such a call (a socket
+//   closed by `destroy`, say) delivers it from a later turn. The driver may therefore change its
+//   state after calling the transport without being called back halfway.
+// - `onClose` comes exactly once, last; nothing is delivered after it.
+
+/** Where and how to listen. */
+export interface ListenOptions {
+  /** The address to bind. */
+  hostname: string;
+  /** The port to bind; 0 picks a free one. */
+  port: number;
+  /** PEM certificate chain and key: listen for TLS instead of plain TCP. */
+  tls?: { cert: string; key: string };
+  /**
+   * Milliseconds a TLS handshake may take before the connection is dropped, where the runtime
+   * handshakes before the connection reaches the server.
+   */
+  handshakeTimeout?: number;
+}
+
+/** A listening socket, as a transport adapter presents it. */
+export interface TransportListener {
+  /** The bound address (with the real port when 0 was asked for). */
+  readonly addr: NetAddr;
+  /** Stops accepting connections; open ones are not touched. */
+  close(): void;
+}
+
+/**
+ * A transport adapter: listens, and for each accepted connection calls `accept`, which returns the
+ * events to deliver for it. This is the only part of wireserve that knows which runtime it is on.
+ */
+export type Transport = (
+  options: ListenOptions,
+  accept: (connection: TransportConnection) => ConnectionEvents,
+) => TransportListener | Promise<TransportListener>;
 
 /**
  * One accepted connection, as a transport adapter presents it. The adapter pushes events into the
- * {@linkcode ConnectionEvents} the server returns for it; the server calls these methods.
+ * {@linkcode ConnectionEvents} the server returns for it; the server calls these methods. No event
+ * is delivered from inside one of these calls.
  */
 export interface TransportConnection {
   /** The client's address. */
@@ -1930,12 +2207,12 @@ export interface TransportConnection {
   resume(): void;
   /**
    * Sends what is queued, then closes; `onClose` follows. With `linger` (the default) it
-   * half-closes first, and reads and drops further input until the peer closes or a short linger
-   * time passes, so that the kernel does not answer late input with a reset, which could destroy
-   * the response in flight. Without it, the connection closes as soon as the queue is sent.
+   * half-closes first and goes on reading (the driver drops what arrives) until the peer closes
+   * or a short linger time passes, so that the kernel does not answer late input with a reset,
+   * which could destroy the response in flight. Without it, the connection closes as soon as the
+   * queue is sent.
    *
-   * @param linger False when the client is not expected to send more: it asked to close, and
-   * nothing it sent is left unread. The server's guess, so an adapter may always linger.
+   * @param linger The driver's choice: false when the client is not expected to send more.
    */
   end(linger?: boolean): void;
   /** Closes at once, dropping queued bytes. `onClose` follows. */
@@ -1950,34 +2227,146 @@ export interface ConnectionEvents {
   onEnd(): void;
   /** The queued bytes fell below the high-water mark. */
   onDrain(): void;
-  /** The connection is closed, by either side or by an error. Called once. */
+  /** The connection is closed, by either side or by an error. Called once, last. */
   onClose(): void;
+}
+
+/** The name of a built-in transport adapter, and of the runtime it is for. */
+export type TransportName = "deno" | "bun" | "node";
+
+/**
+ * Bytes queued for a client before `write` asks the driver to wait: Node's default stream
+ * high-water mark, and the size of a socket's send buffer on Linux.
+ */
+const WRITE_HIGH_WATER = 64 * 1024;
+/**
+ * How long a closing connection keeps reading and dropping input before it is torn down, the
+ * idea of nginx's `lingering_close` (whose `lingering_time` default is 30 s and
+ * `lingering_timeout` 5 s); 2 s covers a request already in flight on any sane network.
+ */
+const LINGER_MILLISECONDS = 2000;
+
+/** Events for a connection the server turned away: everything is ignored. */
+const IGNORED_EVENTS: ConnectionEvents = {
+  onData() {},
+  onEnd() {},
+  onDrain() {},
+  onClose() {},
+};
+
+//#endregion
+//#region Connection driver
+
+// Theory of operation. One HttpConnection per accepted connection, and one field, #state, says
+// what it is doing; every transition is in a method named for it, and each transition arms the
+// deadlines of the state it enters and clears those of the state it leaves. Each kind of deadline
+// has its own field (0 = off), so turning one off (Infinity) never turns another off.
+//
+//   state          waits for                               deadlines armed
+//   READING_HEAD   the first byte of a head                idle
+//                  the rest of a head                      head
+//                  the client to read queued responses     write
+//   ANSWERING      the handler's Response                  handler
+//                  (and the body, while the handler reads) body (between body bytes)
+//                  the client to read a streamed body      write
+//   DISCARDING     the rest of a body nobody reads         body
+//   SWITCHED       nothing: another protocol owns it       (its own)
+//   CLOSING        the last bytes to go out                closing (writeTimeout + linger)
+//   CLOSED         nothing                                 none
+//
+//   READING_HEAD ─head─► ANSWERING ─response sent─► READING_HEAD (body complete)
+//                                                 ─► DISCARDING ─body done─► READING_HEAD
+//                                                 ─► SWITCHED (a 101 with switchProtocols)
+//   any ─error, close decided─► CLOSING ─transport closed─► CLOSED;  any ─destroy─► CLOSED
+//
+// Whether a response keeps the connection is decided once, by shouldKeepAlive (in the core).
+// The parts with one job each: the head reader (HeadReader, in the core, over #buffer), the
+// request body (#body: framing, decoding, 100-continue, read backpressure), the exchange (#answer:
+// handler, onError, handler deadline, writing the response whole or streamed), and the output
+// queue (#send / #flush / #flushAndWait: batching, drain, write deadline).
+
+/** What the server writes to its log. */
+export interface LogEntry {
+  /** How bad it is: `"error"` for a failure, `"warn"` for a client or handler that misbehaved. */
+  level: "error" | "warn";
+  /** What happened, in a sentence: `wireserve: handler failed`. */
+  message: string;
+  /** The error behind it, when there is one. */
+  error?: unknown;
+}
+
+/**
+ * The time source of a server's deadlines: the current time, and a repeating tick on which every
+ * connection's deadlines are checked. Tests pass a manual one to make timeouts deterministic.
+ */
+export interface Clock {
+  /** Milliseconds since the epoch, as `Date.now()`. */
+  now(): number;
+  /**
+   * Calls `tick` every `milliseconds` until the returned function is called.
+   *
+   * @param milliseconds The period.
+   * @param tick What to call.
+   * @returns A function that stops the ticks.
+   */
+  every(milliseconds: number, tick: () => void): () => void;
+}
+
+/** The real clock: `Date.now` and `setInterval`. */
+const SYSTEM_CLOCK: Clock = {
+  now: () => Date.now(),
+  every(milliseconds, tick) {
+    const interval = setInterval(tick, milliseconds);
+    return () => clearInterval(interval);
+  },
+};
+
+/**
+ * The time as the driver reads it many times per request: set once per sweep, so reading it
+ * costs nothing, and the `Date` field value, formatted once per second of the clock.
+ */
+class CoarseClock {
+  now: number;
+  #clock: Clock;
+  #dateSecond = -1;
+  #date = "";
+
+  constructor(clock: Clock) {
+    this.#clock = clock;
+    this.now = clock.now();
+  }
+
+  /** Reads the clock (once per sweep). */
+  update(): number {
+    return this.now = this.#clock.now();
+  }
+
+  /** The `Date` field value now (RFC 9110 §6.6.1), from the real clock, cached per second. */
+  get date(): string {
+    const second = Math.floor(this.#clock.now() / 1000);
+    if (second !== this.#dateSecond) {
+      this.#dateSecond = second;
+      this.#date = new Date(second * 1000).toUTCString();
+    }
+    return this.#date;
+  }
 }
 
 /** The options the connection driver works with, all resolved. */
 interface DriverOptions extends Limits, Timeouts {
   handler: Handler;
   onError: (error: unknown, request: Request) => Response | Promise<Response>;
+  log: (entry: LogEntry) => void;
   maxRequestsPerConnection: number;
   abortOnDisconnect: boolean;
-  /** The coarse clock the server's timer sweep keeps current. */
-  clock: Clock;
+  clock: CoarseClock;
 }
 
-/** A clock read many times per request and set once per sweep, so reading it costs nothing. */
-interface Clock {
-  now: number;
-}
-
-// What the connection's one timer is waiting for. The body has its own, because a handler can be
-// reading the body while its response is pending.
-const TIMER_OFF = 0;
-const TIMER_IDLE = 1;
-const TIMER_HEAD = 2;
-const TIMER_HANDLER = 3;
-const TIMER_WRITE = 4;
-
-/** How much of a request body the server reads and drops after a response, rather than closing. */
+/**
+ * How much of an unread request body the server reads and drops after a response, rather than
+ * closing: nginx reads up to its whole `client_max_body_size` when discarding, node:http drains
+ * any amount; a quarter MiB lets a small unread upload keep its connection, and costs little.
+ */
 const MAX_DISCARD_BYTES = 256 * 1024;
 
 /** Microtask turns to wait for a response body read before treating the body as a live stream. */
@@ -1992,13 +2381,14 @@ const MAX_BODY_PREFIX_BYTES = 1024 * 1024;
  */
 const MAX_COALESCED_BYTES = 128 * 1024;
 
-/** Bytes of unparsed input to hold while a request is being answered, before pausing the socket. */
+/**
+ * Bytes of unread input to hold while a request is answered (pipelined requests, or bytes behind
+ * a body), before the socket is paused: the default high-water mark of a Node stream, as
+ * node:http pauses its socket past it; Deno.serve (hyper) reads ahead in 8–400 KiB buffers.
+ */
 const MAX_PIPELINE_BACKLOG = 64 * 1024;
 
 const EMPTY = new Uint8Array(0);
-
-/** Empty lines (CRLF) accepted before a request line: RFC 9112 §2.2 asks for at least one. */
-const MAX_EMPTY_LINES = 2;
 
 /** The connection is waiting for (the rest of) a request head. */
 const READING_HEAD = 0;
@@ -2006,8 +2396,19 @@ const READING_HEAD = 0;
 const ANSWERING = 1;
 /** The response is sent; the rest of the request body is being read and dropped. */
 const DISCARDING_BODY = 2;
-/** Nothing more will be read or answered. */
-const CLOSED = 3;
+/** Another protocol owns the connection; events are passed on to it. */
+const SWITCHED = 3;
+/** The last bytes are going out; nothing more is read or answered. */
+const CLOSING = 4;
+/** The transport is closed. */
+const CLOSED = 5;
+
+/** The private reason a response body stops: the connection went away under it. */
+class ConnectionGone extends Error {
+  constructor() {
+    super("Cannot send response body: the connection is closed");
+  }
+}
 
 /** The state of the request body being received. */
 interface BodyState {
@@ -2036,6 +2437,84 @@ interface BodyPrefix {
 }
 
 /**
+ * What a protocol handler gets when the driver hands it a connection, after the 101 response
+ * that {@linkcode switchProtocols} marked is written.
+ */
+export interface ProtocolSwitch {
+  /** The connection. From now on only the new protocol writes to it. */
+  readonly transport: TransportConnection;
+  /** Bytes that arrived after the request head: the new protocol's first bytes. May be empty. */
+  readonly buffered: Uint8Array;
+  /** The request that asked for the switch. */
+  readonly request: Request;
+  /** The connection's addresses. */
+  readonly info: ConnInfo;
+}
+
+/**
+ * The events of a connection another protocol owns, with two more than a transport delivers: the
+ * server's deadline sweep, and a graceful close when the server shuts down.
+ */
+export interface SwitchedConnection extends ConnectionEvents {
+  /**
+   * Called on each of the server's timer sweeps, with its clock, for the protocol's own deadlines.
+   *
+   * @param now The clock, in milliseconds.
+   */
+  checkTimers?(now: number): void;
+  /** The server is shutting down: close gracefully (it drops the connection after `shutdownTimeout`). */
+  close?(): void;
+}
+
+/** Takes over a connection after a 101 response; returns what the transport's events go to. */
+export type ProtocolHandler = (takeover: ProtocolSwitch) => SwitchedConnection;
+
+/** The 101 responses that switch protocols, and to what. */
+const PROTOCOL_SWITCHES = new WeakMap<Response, ProtocolHandler>();
+
+/**
+ * Marks a `101 Switching Protocols` response: once the server has written its head, the
+ * connection, and any bytes that came after the request head, go to `handler`, and HTTP steps out
+ * of the way (RFC 9110 §7.8, §15.2.2). A handler returns the response as usual. This is the seam a
+ * protocol such as WebSocket is built on; a 101 without it is answered 500.
+ *
+ * The request must be HTTP/1.1 (a server must not switch an HTTP/1.0 request) and its body, if it
+ * had one, read to the end.
+ *
+ * @param response The 101 response, with its `Upgrade` field; `Connection: upgrade` is added.
+ * @param handler Takes the connection over.
+ * @returns The same response.
+ * @throws {TypeError} For a response that is not a 101.
+ *
+ * @example
+ * ```ts
+ * import { serve, switchProtocols } from "jsr:@wireserve/wireserve";
+ * serve({ port: 0 }, () =>
+ *   switchProtocols(
+ *     new Response(null, { status: 101, headers: { upgrade: "echo" } }),
+ *     ({ transport, buffered }) => {
+ *       if (buffered.length > 0) transport.write(buffered.slice());
+ *       return {
+ *         onData: (chunk) => void transport.write(chunk),
+ *         onEnd: () => transport.end(false),
+ *         onDrain() {},
+ *         onClose() {},
+ *       };
+ *     },
+ *   ));
+ * ```
+ */
+export function switchProtocols(response: Response, handler: ProtocolHandler): Response {
+  if (response.status !== 101) {
+    throw new TypeError(
+      `Cannot switch protocols: the response is a ${response.status}, not a 101`,
+    );
+  }
+  PROTOCOL_SWITCHES.set(response, handler);
+  return response;
+}
+
+/**
  * What a handler learns about its connection. The addresses are read from the transport when the
  * handler asks for them (a system call on Node), not for every connection; a class rather than an
  * object of getter closures, because every idle connection holds one.
@@ -2058,9 +2537,15 @@ class ConnectionInfo implements ConnInfo {
   }
 }
 
+/** Milliseconds from `now` as a deadline; 0 (off) for Infinity. */
+function deadlineAfter(now: number, milliseconds: number): number {
+  return milliseconds === Infinity ? 0 : now + milliseconds;
+}
+
 /**
- * The HTTP/1.1 state machine of one connection: feeds bytes to the parser, builds `Request`s,
- * calls the handler, writes `Response`s, one request at a time and strictly in order.
+ * The HTTP/1.1 state machine of one connection (see the theory of operation above): feeds bytes
+ * to the head reader, builds `Request`s, calls the handler, writes `Response`s, one request at a
+ * time and strictly in order.
  */
 class HttpConnection implements ConnectionEvents {
   #transport: TransportConnection;
@@ -2068,7 +2553,7 @@ class HttpConnection implements ConnectionEvents {
   #info: ConnInfo;
   #onClosed: (connection: HttpConnection) => void;
   #state = READING_HEAD;
-  /** Unparsed input is `#buffer[#start, #end)`. */
+  /** Unread input is `#buffer[#start, #end)`. */
   #buffer: Uint8Array = EMPTY;
   #start = 0;
   #end = 0;
@@ -2076,10 +2561,7 @@ class HttpConnection implements ConnectionEvents {
   #ownBuffer = false;
   /** Whether views into `#buffer` were handed out (so it must never be written again). */
   #bufferShared = false;
-  /** Where the search for the head end resumes. */
-  #headScanFrom = 0;
-  /** The input length at which the incomplete request line is checked again (doubling). */
-  #nextHeadCheck = 0;
+  #headReader: HeadReader;
   #body: BodyState | null = null;
   #requestCount = 0;
   /** Whether the current response's head has been queued (a 100 Continue must come before). */
@@ -2088,13 +2570,14 @@ class HttpConnection implements ConnectionEvents {
   #answeringHead = false;
   /** Whether the request in progress asked to close the connection after its response. */
   #clientClosing = false;
-  /** Empty lines skipped before the current request line. */
-  #emptyLines = 0;
   /** Aborts the current request's `signal` if the client goes away (with `abortOnDisconnect`). */
   #abort: AbortController | null = null;
   #peerEnded = false;
+  /** The server decided to close after the current response (shutdown, request cap, framing). */
   #closeRequested = false;
+  /** The socket is paused because the handler is not reading the body. */
   #paused = false;
+  /** The socket is paused because too much unread input is buffered. */
   #backlogPaused = false;
   /** Responses are queued past the high-water mark: read no further request until they drain. */
   #awaitingDrain = false;
@@ -2104,10 +2587,15 @@ class HttpConnection implements ConnectionEvents {
   /** Writers waiting for `onDrain` (rare: only a client slower than the response). */
   #drainWaiters: Array<() => void> | null = null;
   #writable = true;
-  #timer = TIMER_OFF;
-  #deadline = 0;
-  /** When the request body must next make progress; 0 when nothing is waiting for it. */
+  /** The protocol that owns the connection in SWITCHED. */
+  #switched: SwitchedConnection | null = null;
+  // One deadline per kind, each 0 when off (see the theory of operation).
+  #idleDeadline = 0;
+  #headDeadline = 0;
+  #handlerDeadline = 0;
   #bodyDeadline = 0;
+  #writeDeadline = 0;
+  #closingDeadline = 0;
 
   constructor(
     transport: TransportConnection,
@@ -2118,60 +2606,56 @@ class HttpConnection implements ConnectionEvents {
     this.#options = options;
     this.#onClosed = onClosed;
     this.#info = new ConnectionInfo(transport);
-    this.#setTimer(TIMER_IDLE, options.idleTimeout);
+    this.#headReader = new HeadReader(options);
+    this.#idleDeadline = deadlineAfter(options.clock.now, options.idleTimeout);
   }
 
   /** Checks the deadlines against the clock; called by the server's sweep. */
   checkTimers(now: number): void {
-    if (this.#state === CLOSED) {
-      // Closing: the last bytes get writeTimeout to go out, then the connection is dropped.
-      if (this.#timer === TIMER_WRITE && now >= this.#deadline) {
-        this.#timer = TIMER_OFF;
-        this.#transport.destroy();
-      }
+    const state = this.#state;
+    if (state === CLOSED) return;
+    if (state === SWITCHED) {
+      this.#switched?.checkTimers?.(now);
+      return;
+    }
+    if (this.#closingDeadline !== 0 && now >= this.#closingDeadline) {
+      // The last bytes had writeTimeout (and the linger) to go out: drop the connection.
+      this.#closingDeadline = 0;
+      this.#destroy();
+      return;
+    }
+    if (state === CLOSING) return;
+    if (this.#writeDeadline !== 0 && now >= this.#writeDeadline) {
+      this.#writeDeadline = 0;
+      this.#destroy(); // the client stopped reading the response
       return;
     }
     const body = this.#body;
-    if (this.#bodyDeadline !== 0 && now >= this.#bodyDeadline && body !== null && !body.done) {
+    if (this.#bodyDeadline !== 0 && now >= this.#bodyDeadline) {
       this.#bodyDeadline = 0;
-      this.#bodyFailed(
-        body,
-        new HttpError("TIMEOUT", "Cannot read body: the client stopped sending it"),
-      );
+      if (body !== null && !body.done) {
+        this.#bodyFailed(
+          body,
+          new HttpError("TIMEOUT", "Cannot read body: the client stopped sending it"),
+        );
+      }
     }
-    if (this.#timer === TIMER_OFF || now < this.#deadline || this.#state === CLOSED) return;
-    const timer = this.#timer;
-    this.#timer = TIMER_OFF;
-    if (timer === TIMER_IDLE) {
-      this.#closeNow();
-    } else if (timer === TIMER_HEAD) {
-      this.#fail(new HttpError("TIMEOUT", "Cannot read head: the client took too long to send it"));
-    } else if (timer === TIMER_HANDLER) {
+    if (this.#handlerDeadline !== 0 && now >= this.#handlerDeadline && this.#state === ANSWERING) {
       // The handler is stuck. Answer for it; whatever it returns later is dropped.
-      console.error("wireserve: handler timed out");
-      this.#state = CLOSED;
-      this.#send(errorResponseBytes(503, this.#answeringHead));
-      this.#flush();
-      this.#endTransport();
-    } else {
-      this.#destroy(); // TIMER_WRITE: the client stopped reading the response
-    }
-  }
-
-  /** Starts (or replaces) the connection's timer. */
-  #setTimer(kind: number, milliseconds: number): void {
-    if (milliseconds === Infinity) {
-      this.#timer = TIMER_OFF;
+      this.#handlerDeadline = 0;
+      this.#options.log({ level: "warn", message: "wireserve: handler timed out" });
+      this.#sendError(503);
       return;
     }
-    this.#timer = kind;
-    this.#deadline = this.#options.clock.now + milliseconds;
-  }
-
-  /** Waits for the next bytes of the request body, within the body timeout. */
-  #expectBody(): void {
-    const timeout = this.#options.bodyTimeout;
-    this.#bodyDeadline = timeout === Infinity ? 0 : this.#options.clock.now + timeout;
+    if (this.#headDeadline !== 0 && now >= this.#headDeadline && this.#state === READING_HEAD) {
+      this.#headDeadline = 0;
+      this.#fail(new HttpError("TIMEOUT", "Cannot read head: the client took too long to send it"));
+      return;
+    }
+    if (this.#idleDeadline !== 0 && now >= this.#idleDeadline && this.#state === READING_HEAD) {
+      this.#idleDeadline = 0;
+      this.#closeNow();
+    }
   }
 
   /** The client's address, for per-client accounting. */
@@ -2192,33 +2676,46 @@ class HttpConnection implements ConnectionEvents {
   /** Asks the connection to close: at once when idle, after the current response otherwise. */
   close(): void {
     this.#closeRequested = true;
+    if (this.#state === SWITCHED) {
+      this.#switched?.close?.();
+      return;
+    }
     // A head that has begun to arrive is a request in progress: it is answered (with
     // Connection: close), within the shutdown grace period.
     if (this.idle) this.#closeNow();
   }
 
   onData(chunk: Uint8Array): void {
+    const state = this.#state;
+    if (state === SWITCHED) {
+      this.#switched?.onData(chunk);
+      return;
+    }
     const body = this.#body;
     // After a broken body nothing more is read: it could be anything, including a smuggled request.
-    if (this.#state === CLOSED || chunk.length === 0 || body?.error) return;
+    if (state >= CLOSING || chunk.length === 0 || body?.error) return;
     let offset = 0;
     if (body !== null && !body.done && this.#end === this.#start) {
       // Body bytes go straight from the chunk to the body stream, without a copy.
       offset = this.#feedBody(chunk, 0, chunk.length, true);
-      if (this.#state === CLOSED) return;
+      if (this.#state >= CLOSING) return;
     }
     if (offset < chunk.length) this.#append(chunk, offset);
     if (this.#state === READING_HEAD && !this.#awaitingDrain) {
-      // The head timer runs from the first byte of a head to its end.
-      if (this.#timer === TIMER_IDLE) this.#setTimer(TIMER_HEAD, this.#options.headTimeout);
       this.#processInput();
     } else if (this.#end - this.#start > MAX_PIPELINE_BACKLOG && !this.#backlogPaused) {
+      // Answering, or waiting for the client to read: hold a little, then stop reading, so that
+      // a client that sends and never reads cannot make the server buffer without bound.
       this.#backlogPaused = true;
       this.#transport.pause();
     }
   }
 
   onEnd(): void {
+    if (this.#state === SWITCHED) {
+      this.#switched?.onEnd();
+      return;
+    }
     this.#peerEnded = true;
     // As node:http does, a client's FIN while its request is answered counts as leaving: the
     // response is still sent, but a handler that listens can stop its work.
@@ -2239,6 +2736,11 @@ class HttpConnection implements ConnectionEvents {
   }
 
   onDrain(): void {
+    if (this.#state === SWITCHED) {
+      this.#switched?.onDrain();
+      return;
+    }
+    this.#writeDeadline = 0;
     const waiters = this.#drainWaiters;
     if (waiters !== null) {
       this.#drainWaiters = null;
@@ -2246,15 +2748,23 @@ class HttpConnection implements ConnectionEvents {
     }
     if (this.#awaitingDrain && this.#state === READING_HEAD) {
       this.#awaitingDrain = false;
-      this.#setTimer(TIMER_IDLE, this.#options.idleTimeout);
+      this.#idleDeadline = deadlineAfter(this.#options.clock.now, this.#options.idleTimeout);
       this.#processInput();
     }
   }
 
   onClose(): void {
+    const switched = this.#state === SWITCHED ? this.#switched : null;
     this.#state = CLOSED;
     this.#writable = false;
-    this.#timer = TIMER_OFF;
+    this.#idleDeadline = this.#headDeadline = this.#handlerDeadline = 0;
+    this.#bodyDeadline = this.#writeDeadline = this.#closingDeadline = 0;
+    if (switched !== null) {
+      this.#switched = null;
+      switched.onClose();
+      this.#onClosed(this);
+      return;
+    }
     const body = this.#body;
     if (body !== null && !body.done && body.error === null) {
       body.error = new HttpError("UNEXPECTED_EOF", "Cannot read body: the connection closed");
@@ -2267,10 +2777,9 @@ class HttpConnection implements ConnectionEvents {
     this.#abort = null;
     this.#onClosed(this);
   }
+  //#region input: the head reader and the request body
 
-  //#region input
-
-  /** Appends `chunk[offset..]` to the unparsed input. */
+  /** Appends `chunk[offset..]` to the unread input. */
   #append(chunk: Uint8Array, offset: number): void {
     const length = chunk.length - offset;
     if (this.#start === this.#end) {
@@ -2280,7 +2789,6 @@ class HttpConnection implements ConnectionEvents {
       this.#end = chunk.length;
       this.#ownBuffer = false;
       this.#bufferShared = false;
-      this.#headScanFrom = offset;
       return;
     }
     const pending = this.#end - this.#start;
@@ -2292,8 +2800,6 @@ class HttpConnection implements ConnectionEvents {
     const grown = new Uint8Array(Math.max(4096, (pending + length) * 2));
     grown.set(this.#buffer.subarray(this.#start, this.#end));
     grown.set(chunk.subarray(offset), pending);
-    this.#headScanFrom -= this.#start;
-    this.#nextHeadCheck -= this.#start;
     this.#buffer = grown;
     this.#start = 0;
     this.#end = pending + length;
@@ -2301,100 +2807,56 @@ class HttpConnection implements ConnectionEvents {
     this.#bufferShared = false;
   }
 
-  /** Parses and answers the requests in the unparsed input, in order, until one must wait. */
+  /** Parses and answers the requests in the unread input, in order, until one must wait. */
   #processInput(): void {
     if (this.#awaitingDrain) return;
+    const reader = this.#headReader;
     try {
       while (this.#state === READING_HEAD && !this.#awaitingDrain) {
-        if (!this.#skipEmptyLines()) break;
-        const head = this.#parseHead();
-        if (head === null) break;
+        const head = reader.read(this.#buffer, this.#start, this.#end);
+        this.#start += reader.consumed;
+        if (head === null) {
+          // Nobody is left to send the rest of a head, nor to read an error about it.
+          if (this.#peerEnded) this.#closeNow();
+          break;
+        }
         this.#startRequest(head);
       }
     } catch (error) {
       this.#fail(error);
     }
-    if (this.#state === READING_HEAD) {
-      // Part of a head waiting: the head timer runs; nothing at all: the idle timer.
-      const waiting = this.#end > this.#start;
-      if (!waiting) {
-        // Let the input go: it may be a view of a shared slab, which an idle connection should
-        // not keep alive.
-        this.#buffer = EMPTY;
-        this.#start = this.#end = 0;
+    if (this.#state !== READING_HEAD) return;
+    const now = this.#options.clock.now;
+    if (this.#end > this.#start) {
+      // Part of a head is here: the head deadline runs from its first byte to its end.
+      this.#idleDeadline = 0;
+      if (this.#headDeadline === 0) {
+        this.#headDeadline = deadlineAfter(now, this.#options.headTimeout);
       }
-      if (waiting && this.#timer === TIMER_IDLE) {
-        this.#setTimer(TIMER_HEAD, this.#options.headTimeout);
-      } else if (!waiting && this.#timer === TIMER_HEAD) {
-        this.#setTimer(TIMER_IDLE, this.#options.idleTimeout);
+    } else {
+      // Let the input go: it may be a view of a shared slab, which an idle connection should not
+      // keep alive.
+      this.#buffer = EMPTY;
+      this.#start = this.#end = 0;
+      this.#headDeadline = 0;
+      if (this.#idleDeadline === 0 && !this.#awaitingDrain) {
+        this.#idleDeadline = deadlineAfter(now, this.#options.idleTimeout);
       }
-      this.#flush();
-      if (this.#backlogPaused) {
-        this.#backlogPaused = false;
-        this.#transport.resume();
-      }
+    }
+    this.#flush();
+    if (this.#backlogPaused && !this.#awaitingDrain) {
+      this.#backlogPaused = false;
+      this.#transport.resume();
     }
   }
 
-  /**
-   * RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a request line (some
-   * clients send a CRLF after a POST body). Returns false when input is exhausted.
-   */
-  #skipEmptyLines(): boolean {
-    const buffer = this.#buffer;
-    while (
-      this.#end - this.#start >= 2 && buffer[this.#start] === CR && buffer[this.#start + 1] === LF
-    ) {
-      // A few, not any number: a client must not keep a connection alive on empty lines alone.
-      if (++this.#emptyLines > MAX_EMPTY_LINES) {
-        throw new HttpError(
-          "INVALID_REQUEST_LINE",
-          "Cannot parse request line: too many empty lines",
-        );
-      }
-      this.#start += 2;
-      this.#headScanFrom = this.#start;
-    }
-    if (this.#start === this.#end) {
-      if (this.#peerEnded) this.#closeNow();
-      return false;
-    }
-    return !(this.#end - this.#start === 1 && buffer[this.#start] === CR);
-  }
-
-  /** Looks for a complete head without rescanning what was searched before. */
-  #parseHead(): RequestHead | null {
-    const buffer = this.#buffer;
-    const start = this.#start;
-    const end = this.#end;
-    const limit = Math.min(end, start + this.#options.maxHeadBytes);
-    const from = Math.max(start, this.#headScanFrom - 3);
-    const headEnd = findHeadEnd(buffer, start, limit, from);
-    if (headEnd === -1) {
-      this.#headScanFrom = limit;
-      const pending = end - start;
-      // Reject a bad request line early, but re-check it only each time the input doubles.
-      if (pending > this.#options.maxHeadBytes || pending >= this.#nextHeadCheck - start) {
-        this.#nextHeadCheck = start + pending * 2;
-        parseRequestHead(buffer, start, end, this.#options);
-      }
-      if (this.#peerEnded) this.#closeNow();
-      return null;
-    }
-    const head = parseKnownHead(buffer, start, headEnd, this.#options);
-    this.#start = headEnd;
-    this.#headScanFrom = headEnd;
-    this.#emptyLines = 0;
-    this.#nextHeadCheck = 0;
-    return head;
-  }
-
-  /** Checks what the server can serve, sets up the body, and hands the request to the handler. */
+  /** READING_HEAD → ANSWERING: sets up the body, and hands the request to the handler. */
   #startRequest(head: RequestHead): void {
     this.#requestCount++;
     const { method } = head;
     this.#answeringHead = method === "HEAD";
     this.#clientClosing = !head.keepAlive;
+    this.#headDeadline = this.#idleDeadline = 0;
     if (!SERVED_METHODS.has(method)) {
       throw new HttpError(
         "METHOD_NOT_IMPLEMENTED",
@@ -2425,7 +2887,7 @@ class HttpConnection implements ConnectionEvents {
     this.#body = body;
     this.#state = ANSWERING;
     this.#responseStarted = false;
-    this.#setTimer(TIMER_HANDLER, this.#options.handlerTimeout);
+    this.#handlerDeadline = deadlineAfter(this.#options.clock.now, this.#options.handlerTimeout);
     // The body bytes that came with the head go to the body stream, which the Request creates.
     const request = head.target === "*" ? null : this.#buildRequest(head, body);
     if (body !== null && this.#end > this.#start) {
@@ -2441,14 +2903,11 @@ class HttpConnection implements ConnectionEvents {
 
   /** Builds the `Request` the handler sees. */
   #buildRequest(head: RequestHead, body: BodyState | null): Request {
-    const { target } = head;
-    let url: string;
-    if (target.charCodeAt(0) === 0x2f) {
-      const authority = head.host !== "" ? head.host : formatHost(this.#info.localAddr);
-      url = `${this.#info.secure ? "https" : "http"}://${authority}${target}`;
-    } else {
-      url = target; // absolute-form: its authority overrides Host (RFC 9112 §3.2.2)
-    }
+    const url = effectiveRequestUrl(
+      head,
+      this.#info.secure,
+      head.host === "" ? formatHost(this.#info.localAddr) : "",
+    );
     // A GET or HEAD body has no meaning (RFC 9110 §9.3.1) and fetch's Request cannot carry one:
     // it is read and dropped to keep the framing.
     const { method } = head;
@@ -2485,12 +2944,16 @@ class HttpConnection implements ConnectionEvents {
       );
     }
     // Appending to the request's own Headers costs about half of what converting a headers init
-    // does on every runtime (measured: Node 1.8 µs against 3.2, Deno 2.2 against 3.7, Bun 0.5
-    // against 1.0, for five fields). The fields were validated by the parser.
+    // does on every runtime (bench notes in README). The fields were validated by the parser.
     const fields = request.headers;
     const { headers } = head;
     for (let i = 0; i < headers.length; i++) fields.append(headers[i][0], headers[i][1]);
     return request;
+  }
+
+  /** Waits for the next bytes of the request body, within the body timeout. */
+  #expectBody(): void {
+    this.#bodyDeadline = deadlineAfter(this.#options.clock.now, this.#options.bodyTimeout);
   }
 
   /** The request body as a stream that asks for bytes only as the handler reads. */
@@ -2592,9 +3055,11 @@ class HttpConnection implements ConnectionEvents {
   /** The request body is complete: if the response is already sent, go on to the next request. */
   #bodyFinished(): void {
     if (this.#state === DISCARDING_BODY) {
+      // DISCARDING → READING_HEAD
       this.#body = null;
       this.#state = READING_HEAD;
-      this.#setTimer(TIMER_IDLE, this.#options.idleTimeout);
+      this.#bodyDeadline = 0;
+      this.#idleDeadline = deadlineAfter(this.#options.clock.now, this.#options.idleTimeout);
       if (this.#closeRequested) this.#closeNow();
       else queueMicrotask(() => this.#processInput());
     }
@@ -2617,7 +3082,7 @@ class HttpConnection implements ConnectionEvents {
   }
 
   //#endregion
-  //#region output
+  //#region output: the exchange and the output queue
 
   /** Calls the handler and writes its response, or the error that replaces it. */
   async #answer(head: RequestHead, request: Request): Promise<void> {
@@ -2638,6 +3103,7 @@ class HttpConnection implements ConnectionEvents {
       if (response.type === "error") {
         throw new TypeError("Cannot send response: the handler returned Response.error()");
       }
+      if (response.status === 101) this.#checkSwitch(head, response);
     } catch (error) {
       response = await this.#handlerFailed(error, request);
     }
@@ -2658,7 +3124,7 @@ class HttpConnection implements ConnectionEvents {
         prefix = EMPTY_PREFIX;
       }
     }
-    if (this.#timer === TIMER_HANDLER) this.#timer = TIMER_OFF;
+    this.#handlerDeadline = 0;
     const body = this.#body;
     if (body !== null && body.error !== null) {
       // The request was broken (body too large, bad chunk): that is the answer, not the handler's.
@@ -2666,17 +3132,35 @@ class HttpConnection implements ConnectionEvents {
       this.#fail(body.error);
       return;
     }
-    if (this.#state === CLOSED) {
-      prefix.reader?.cancel().catch(() => {});
+    if (this.#state !== ANSWERING) {
+      prefix.reader?.cancel().catch(() => {}); // answered for it already (503), or closed
       return;
     }
     try {
       // A response whose body was read whole is written at once: no await, no promise.
       const streaming = this.#writeResponse(head, response, prefix);
       if (streaming !== undefined) await streaming;
-      this.#finishExchange();
+      const protocol = response.status === 101 ? PROTOCOL_SWITCHES.get(response) : undefined;
+      if (protocol !== undefined) this.#switchProtocols(protocol, request);
+      else this.#finishExchange();
     } catch (error) {
       this.#fail(error); // a response that cannot be serialized (a bad status, say)
+    }
+  }
+
+  /**
+   * A 101 is sent only for a switch the handler set up with switchProtocols, on a request that
+   * can switch: HTTP/1.1 (RFC 9110 §7.8: not for HTTP/1.0), its body read to the end.
+   */
+  #checkSwitch(head: RequestHead, response: Response): void {
+    if (!PROTOCOL_SWITCHES.has(response)) {
+      throw new TypeError("Cannot send response: a 101 needs switchProtocols() to take over");
+    }
+    if (head.version !== 1) {
+      throw new TypeError("Cannot switch protocols: the request is HTTP/1.0");
+    }
+    if (this.#body !== null && !this.#body.done) {
+      throw new TypeError("Cannot switch protocols: the request body was not read to its end");
     }
   }
 
@@ -2689,18 +3173,25 @@ class HttpConnection implements ConnectionEvents {
     return plainResponse(500);
   }
 
-  /** Decides whether this exchange keeps the connection open. */
+  /** Whether this exchange keeps the connection open: the core's truth table, fed from here. */
   #keepAlive(head: RequestHead): boolean {
-    if (!head.keepAlive || this.#closeRequested) return false;
-    // A client that half-closed after pipelining more requests still gets all the answers.
-    if (this.#peerEnded && this.#end === this.#start) return false;
-    if (this.#requestCount >= this.#options.maxRequestsPerConnection) return false;
     const body = this.#body;
-    if (body === null || body.done) return true;
-    // Unread body left: read and drop a little of it, or close rather than wait for a lot.
-    if (body.expectContinue && !body.continueSent) return false;
-    if (body.decoder !== null) return false;
-    return body.remaining <= MAX_DISCARD_BYTES;
+    let unreadBodyBytes = 0;
+    if (body !== null && !body.done) {
+      // Chunked: unknown. Held back for a 100 Continue never sent: the client may send it or not.
+      unreadBodyBytes = body.decoder !== null || (body.expectContinue && !body.continueSent)
+        ? Infinity
+        : body.remaining;
+    }
+    return shouldKeepAlive({
+      clientKeepAlive: head.keepAlive,
+      serverClose: this.#closeRequested ||
+        this.#requestCount >= this.#options.maxRequestsPerConnection,
+      // A client that half-closed after pipelining more requests still gets all the answers.
+      clientGone: this.#peerEnded && this.#end === this.#start,
+      unreadBodyBytes,
+      maxDiscardBytes: MAX_DISCARD_BYTES,
+    });
   }
 
   /**
@@ -2713,7 +3204,8 @@ class HttpConnection implements ConnectionEvents {
     prefix: BodyPrefix,
   ): Promise<void> | undefined {
     this.#responseStarted = true;
-    const keepAlive = this.#keepAlive(head);
+    const upgrade = response.status === 101;
+    const keepAlive = upgrade || this.#keepAlive(head);
     const status = response.status;
     const headers = response.headers;
     const hasBody = prefix !== BODYLESS; // the Response has a body (which HEAD does not send)
@@ -2741,18 +3233,15 @@ class HttpConnection implements ConnectionEvents {
       framing,
       close,
       version: head.version,
+      date: this.#options.clock.date,
+      upgrade,
     };
     if (framing.kind === "none") {
       if (head.method === "HEAD") {
-        // RFC 9110 §9.3.2: a HEAD response carries the fields a GET would have. A handler that
-        // answers HEAD without a body declares the GET length itself, or none is sent.
-        let length: number | undefined = hasBody ? bodyLength ?? undefined : undefined;
-        const declared = hasBody ? null : headers.get("content-length");
-        if (declared !== null) {
-          try {
-            length = parseContentLength(declared);
-          } catch { /* not a usable length: send none */ }
-        }
+        const length = headContentLength(
+          hasBody ? bodyLength : undefined,
+          hasBody ? null : headers.get("content-length"),
+        );
         if (length !== undefined) headOptions.contentLength = length;
       }
       const sendHead = () => {
@@ -2791,11 +3280,11 @@ class HttpConnection implements ConnectionEvents {
   ): Promise<void> {
     const reader = prefix.reader as ReadableStreamDefaultReader<Uint8Array>;
     let sent = 0;
-    const sendPiece = async (piece: Uint8Array): Promise<boolean> => {
+    const sendPiece = async (piece: Uint8Array): Promise<void> => {
       if (!(piece instanceof Uint8Array)) {
         throw new TypeError("Cannot send response body: a chunk is not a Uint8Array");
       }
-      if (piece.length === 0) return true;
+      if (piece.length === 0) return;
       sent += piece.length;
       if (declaredLength !== undefined && sent > declaredLength) {
         throw new TypeError(
@@ -2803,16 +3292,16 @@ class HttpConnection implements ConnectionEvents {
         );
       }
       this.#send(framing.kind === "chunked" ? encodeChunk(piece) : piece);
-      return await this.#flushAndWait();
+      if (!await this.#flushAndWait()) throw new ConnectionGone();
     };
     try {
-      for (const piece of prefix.chunks) if (!await sendPiece(piece)) throw new Error("closed");
+      for (const piece of prefix.chunks) await sendPiece(piece);
       let pending = prefix.pending;
       while (true) {
         const result = await (pending ?? reader.read());
         pending = null;
         if (result.done) break;
-        if (!await sendPiece(result.value)) throw new Error("closed");
+        await sendPiece(result.value);
       }
       if (declaredLength !== undefined && sent !== declaredLength) {
         throw new TypeError(
@@ -2825,8 +3314,12 @@ class HttpConnection implements ConnectionEvents {
       // The body failed or the client left: the message cannot be completed, so the connection ends
       // without a proper end of body, which tells the client the response is incomplete.
       reader.cancel(error).catch(() => {});
-      if (this.#state !== CLOSED && !(error instanceof Error && error.message === "closed")) {
-        console.error("wireserve: response body stream failed:", error);
+      if (this.#state < CLOSING && !(error instanceof ConnectionGone)) {
+        this.#options.log({
+          level: "error",
+          message: "wireserve: response body stream failed",
+          error,
+        });
       }
       this.#destroy();
     }
@@ -2836,21 +3329,21 @@ class HttpConnection implements ConnectionEvents {
   #finishExchange(readNext = true): void {
     this.#abort = null; // the exchange is complete: a later disconnect aborts nothing
     this.#answeringHead = false;
-    if (this.#state === CLOSED) return;
+    this.#handlerDeadline = 0;
+    if (this.#state >= CLOSING) return;
     if (this.#closeRequested || this.#body?.error) {
       this.#closeNow();
       return;
     }
     const body = this.#body;
     if (body !== null && !body.done) {
-      // The rest is dropped, not delivered: a reader still waiting (a task the handler left
-      // behind) learns so instead of waiting forever.
+      // ANSWERING → DISCARDING. The rest is dropped, not delivered: a reader still waiting (a
+      // task the handler left behind) learns so instead of waiting forever.
       try {
         body.controller?.error(new Error("Cannot read body: the response was sent before it"));
       } catch { /* already closed or cancelled */ }
       body.controller = null;
       this.#state = DISCARDING_BODY;
-      this.#timer = TIMER_OFF;
       this.#expectBody();
       this.#flush();
       if (this.#paused) {
@@ -2859,17 +3352,53 @@ class HttpConnection implements ConnectionEvents {
       }
       return;
     }
+    // ANSWERING → READING_HEAD
     this.#body = null;
+    this.#bodyDeadline = 0;
     this.#state = READING_HEAD;
-    this.#setTimer(TIMER_IDLE, this.#options.idleTimeout);
     // Pipelined responses go out together, but a client that does not read them must not make
     // the server answer (and buffer) request after request: past the high-water mark, wait.
     if (this.#outputBytes >= WRITE_HIGH_WATER && !this.#flush()) {
       this.#awaitingDrain = true;
-      this.#setTimer(TIMER_WRITE, this.#options.writeTimeout);
+      this.#writeDeadline = deadlineAfter(this.#options.clock.now, this.#options.writeTimeout);
       return;
     }
+    this.#idleDeadline = deadlineAfter(this.#options.clock.now, this.#options.idleTimeout);
     if (readNext) this.#processInput();
+  }
+
+  /**
+   * ANSWERING → SWITCHED: the 101 is written; the transport, and the bytes read past the head, go
+   * to the new protocol. From now on this object only passes the transport's events on.
+   */
+  #switchProtocols(protocol: ProtocolHandler, request: Request): void {
+    this.#flush();
+    this.#abort = null;
+    this.#body = null;
+    this.#idleDeadline = this.#headDeadline = this.#handlerDeadline = 0;
+    this.#bodyDeadline = this.#writeDeadline = 0;
+    const buffered = this.#end > this.#start ? this.#buffer.slice(this.#start, this.#end) : EMPTY;
+    this.#buffer = EMPTY;
+    this.#start = this.#end = 0;
+    this.#state = SWITCHED;
+    if (this.#paused || this.#backlogPaused) {
+      this.#paused = this.#backlogPaused = false;
+      this.#transport.resume();
+    }
+    try {
+      this.#switched = protocol({
+        transport: this.#transport,
+        buffered,
+        request,
+        info: this.#info,
+      });
+    } catch (error) {
+      this.#options.log({ level: "error", message: "wireserve: protocol switch failed", error });
+      this.#destroy();
+      return;
+    }
+    // A shutdown that began while the 101 was being answered reaches the new protocol too.
+    if (this.#closeRequested) this.#switched.close?.();
   }
 
   /** Answers `OPTIONS *` for the server as a whole. */
@@ -2882,6 +3411,7 @@ class HttpConnection implements ConnectionEvents {
         framing: NO_BODY,
         close: !keepAlive,
         version: head.version,
+        date: this.#options.clock.date,
       }),
     );
     this.#closeRequested ||= !keepAlive;
@@ -2892,17 +3422,22 @@ class HttpConnection implements ConnectionEvents {
 
   /** Answers a protocol violation with its status, then closes: nothing after it is trusted. */
   #fail(error: unknown): void {
-    if (this.#state === CLOSED) return;
+    if (this.#state >= CLOSING) return;
     if (!(error instanceof HttpError)) {
-      console.error("wireserve: connection failed:", error);
+      this.#options.log({ level: "error", message: "wireserve: connection failed", error });
       this.#destroy();
       return;
     }
+    this.#sendError(error.status);
+  }
+
+  /** → CLOSING with an error response (for a HEAD request, without its body). */
+  #sendError(status: number): void {
     const forHead = this.#answeringHead ||
-      (this.#state === READING_HEAD && startsWith(this.#buffer, this.#start, this.#end, HEAD_SP));
-    const response = errorResponseBytes(error.status, forHead);
-    this.#state = CLOSED;
-    this.#send(response);
+      (this.#state === READING_HEAD &&
+        HeadReader.isHeadRequest(this.#buffer, this.#start, this.#end));
+    this.#state = CLOSING;
+    this.#send(errorResponseBytes(status, this.#options.clock.date, forHead));
     this.#flush();
     this.#endTransport();
   }
@@ -2934,23 +3469,23 @@ class HttpConnection implements ConnectionEvents {
   async #flushAndWait(): Promise<boolean> {
     if (this.#flush()) return this.#writable;
     if (!this.#writable) return false; // closed: no drain will ever come
-    this.#setTimer(TIMER_WRITE, this.#options.writeTimeout);
+    this.#writeDeadline = deadlineAfter(this.#options.clock.now, this.#options.writeTimeout);
     await new Promise<void>((resolve) => (this.#drainWaiters ??= []).push(resolve));
-    if (this.#timer === TIMER_WRITE) this.#timer = TIMER_OFF;
+    this.#writeDeadline = 0;
     return this.#writable;
   }
 
-  /** Flushes and closes. */
+  /** → CLOSING: flushes and closes, lingering unless the client has nothing more to send. */
   #closeNow(): void {
-    if (this.#state === CLOSED) return;
-    this.#state = CLOSED;
+    if (this.#state >= CLOSING) return;
+    this.#state = CLOSING;
     this.#flush();
     // Close outright only when the client itself asked to close and left nothing unread: no
     // request read ahead, no body unread or failed. Then it has no reason to send more, and
-    // waiting for its FIN would cost a wake-up, a read and a timer per connection (Node,
-    // `Connection: close`: about 16k against 19k req/s). When the server decides to close (its
-    // request cap, shutdown, idle time, an error), the client may be sending its next request
-    // right now, and that must not turn into a reset that destroys the response in flight.
+    // waiting for its FIN would cost a wake-up, a read and a timer per connection. When the
+    // server decides to close (its request cap, shutdown, idle time, an error), the client may be
+    // sending its next request right now, and that must not turn into a reset that destroys the
+    // response in flight.
     const body = this.#body;
     const clientDone = this.#clientClosing && this.#end === this.#start &&
       (body === null || (body.done && body.error === null));
@@ -2959,13 +3494,20 @@ class HttpConnection implements ConnectionEvents {
 
   /** Closes, with writeTimeout (plus the linger) as the bound on a client that never reads. */
   #endTransport(linger = true): void {
+    this.#idleDeadline = this.#headDeadline = this.#handlerDeadline = 0;
+    this.#bodyDeadline = this.#writeDeadline = 0;
     const limit = this.#options.writeTimeout;
-    this.#setTimer(TIMER_WRITE, limit === Infinity ? Infinity : limit + LINGER_MILLISECONDS);
+    this.#closingDeadline = limit === Infinity
+      ? 0
+      : this.#options.clock.now + limit + LINGER_MILLISECONDS;
+    // Input is dropped from here on (onData returns in CLOSING); the transport keeps reading it,
+    // so that the kernel never answers it with a reset.
     this.#transport.end(linger);
   }
 
-  /** Drops the connection without ceremony. */
+  /** → CLOSED without ceremony. */
   #destroy(): void {
+    if (this.#state === CLOSED) return;
     this.#state = CLOSED;
     this.#writable = false;
     this.#transport.destroy();
@@ -3063,7 +3605,7 @@ function statusBody(status: number): string {
  * The bytes of an error response with `Connection: close` (for a HEAD request, without its body);
  * the body never echoes the request.
  */
-function errorResponseBytes(status: number, forHead = false): Uint8Array {
+function errorResponseBytes(status: number, date: string, forHead = false): Uint8Array {
   const body = ASCII_ENCODER.encode(statusBody(status));
   const { framing } = responseFraming({
     method: forHead ? "HEAD" : "GET",
@@ -3077,51 +3619,13 @@ function errorResponseBytes(status: number, forHead = false): Uint8Array {
     contentLength: body.length, // for HEAD: the length a GET would get
     close: true,
     body: framing.kind === "none" ? undefined : body,
+    date,
   });
 }
 
 //#endregion
 //#region Transport adapters
 
-/** Where and how to listen. */
-export interface ListenOptions {
-  /** The address to bind. */
-  hostname: string;
-  /** The port to bind; 0 picks a free one. */
-  port: number;
-  /** PEM certificate chain and key: listen for TLS instead of plain TCP. */
-  tls?: { cert: string; key: string };
-  /**
-   * Milliseconds a TLS handshake may take before the connection is dropped, where the runtime
-   * handshakes before the connection reaches the server.
-   */
-  handshakeTimeout?: number;
-}
-
-/** A listening socket, as a transport adapter presents it. */
-export interface TransportListener {
-  /** The bound address (with the real port when 0 was asked for). */
-  readonly addr: NetAddr;
-  /** Stops accepting connections; open ones are not touched. */
-  close(): void;
-}
-
-/**
- * A transport adapter: listens, and for each accepted connection calls `accept`, which returns the
- * events to deliver for it. This is the only part of wireserve that knows which runtime it is on.
- */
-export type Transport = (
-  options: ListenOptions,
-  accept: (connection: TransportConnection) => ConnectionEvents,
-) => TransportListener | Promise<TransportListener>;
-
-/** The name of a built-in transport adapter. */
-export type TransportName = "deno" | "bun" | "node";
-
-/** Bytes queued for a client before `write` asks the driver to wait (as Node's default). */
-const WRITE_HIGH_WATER = 64 * 1024;
-/** How long a closing connection keeps reading and dropping input before it is torn down. */
-const LINGER_MILLISECONDS = 2000;
 /** How long Deno's accept loop waits after a failed accept (out of file descriptors, say). */
 const ACCEPT_RETRY_MILLISECONDS = 50;
 /** Size of the buffer Deno reads into. */
@@ -3131,14 +3635,6 @@ const READ_BUFFER_BYTES = 64 * 1024;
  * connection then holds 8 KiB, not 64. A read that fills it switches to the large one.
  */
 const FIRST_READ_BUFFER_BYTES = 2 * 1024;
-
-/** Events for a connection the server turned away: everything is ignored. */
-const IGNORED_EVENTS: ConnectionEvents = {
-  onData() {},
-  onEnd() {},
-  onDrain() {},
-  onClose() {},
-};
 
 // The few runtime APIs used, declared structurally: no @types packages, and each runtime's own
 // declarations stay compatible with these.
@@ -3214,7 +3710,7 @@ const RUNTIME = globalThis as unknown as { Deno?: DenoNamespace; Bun?: BunNamesp
 
 /** Which runtime's transport is the default: node:net's on Node and on anything else. */
 function detectRuntime(): TransportName {
-  return ON_BUN ? "bun" : ON_DENO ? "deno" : "node";
+  return RUNTIME_PROFILE.name;
 }
 
 /** Deno: a pull loop over `conn.read`, and a write loop that finishes Deno's partial writes. */
@@ -3316,11 +3812,9 @@ class DenoConnection implements TransportConnection {
         return;
       }
       // A copy of what arrived: the driver may keep views of it while this buffer is read into again.
-      if (!this.#ending) {
-        const chunk = allocBytes(count);
-        chunk.set(count === buffer.length ? buffer : buffer.subarray(0, count));
-        this.#events.onData(chunk);
-      }
+      const chunk = allocBytes(count);
+      chunk.set(count === buffer.length ? buffer : buffer.subarray(0, count));
+      this.#events.onData(chunk);
       if (count === buffer.length && buffer.length < READ_BUFFER_BYTES) {
         buffer = new Uint8Array(READ_BUFFER_BYTES); // a body or a burst: read in larger pieces
       }
@@ -3397,7 +3891,8 @@ class DenoConnection implements TransportConnection {
       this.#conn.close();
     } catch { /* already closed */ }
     this.resume();
-    this.#events.onClose();
+    // Never from inside the driver's call (end, destroy): see the transport contract.
+    queueMicrotask(() => this.#events.onClose());
   }
 }
 
@@ -3470,7 +3965,7 @@ class BunConnection implements TransportConnection {
   }
 
   onData(chunk: Uint8Array): void {
-    if (!this.#ending) this.events.onData(chunk);
+    this.events.onData(chunk);
   }
 
   onPeerEnd(): void {
@@ -3483,7 +3978,8 @@ class BunConnection implements TransportConnection {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#linger);
-    this.events.onClose();
+    // Bun may report the close from inside terminate(): never re-enter the driver's call.
+    queueMicrotask(() => this.events.onClose());
   }
 
   /** Bun says the socket may take more bytes: send what is queued. */
@@ -3607,9 +4103,7 @@ class NodeConnection implements TransportConnection {
 
   start(events: ConnectionEvents): void {
     const socket = this.#socket;
-    socket.on("data", (chunk: Uint8Array) => {
-      if (!this.#ending) events.onData(chunk);
-    });
+    socket.on("data", (chunk: Uint8Array) => events.onData(chunk));
     socket.on("end", () => {
       if (this.#ending) socket.destroy();
       else events.onEnd();
@@ -3740,6 +4234,16 @@ export interface ServeOptions extends Partial<Limits>, Partial<Timeouts> {
   cert?: string;
   /** The private key in PEM, to serve HTTPS (with `cert`). */
   key?: string;
+  /**
+   * Receives what the server logs: a handler that failed or timed out, a response body that
+   * failed mid-stream. The default writes it with `console.error`.
+   */
+  onLog?: (entry: LogEntry) => void;
+  /**
+   * The time source of the timeouts. The default is the system's (`Date.now`, `setInterval`); a
+   * test can pass a manual clock and move time by hand, with no real waiting.
+   */
+  clock?: Clock;
 }
 
 /** A running server, returned by {@linkcode serve}. */
@@ -3765,10 +4269,10 @@ export interface Server {
 const DEFAULT_PORT = 8080;
 const DEFAULT_HOSTNAME = "0.0.0.0";
 
-/** Logs a handler error and answers a plain 500: details belong in the log, not the response. */
-function defaultOnError(error: unknown): Response {
-  console.error("wireserve: handler failed:", error);
-  return plainResponse(500);
+/** Writes a log entry to the console: the default of `onLog`. */
+function logToConsole(entry: LogEntry): void {
+  if (entry.error === undefined) console.error(entry.message);
+  else console.error(`${entry.message}:`, entry.error);
 }
 
 /** Checks that a timeout is a whole number of milliseconds, or Infinity for none. */
@@ -3843,12 +4347,19 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   const tls = options.cert !== undefined && options.key !== undefined
     ? { cert: options.cert, key: options.key }
     : undefined;
-  const clock: Clock = { now: Date.now() };
+  const clock = new CoarseClock(options.clock ?? SYSTEM_CLOCK);
+  const log = options.onLog ?? logToConsole;
+  // The default onError logs and answers a plain 500: details belong in the log, not the response.
+  const defaultOnError = (error: unknown): Response => {
+    log({ level: "error", message: "wireserve: handler failed", error });
+    return plainResponse(500);
+  };
   const driverOptions: DriverOptions = {
     ...limits,
     ...timeouts,
     handler,
     onError: options.onError ?? defaultOnError,
+    log,
     maxRequestsPerConnection: checkInteger(
       "maxRequestsPerConnection",
       options.maxRequestsPerConnection ?? 1000,
@@ -3857,13 +4368,12 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     abortOnDisconnect: options.abortOnDisconnect === true,
     clock,
   };
-  // HTTPS on Deno goes through node:tls unless asked otherwise: Deno.listenTls hands over a
-  // connection before its handshake and cannot close it until the handshake ends, so a client
-  // that stalls its handshake would hold a connection forever.
-  const runtime = detectRuntime();
+  // HTTPS defaults to the profile's TLS transport (node:tls on Deno: see RuntimeProfile).
   const transport = typeof options.transport === "function"
     ? options.transport
-    : TRANSPORTS[options.transport ?? (runtime === "deno" && tls !== undefined ? "node" : runtime)];
+    : TRANSPORTS[
+      options.transport ?? (tls !== undefined ? RUNTIME_PROFILE.tlsTransport : RUNTIME_PROFILE.name)
+    ];
   if (transport === undefined) {
     throw new TypeError(`Cannot serve: unknown transport ${String(options.transport)}`);
   }
@@ -3879,15 +4389,15 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   // of a timer set and cleared per connection per request.
   const shortest = Math.min(...Object.values(timeouts));
   const tick = Math.max(10, Math.min(1000, Math.floor(shortest / 4)));
-  const sweep = setInterval(() => {
-    const now = clock.now = Date.now();
+  const stopSweep = (options.clock ?? SYSTEM_CLOCK).every(tick, () => {
+    const now = clock.update();
     for (const connection of connections) connection.checkTimers(now);
-  }, tick);
+  });
   let shutdownTimer: ReturnType<typeof setTimeout> | undefined;
 
   const checkFinished = () => {
     if (shuttingDown && listener !== null && connections.size === 0) {
-      clearInterval(sweep);
+      stopSweep();
       clearTimeout(shutdownTimer);
       resolveFinished();
     }
@@ -3902,9 +4412,17 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     }
     checkFinished();
   };
+  // The answer to a connection over the caps, rebuilt when its Date changes.
+  let refusal: Uint8Array = EMPTY;
+  let refusalDate = "";
   const refuse = (connection: TransportConnection): ConnectionEvents => {
-    // Cheap: one prebuilt write and a close, no parsing.
-    connection.write(SERVICE_UNAVAILABLE);
+    // Cheap: one write of bytes built once per second, and a close, no parsing.
+    const date = clock.date;
+    if (date !== refusalDate) {
+      refusal = errorResponseBytes(503, date);
+      refusalDate = date;
+    }
+    connection.write(refusal);
     connection.end();
     return IGNORED_EVENTS;
   };
@@ -3949,12 +4467,12 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     const handshakeTimeout = handshake === Infinity ? undefined : handshake;
     listening = transport({ hostname, port, tls, handshakeTimeout }, accept);
   } catch (error) {
-    clearInterval(sweep);
+    stopSweep();
     throw error;
   }
   const ready = listening instanceof Promise
     ? listening.then(bound, (error) => {
-      clearInterval(sweep);
+      stopSweep();
       throw error;
     })
     : Promise.resolve(bound(listening));
@@ -3982,8 +4500,6 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   };
 }
 
-/** The answer to a connection over `maxConnections`. */
-const SERVICE_UNAVAILABLE = errorResponseBytes(503);
 
 //#endregion
 //#region Router

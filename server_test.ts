@@ -200,13 +200,31 @@ describe("serializeResponseHead", () => {
     assert.deepEqual(fields(text, "set-cookie"), ["a=1", "b=2"]);
   });
 
-  test("writes a date field", () => {
-    const text = head(200, [], { framing: LENGTH_5, close: false });
-    assert.match(
-      text,
-      /\r\ndate: [A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT\r\n/i,
-    );
-    assert.equal(fields(text, "date").length, 1);
+  test("writes the date field it is given, and reads no clock for one", () => {
+    const date = "Sun, 06 Dec 2026 12:00:00 GMT";
+    const text = head(200, [], { framing: LENGTH_5, close: false, date });
+    assert.deepEqual(fields(text, "date"), [date]);
+    assert.deepEqual(fields(head(200, [], { framing: LENGTH_5, close: false }), "date"), []);
+  });
+
+  test("keeps a date field the handler set instead of the one given", () => {
+    const own = "Thu, 01 Jan 2026 00:00:00 GMT";
+    const text = head(200, [["date", own]], {
+      framing: LENGTH_5,
+      close: false,
+      date: "Sun, 06 Dec 2026 12:00:00 GMT",
+    });
+    assert.deepEqual(fields(text, "date"), [own]);
+  });
+
+  test("writes Connection: upgrade for a 101 with upgrade set (RFC 9110 §7.8)", () => {
+    const text = head(101, [["upgrade", "websocket"]], {
+      framing: { kind: "none" },
+      close: true,
+      upgrade: true,
+    });
+    assert.deepEqual(fields(text, "connection"), ["upgrade"]);
+    assert.deepEqual(fields(text, "upgrade"), ["websocket"]);
   });
 
   test("writes Content-Length for length framing", () => {
