@@ -1241,7 +1241,9 @@ export function effectiveRequestUrl(
   const { target } = head;
   // absolute-form: its authority overrides Host (RFC 9112 §3.2.2)
   if (target.charCodeAt(0) !== 0x2f) return target;
-  return `${secure ? "https" : "http"}://${head.host !== "" ? head.host : fallbackAuthority}${target}`;
+  return `${secure ? "https" : "http"}://${
+    head.host !== "" ? head.host : fallbackAuthority
+  }${target}`;
 }
 
 /** The facts {@linkcode shouldKeepAlive} decides from. */
@@ -2473,43 +2475,59 @@ export type ProtocolHandler = (takeover: ProtocolSwitch) => SwitchedConnection;
 const PROTOCOL_SWITCHES = new WeakMap<Response, ProtocolHandler>();
 
 /**
- * Marks a `101 Switching Protocols` response: once the server has written its head, the
- * connection, and any bytes that came after the request head, go to `handler`, and HTTP steps out
- * of the way (RFC 9110 §7.8, §15.2.2). A handler returns the response as usual. This is the seam a
- * protocol such as WebSocket is built on; a 101 without it is answered 500.
+ * A 101 response on every runtime. The Fetch standard's `Response` takes only statuses 200-599
+ * (Node and Bun enforce it; Deno lets its own WebSocket upgrade through), so the status is
+ * this subclass's own, the same everywhere.
+ */
+class SwitchingProtocolsResponse extends Response {
+  constructor(headers?: HeadersInit) {
+    super(null, { status: 200, headers });
+  }
+
+  override get status(): number {
+    return 101;
+  }
+
+  override get statusText(): string {
+    return "Switching Protocols";
+  }
+
+  override get ok(): boolean {
+    return false;
+  }
+}
+
+/**
+ * Makes a `101 Switching Protocols` response that hands the connection to another protocol: once
+ * the server has written its head, the connection, and any bytes that came after the request
+ * head, go to `handler`, and HTTP steps out of the way (RFC 9110 §7.8, §15.2.2). The request
+ * handler returns it as usual. This is the seam a protocol such as WebSocket is built on. A 101
+ * made any other way is answered 500.
  *
  * The request must be HTTP/1.1 (a server must not switch an HTTP/1.0 request) and its body, if it
- * had one, read to the end.
+ * had one, read to the end; otherwise the client gets a 500 instead.
  *
- * @param response The 101 response, with its `Upgrade` field; `Connection: upgrade` is added.
  * @param handler Takes the connection over.
- * @returns The same response.
- * @throws {TypeError} For a response that is not a 101.
+ * @param headers The 101's fields, with its `Upgrade`; `Connection: upgrade` is added.
+ * @returns The 101 response (a `Response` whose `status` is 101 on every runtime).
  *
  * @example
  * ```ts
  * import { serve, switchProtocols } from "jsr:@wireserve/wireserve";
  * serve({ port: 0 }, () =>
- *   switchProtocols(
- *     new Response(null, { status: 101, headers: { upgrade: "echo" } }),
- *     ({ transport, buffered }) => {
- *       if (buffered.length > 0) transport.write(buffered.slice());
- *       return {
- *         onData: (chunk) => void transport.write(chunk),
- *         onEnd: () => transport.end(false),
- *         onDrain() {},
- *         onClose() {},
- *       };
- *     },
- *   ));
+ *   switchProtocols(({ transport, buffered }) => {
+ *     if (buffered.length > 0) transport.write(buffered.slice());
+ *     return {
+ *       onData: (chunk) => void transport.write(chunk),
+ *       onEnd: () => transport.end(false),
+ *       onDrain() {},
+ *       onClose() {},
+ *     };
+ *   }, { upgrade: "echo" }));
  * ```
  */
-export function switchProtocols(response: Response, handler: ProtocolHandler): Response {
-  if (response.status !== 101) {
-    throw new TypeError(
-      `Cannot switch protocols: the response is a ${response.status}, not a 101`,
-    );
-  }
+export function switchProtocols(handler: ProtocolHandler, headers?: HeadersInit): Response {
+  const response = new SwitchingProtocolsResponse(headers);
   PROTOCOL_SWITCHES.set(response, handler);
   return response;
 }
@@ -3154,7 +3172,7 @@ class HttpConnection implements ConnectionEvents {
    */
   #checkSwitch(head: RequestHead, response: Response): void {
     if (!PROTOCOL_SWITCHES.has(response)) {
-      throw new TypeError("Cannot send response: a 101 needs switchProtocols() to take over");
+      throw new TypeError("Cannot send response: a 101 needs switchProtocols() to make it");
     }
     if (head.version !== 1) {
       throw new TypeError("Cannot switch protocols: the request is HTTP/1.0");
@@ -4369,11 +4387,9 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     clock,
   };
   // HTTPS defaults to the profile's TLS transport (node:tls on Deno: see RuntimeProfile).
-  const transport = typeof options.transport === "function"
-    ? options.transport
-    : TRANSPORTS[
-      options.transport ?? (tls !== undefined ? RUNTIME_PROFILE.tlsTransport : RUNTIME_PROFILE.name)
-    ];
+  const transport = typeof options.transport === "function" ? options.transport : TRANSPORTS[
+    options.transport ?? (tls !== undefined ? RUNTIME_PROFILE.tlsTransport : RUNTIME_PROFILE.name)
+  ];
   if (transport === undefined) {
     throw new TypeError(`Cannot serve: unknown transport ${String(options.transport)}`);
   }
@@ -4499,7 +4515,6 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     shutdown,
   };
 }
-
 
 //#endregion
 //#region Router

@@ -23,6 +23,7 @@
  */
 
 import "./test/driver_and_e2e.ts";
+import "./test/driver_states.ts";
 import "./test/static.ts";
 import "./test/browser.ts";
 import "./test/hostile.ts";

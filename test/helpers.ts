@@ -33,6 +33,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { serve } from "../mod.ts";
 import type {
+  Clock,
   ConnectionEvents,
   Handler,
   NetAddr,
@@ -461,6 +462,30 @@ export class MemoryConnection implements TransportConnection {
     let total = 0;
     for (const bytes of this.writes) total += bytes.length;
     return total;
+  }
+}
+
+/**
+ * A clock the test moves by hand: `advance` sets the time forward and runs the server's sweep,
+ * so timeouts fire exactly when the test says, with no real waiting.
+ */
+export class ManualClock implements Clock {
+  time = 1_800_000_000_000;
+  readonly #ticks = new Set<() => void>();
+
+  now(): number {
+    return this.time;
+  }
+
+  every(_milliseconds: number, tick: () => void): () => void {
+    this.#ticks.add(tick);
+    return () => this.#ticks.delete(tick);
+  }
+
+  /** Moves the time forward and runs every sweep once. */
+  advance(milliseconds: number): void {
+    this.time += milliseconds;
+    for (const tick of this.#ticks) tick();
   }
 }
 
