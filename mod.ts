@@ -25,13 +25,39 @@
  * Each violation is answered with its precise status and the connection is closed, so nothing can be
  * smuggled behind it. Every limit and timeout is finite by default.
  *
- * The file, in the order data flows through it: public types; constants and byte tables; errors;
- * the pure core (parse heads, decode chunked bodies, serialize responses); `FastResponse`, a
- * `Response` whose string body is written without a stream; the connection driver
- * (keep-alive, pipelining, backpressure, timeouts); the transport adapters (`Deno.listen`,
- * `Bun.listen`, `node:net`, and their TLS forms: TLS comes from the runtime); `serve()`; handlers on
- * the fetch API that work under `Deno.serve` and `Bun.serve` too (`Router`, `serveDir`,
- * `rateLimit`); the CLI. Not here: HTTP/2, WebSocket upgrades, compression on the fly.
+ * The file, in the order data flows through it (each `//#region` uses only what stands above it,
+ * save the adapters, which the driver reaches through the transport contract):
+ *
+ * | region | what it holds |
+ * |---|---|
+ * | Public types | `NetAddr`, `ConnInfo`, `Handler`, `Limits`, `Timeouts`, `RequestHead`, `Framing` |
+ * | Constants and tables | byte tables, status texts, the runtime profile (what differs per runtime) |
+ * | Errors | `HttpError` and its codes, each with the status it answers |
+ * | Parse: request heads | `findHeadEnd`, `parseRequestHead`, `requestFraming`, `HeadReader`, `effectiveRequestUrl`, `shouldKeepAlive` |
+ * | Parse: chunked bodies | `ChunkedDecoder` |
+ * | Serialize: responses | `responseFraming`, `headContentLength`, `serializeResponseHead`, `encodeChunk` |
+ * | FastResponse | a `Response` whose string or bytes body is written without a stream |
+ * | Transport contract | `TransportConnection`, `ConnectionEvents`, `Transport`, the rules both sides keep |
+ * | Connection driver | the state machine of one connection (its theory of operation heads it), `switchProtocols` |
+ * | Transport adapters | `Deno.listen`, `Bun.listen`, `node:net` and their TLS forms |
+ * | serve() | options, the sweep that checks deadlines, caps, shutdown |
+ * | Router, Static files, Rate limiting | handlers on the fetch API, also for `Deno.serve` / `Bun.serve` |
+ * | CLI | flags, the demo site |
+ *
+ * Where to open for a change:
+ * - a new limit: `Limits` (public types) and `resolveLimits`, checked in the core where the bytes
+ *   are parsed, never in the driver;
+ * - a new status error: an `HttpError` code in Errors, thrown from the core;
+ * - a new timeout: `Timeouts`, one deadline field in the driver, armed and cleared by the
+ *   transitions its theory-of-operation table names, and checked in `checkTimers`;
+ * - a new transport: implement the transport contract (its rules are at the top of that region)
+ *   and pass it as `transport`; a new built-in one goes in Transport adapters and `TRANSPORTS`;
+ * - a runtime difference: the runtime profile table, or an adapter; nowhere else;
+ * - a protocol upgrade (WebSocket, h2c): a `ProtocolHandler` behind `switchProtocols`;
+ * - a middleware: a function from handler to handler on the fetch API, beside Router;
+ * - a CLI flag: `parseArguments` and `USAGE` in CLI.
+ *
+ * Not here yet: HTTP/2, WebSocket, compression on the fly.
  *
  * Run it as a program to serve the demo site, or a directory: `deno run -A mod.ts [DIR]`,
  * `bun mod.ts [DIR]` or `node mod.ts [DIR]`.
@@ -2599,6 +2625,8 @@ class HttpConnection implements ConnectionEvents {
   #backlogPaused = false;
   /** Responses are queued past the high-water mark: read no further request until they drain. */
   #awaitingDrain = false;
+  /** The transport's last write said its queue is over the high-water mark; no drain since. */
+  #outputBlocked = false;
   /** Writes waiting to be flushed as one (pipelined responses go out together). */
   #output: Uint8Array[] = [];
   #outputBytes = 0;
@@ -2759,6 +2787,7 @@ class HttpConnection implements ConnectionEvents {
       return;
     }
     this.#writeDeadline = 0;
+    this.#outputBlocked = false;
     const waiters = this.#drainWaiters;
     if (waiters !== null) {
       this.#drainWaiters = null;
@@ -3375,8 +3404,11 @@ class HttpConnection implements ConnectionEvents {
     this.#bodyDeadline = 0;
     this.#state = READING_HEAD;
     // Pipelined responses go out together, but a client that does not read them must not make
-    // the server answer (and buffer) request after request: past the high-water mark, wait.
-    if (this.#outputBytes >= WRITE_HIGH_WATER && !this.#flush()) {
+    // the server answer (and buffer) request after request: once the transport's queue is past
+    // its high-water mark, read no further request until it drains (input past the backlog
+    // limit then pauses the socket, so neither direction grows without bound).
+    const blocked = this.#outputBytes >= WRITE_HIGH_WATER ? !this.#flush() : this.#outputBlocked;
+    if (blocked && this.#writable) {
       this.#awaitingDrain = true;
       this.#writeDeadline = deadlineAfter(this.#options.clock.now, this.#options.writeTimeout);
       return;
@@ -3480,6 +3512,7 @@ class HttpConnection implements ConnectionEvents {
     }
     output.length = 0; // reused: the pieces were copied out or handed over
     this.#outputBytes = 0;
+    if (!writable) this.#outputBlocked = true;
     return writable;
   }
 

@@ -213,6 +213,37 @@ describe("serve() deadlines, on a manual clock", () => {
   });
 });
 
+describe("serve() backpressure", () => {
+  test("a client that pipelines bodies and never reads stops being read after a bounded amount", async () => {
+    const handler: Handler = async (request) => textResponse(await request.text());
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const connection = connect();
+      connection.writeResult = false; // the client reads nothing: every write says "full"
+      const body = "x".repeat(32 * 1024);
+      const request =
+        `POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      let sent = 0;
+      while (!connection.paused && sent < 100) {
+        connection.send(request);
+        sent++;
+        await delay(1);
+      }
+      const responses = () => connection.output().split("HTTP/1.1 200 OK").length - 1;
+      // One response went out and filled the queue; the socket is paused within the 64 KiB
+      // backlog (two or three requests of 32 KiB), not after everything the client offers.
+      assert.equal(connection.paused, true, `still reading after ${sent} requests`);
+      assert.ok(sent <= 4, `${sent} requests read before pausing`);
+      assert.equal(responses(), 1);
+      // The client reads: everything held is answered, and reading resumes.
+      connection.writeResult = true;
+      connection.events!.onDrain();
+      await settle(() => responses() === sent);
+      assert.equal(responses(), sent);
+      assert.equal(connection.paused, false);
+    });
+  });
+});
+
 //#endregion
 //#region The protocol switch
 
