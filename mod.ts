@@ -4461,11 +4461,13 @@ function routerResponse(status: number, allow?: string): Response {
 }
 
 //#endregion
-//#region Static files
+//#region HTTP semantics
 
-// The static file server is built from pure functions (range, precondition, content negotiation,
-// path decoding), exported so that they can be tested and reused without files, and a small file
-// adapter per runtime below them.
+// RFC 9110 beyond the message syntax, for answering a request about a representation: ranges,
+// HTTP dates, entity tags, preconditions, content negotiation, content types and request paths.
+// Pure functions over header values and sizes, with no file access, exported so that they can be
+// tested and reused without files (by the static file server below, or by a handler that serves a
+// blob or a database row).
 
 /** A byte range of a representation, both ends inclusive as in `Content-Range`. */
 export interface ByteRange {
@@ -4590,6 +4592,9 @@ export function parseRange(header: string | null, size: number): RangeResult {
   return ranges.length === 0 ? UNSATISFIABLE : { kind: "ranges", ranges };
 }
 
+/** Gap below which two ranges are sent as one: roughly what a part's own header costs. */
+const MULTIPART_GAP = 80;
+
 /**
  * Sorts ranges and merges those that overlap or lie closer than the cost of a multipart part
  * header, as RFC 9110 §14.6 allows ("a server MAY coalesce any of the ranges that overlap, or
@@ -4607,9 +4612,6 @@ function coalesceRanges(ranges: readonly ByteRange[]): ByteRange[] {
   }
   return merged;
 }
-
-/** Gap below which two ranges are sent as one: roughly what a part's own header costs. */
-const MULTIPART_GAP = 80;
 
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 const IMF_FIXDATE =
@@ -5062,8 +5064,12 @@ export function decodeRequestPath(pathname: string): DecodedPath | null {
   return { segments, trailingSlash: pathname.charCodeAt(pathname.length - 1) === 0x2f };
 }
 
-// File access: one small adapter per runtime, so that each uses its own fast path. The few runtime
-// APIs used are declared structurally, as the transport adapters' are.
+//#endregion
+//#region Static files
+
+// The file server: serveFile and serveDir, built from the HTTP semantics above over one small file
+// adapter per runtime, so that each uses its own fast path. The few runtime APIs used are declared
+// structurally, as the transport adapters' are.
 
 /** What the static file server needs to know about a file. */
 interface FileStat {
