@@ -5137,12 +5137,23 @@ const FILE_RUNTIME = RUNTIME as unknown as { Deno?: DenoFiles; Bun?: BunFiles };
 const FILE_CHUNK_BYTES = 64 * 1024;
 
 /**
+ * Reads from a file at `position` into `buffer`, without moving a shared cursor; resolves with the
+ * number of bytes read, 0 at the end of the file.
+ */
+type PositionalRead = (buffer: Uint8Array, position: number) => Promise<number>;
+
+/** The error of a read that ends early: the file was truncated after its size was taken. */
+function fileShrankError(): Error {
+  return new Error("Cannot read file: it is shorter than when it was opened");
+}
+
+/**
  * A stream over a positional reader: each pull reads one chunk into a new buffer (never a reused
  * one, since the previous chunk may still be queued for the socket), and nothing is read until
  * the consumer asks, so a slow client holds the file where it is.
  */
 function positionalStream(
-  read: (buffer: Uint8Array, position: number) => Promise<number>,
+  read: PositionalRead,
   start: number,
   end: number,
 ): ReadableStream<Uint8Array> {
@@ -5157,7 +5168,7 @@ function positionalStream(
       const buffer = new Uint8Array(length);
       const count = await read(buffer, position);
       if (count === 0) {
-        controller.error(new Error("Cannot read file: it is shorter than when it was opened"));
+        controller.error(fileShrankError());
         return;
       }
       position += count;
@@ -5169,7 +5180,7 @@ function positionalStream(
 
 /** Reads `end - start` bytes into one array through a positional reader. */
 async function readFully(
-  read: (buffer: Uint8Array, position: number) => Promise<number>,
+  read: PositionalRead,
   start: number,
   end: number,
 ): Promise<Uint8Array<ArrayBuffer>> {
@@ -5177,10 +5188,41 @@ async function readFully(
   let filled = 0;
   while (filled < buffer.length) {
     const count = await read(buffer.subarray(filled), start + filled);
-    if (count === 0) throw new Error("Cannot read file: it is shorter than when it was opened");
+    if (count === 0) throw fileShrankError();
     filled += count;
   }
   return buffer;
+}
+
+/**
+ * The {@linkcode OpenFile} of a handle that reads at a position (Node's `FileHandle`, Deno's
+ * `FsFile`): the adapters differ only in how they stat, read and close it. The stat is taken once,
+ * now, so that size, ETag and ranges agree for the whole response; a failed stat closes the
+ * handle. `close` runs at most once, however often the server calls it.
+ */
+async function positionalFile(
+  stat: () => Promise<FileStat>,
+  read: PositionalRead,
+  close: () => void,
+): Promise<OpenFile> {
+  let fileStat: FileStat;
+  try {
+    fileStat = await stat();
+  } catch (error) {
+    close();
+    throw error;
+  }
+  let closed = false;
+  return {
+    stat: fileStat,
+    bytes: (start, end) => readFully(read, start, end),
+    stream: (start, end) => positionalStream(read, start, end),
+    close() {
+      if (closed) return;
+      closed = true;
+      close();
+    },
+  };
 }
 
 function nodeStat(stats: {
@@ -5216,26 +5258,11 @@ const NODE_FILES: FileAdapter = {
       if ((error as { code?: unknown }).code !== "EISDIR") throw error;
       return directoryFile(nodeStat(await nodeFs.stat(path)));
     }
-    let stat: FileStat;
-    try {
-      stat = nodeStat(await handle.stat());
-    } catch (error) {
-      handle.close().catch(() => {});
-      throw error;
-    }
-    const read = async (buffer: Uint8Array, position: number) =>
-      (await handle.read(buffer, 0, buffer.length, position)).bytesRead;
-    let closed = false;
-    return {
-      stat,
-      bytes: (start, end) => readFully(read, start, end),
-      stream: (start, end) => positionalStream(read, start, end),
-      close() {
-        if (closed) return;
-        closed = true;
-        handle.close().catch(() => {});
-      },
-    };
+    return positionalFile(
+      async () => nodeStat(await handle.stat()),
+      async (buffer, position) => (await handle.read(buffer, 0, buffer.length, position)).bytesRead,
+      () => handle.close().catch(() => {}),
+    );
   },
   stat: async (path) => nodeStat(await nodeFs.stat(path)),
   realPath: (path) => nodeFs.realpath(path),
@@ -5252,9 +5279,7 @@ const BUN_FILES: FileAdapter = {
       stat,
       bytes: async (start, end) => {
         const bytes = new Uint8Array(await file.slice(start, end).arrayBuffer());
-        if (bytes.length !== end - start) {
-          throw new Error("Cannot read file: it is shorter than when it was opened");
-        }
+        if (bytes.length !== end - start) throw fileShrankError();
         return bytes;
       },
       stream: (start, end) => file.slice(start, end).stream(),
@@ -5280,33 +5305,23 @@ const DENO_FILES: FileAdapter = {
   async open(path) {
     const deno = FILE_RUNTIME.Deno as DenoFiles;
     const file = await deno.open(path, { read: true });
-    let stat: FileStat;
-    try {
-      stat = denoStat(await file.stat());
-    } catch (error) {
-      file.close();
-      throw error;
-    }
+    // Deno reads at the file's cursor: a positional read seeks first, unless the last read left
+    // the cursor where this one starts, as each read of a stream does for the next.
     let cursor = 0;
-    const read = async (buffer: Uint8Array, position: number) => {
-      if (position !== cursor) cursor = await file.seek(position, 0);
-      const count = (await file.read(buffer)) ?? 0;
-      cursor += count;
-      return count;
-    };
-    let closed = false;
-    return {
-      stat,
-      bytes: (start, end) => readFully(read, start, end),
-      stream: (start, end) => positionalStream(read, start, end),
-      close() {
-        if (closed) return;
-        closed = true;
+    return positionalFile(
+      async () => denoStat(await file.stat()),
+      async (buffer, position) => {
+        if (position !== cursor) cursor = await file.seek(position, 0);
+        const count = (await file.read(buffer)) ?? 0;
+        cursor += count;
+        return count;
+      },
+      () => {
         try {
           file.close();
         } catch { /* closed by the runtime already */ }
       },
-    };
+    );
   },
   stat: async (path) => denoStat(await (FILE_RUNTIME.Deno as DenoFiles).stat(path)),
   realPath: (path) => (FILE_RUNTIME.Deno as DenoFiles).realPath(path),
