@@ -5032,11 +5032,13 @@ function routerResponse(status: number, allow?: string): Response {
 }
 
 //#endregion
-//#region Static files
+//#region HTTP semantics
 
-// The static file server is built from pure functions (range, precondition, content negotiation,
-// path decoding), exported so that they can be tested and reused without files, and a small file
-// adapter per runtime below them.
+// RFC 9110 beyond the message syntax, for answering a request about a representation: ranges,
+// HTTP dates, entity tags, preconditions, content negotiation, content types and request paths.
+// Pure functions over header values and sizes, with no file access, exported so that they can be
+// tested and reused without files (by the static file server below, or by a handler that serves a
+// blob or a database row).
 
 /** A byte range of a representation, both ends inclusive as in `Content-Range`. */
 export interface ByteRange {
@@ -5161,6 +5163,9 @@ export function parseRange(header: string | null, size: number): RangeResult {
   return ranges.length === 0 ? UNSATISFIABLE : { kind: "ranges", ranges };
 }
 
+/** Gap below which two ranges are sent as one: roughly what a part's own header costs. */
+const MULTIPART_GAP = 80;
+
 /**
  * Sorts ranges and merges those that overlap or lie closer than the cost of a multipart part
  * header, as RFC 9110 §14.6 allows ("a server MAY coalesce any of the ranges that overlap, or
@@ -5178,9 +5183,6 @@ function coalesceRanges(ranges: readonly ByteRange[]): ByteRange[] {
   }
   return merged;
 }
-
-/** Gap below which two ranges are sent as one: roughly what a part's own header costs. */
-const MULTIPART_GAP = 80;
 
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 const IMF_FIXDATE =
@@ -5633,8 +5635,12 @@ export function decodeRequestPath(pathname: string): DecodedPath | null {
   return { segments, trailingSlash: pathname.charCodeAt(pathname.length - 1) === 0x2f };
 }
 
-// File access: one small adapter per runtime, so that each uses its own fast path. The few runtime
-// APIs used are declared structurally, as the transport adapters' are.
+//#endregion
+//#region Static files
+
+// The file server: serveFile and serveDir, built from the HTTP semantics above over one small file
+// adapter per runtime, so that each uses its own fast path. The few runtime APIs used are declared
+// structurally, as the transport adapters' are.
 
 /** What the static file server needs to know about a file. */
 interface FileStat {
@@ -5702,12 +5708,23 @@ const FILE_RUNTIME = RUNTIME as unknown as { Deno?: DenoFiles; Bun?: BunFiles };
 const FILE_CHUNK_BYTES = 64 * 1024;
 
 /**
+ * Reads from a file at `position` into `buffer`, without moving a shared cursor; resolves with the
+ * number of bytes read, 0 at the end of the file.
+ */
+type PositionalRead = (buffer: Uint8Array, position: number) => Promise<number>;
+
+/** The error of a read that ends early: the file was truncated after its size was taken. */
+function fileShrankError(): Error {
+  return new Error("Cannot read file: it is shorter than when it was opened");
+}
+
+/**
  * A stream over a positional reader: each pull reads one chunk into a new buffer (never a reused
  * one, since the previous chunk may still be queued for the socket), and nothing is read until
  * the consumer asks, so a slow client holds the file where it is.
  */
 function positionalStream(
-  read: (buffer: Uint8Array, position: number) => Promise<number>,
+  read: PositionalRead,
   start: number,
   end: number,
 ): ReadableStream<Uint8Array> {
@@ -5722,7 +5739,7 @@ function positionalStream(
       const buffer = new Uint8Array(length);
       const count = await read(buffer, position);
       if (count === 0) {
-        controller.error(new Error("Cannot read file: it is shorter than when it was opened"));
+        controller.error(fileShrankError());
         return;
       }
       position += count;
@@ -5734,7 +5751,7 @@ function positionalStream(
 
 /** Reads `end - start` bytes into one array through a positional reader. */
 async function readFully(
-  read: (buffer: Uint8Array, position: number) => Promise<number>,
+  read: PositionalRead,
   start: number,
   end: number,
 ): Promise<Uint8Array<ArrayBuffer>> {
@@ -5742,10 +5759,41 @@ async function readFully(
   let filled = 0;
   while (filled < buffer.length) {
     const count = await read(buffer.subarray(filled), start + filled);
-    if (count === 0) throw new Error("Cannot read file: it is shorter than when it was opened");
+    if (count === 0) throw fileShrankError();
     filled += count;
   }
   return buffer;
+}
+
+/**
+ * The {@linkcode OpenFile} of a handle that reads at a position (Node's `FileHandle`, Deno's
+ * `FsFile`): the adapters differ only in how they stat, read and close it. The stat is taken once,
+ * now, so that size, ETag and ranges agree for the whole response; a failed stat closes the
+ * handle. `close` runs at most once, however often the server calls it.
+ */
+async function positionalFile(
+  stat: () => Promise<FileStat>,
+  read: PositionalRead,
+  close: () => void,
+): Promise<OpenFile> {
+  let fileStat: FileStat;
+  try {
+    fileStat = await stat();
+  } catch (error) {
+    close();
+    throw error;
+  }
+  let closed = false;
+  return {
+    stat: fileStat,
+    bytes: (start, end) => readFully(read, start, end),
+    stream: (start, end) => positionalStream(read, start, end),
+    close() {
+      if (closed) return;
+      closed = true;
+      close();
+    },
+  };
 }
 
 function nodeStat(stats: {
@@ -5781,26 +5829,11 @@ const NODE_FILES: FileAdapter = {
       if ((error as { code?: unknown }).code !== "EISDIR") throw error;
       return directoryFile(nodeStat(await nodeFs.stat(path)));
     }
-    let stat: FileStat;
-    try {
-      stat = nodeStat(await handle.stat());
-    } catch (error) {
-      handle.close().catch(() => {});
-      throw error;
-    }
-    const read = async (buffer: Uint8Array, position: number) =>
-      (await handle.read(buffer, 0, buffer.length, position)).bytesRead;
-    let closed = false;
-    return {
-      stat,
-      bytes: (start, end) => readFully(read, start, end),
-      stream: (start, end) => positionalStream(read, start, end),
-      close() {
-        if (closed) return;
-        closed = true;
-        handle.close().catch(() => {});
-      },
-    };
+    return positionalFile(
+      async () => nodeStat(await handle.stat()),
+      async (buffer, position) => (await handle.read(buffer, 0, buffer.length, position)).bytesRead,
+      () => handle.close().catch(() => {}),
+    );
   },
   stat: async (path) => nodeStat(await nodeFs.stat(path)),
   realPath: (path) => nodeFs.realpath(path),
@@ -5817,9 +5850,7 @@ const BUN_FILES: FileAdapter = {
       stat,
       bytes: async (start, end) => {
         const bytes = new Uint8Array(await file.slice(start, end).arrayBuffer());
-        if (bytes.length !== end - start) {
-          throw new Error("Cannot read file: it is shorter than when it was opened");
-        }
+        if (bytes.length !== end - start) throw fileShrankError();
         return bytes;
       },
       stream: (start, end) => file.slice(start, end).stream(),
@@ -5845,33 +5876,23 @@ const DENO_FILES: FileAdapter = {
   async open(path) {
     const deno = FILE_RUNTIME.Deno as DenoFiles;
     const file = await deno.open(path, { read: true });
-    let stat: FileStat;
-    try {
-      stat = denoStat(await file.stat());
-    } catch (error) {
-      file.close();
-      throw error;
-    }
+    // Deno reads at the file's cursor: a positional read seeks first, unless the last read left
+    // the cursor where this one starts, as each read of a stream does for the next.
     let cursor = 0;
-    const read = async (buffer: Uint8Array, position: number) => {
-      if (position !== cursor) cursor = await file.seek(position, 0);
-      const count = (await file.read(buffer)) ?? 0;
-      cursor += count;
-      return count;
-    };
-    let closed = false;
-    return {
-      stat,
-      bytes: (start, end) => readFully(read, start, end),
-      stream: (start, end) => positionalStream(read, start, end),
-      close() {
-        if (closed) return;
-        closed = true;
+    return positionalFile(
+      async () => denoStat(await file.stat()),
+      async (buffer, position) => {
+        if (position !== cursor) cursor = await file.seek(position, 0);
+        const count = (await file.read(buffer)) ?? 0;
+        cursor += count;
+        return count;
+      },
+      () => {
         try {
           file.close();
         } catch { /* closed by the runtime already */ }
       },
-    };
+    );
   },
   stat: async (path) => denoStat(await (FILE_RUNTIME.Deno as DenoFiles).stat(path)),
   realPath: (path) => (FILE_RUNTIME.Deno as DenoFiles).realPath(path),
@@ -5964,41 +5985,46 @@ const PRECOMPRESSED_CODINGS = PRECOMPRESSED.map(([coding]) => coding);
 /** Files up to this size are read in one go, so the server can send head and body in one write. */
 const SMALL_FILE_BYTES = 64 * 1024;
 
-/** Headers on every response of the static file server. */
-function baseHeaders(cors: boolean): Headers {
-  const headers = new Headers({ "x-content-type-options": "nosniff" });
-  if (cors) {
-    headers.set("access-control-allow-origin", "*");
-    headers.set(
-      "access-control-expose-headers",
-      "accept-ranges, content-encoding, content-range, etag, last-modified",
-    );
-  }
-  return headers;
+/** Headers on every response of the static file server (CORS is added by {@linkcode withCors}). */
+function baseHeaders(): Headers {
+  return new Headers({ "x-content-type-options": "nosniff" });
+}
+
+/**
+ * Adds the CORS headers to a response of the file server. The entry points call it once, on
+ * whatever they answer: errors and redirects too, so that a page on another origin can read why a
+ * request failed, and the code that builds responses need not know about CORS.
+ */
+function withCors(response: Response): Response {
+  response.headers.set("access-control-allow-origin", "*");
+  response.headers.set(
+    "access-control-expose-headers",
+    "accept-ranges, content-encoding, content-range, etag, last-modified",
+  );
+  return response;
 }
 
 /** A short plain-text error of the static file server: never a path, never request bytes. */
-function fileErrorResponse(
-  status: number,
-  cors: boolean,
-  extra?: Record<string, string>,
-): Response {
-  const headers = baseHeaders(cors);
+function fileErrorResponse(status: number, extra?: Record<string, string>): Response {
+  const headers = baseHeaders();
   headers.set("content-type", "text/plain; charset=utf-8");
   if (extra !== undefined) { for (const name in extra) headers.set(name, extra[name]); }
   return new FastResponse(statusBody(status), { status, headers });
 }
 
-/** The answer to a method other than GET and HEAD: 405, or a CORS preflight's 204. */
+/**
+ * The answer to a method other than GET and HEAD: 405, or with CORS on, a preflight's 204 (and
+ * OPTIONS in `Allow`). The one place besides {@linkcode withCors} that CORS changes.
+ */
 function methodResponse(request: Request, cors: boolean): Response {
   if (cors && request.method === "OPTIONS") {
-    const headers = baseHeaders(true);
+    const headers = baseHeaders();
     headers.set("allow", "GET, HEAD, OPTIONS");
     headers.set("access-control-allow-methods", "GET, HEAD");
     headers.set("access-control-allow-headers", "*");
     return new Response(null, { status: 204, headers });
   }
-  return fileErrorResponse(405, cors, { allow: cors ? "GET, HEAD, OPTIONS" : "GET, HEAD" });
+  return fileErrorResponse(405, { allow: cors ? "GET, HEAD, OPTIONS" : "GET, HEAD" });
 }
 
 /**
@@ -6078,13 +6104,12 @@ function respondWithFile(
   contentType: string,
   coding: string | null,
   vary: boolean,
-  cors: boolean,
 ): Response | Promise<Response> {
   const { stat } = file;
   const size = stat.size;
   const etag = fileEtag(stat, coding);
   const validators: Validators = { etag, lastModified: stat.mtime };
-  const headers = baseHeaders(cors);
+  const headers = baseHeaders();
   headers.set("etag", etag);
   if (stat.mtime !== null) headers.set("last-modified", formatHttpDate(stat.mtime));
   if (vary) headers.set("vary", "Accept-Encoding");
@@ -6093,7 +6118,7 @@ function respondWithFile(
   const precondition = evaluatePreconditions(request.headers, validators, method);
   if (precondition !== 200) {
     file.close();
-    if (precondition === 412) return fileErrorResponse(412, cors);
+    if (precondition === 412) return fileErrorResponse(412);
     // RFC 9110 §15.4.5: a 304 carries the ETag, Vary and the like a 200 would have, no content.
     return new Response(null, { status: 304, headers });
   }
@@ -6171,16 +6196,40 @@ async function sendBytes(
 }
 
 /**
+ * Maps a path to the path to open for it, or to null when it must not be served (it leads outside
+ * the root). Throws when the file system cannot tell.
+ */
+type ResolvePath = (path: string) => Promise<string | null>;
+
+/** Serves a path as it is given, for {@linkcode serveFile}, which has no root to keep to. */
+const AS_GIVEN: ResolvePath = (path) => Promise.resolve(path);
+
+/**
+ * The regular file at `path` (through `resolve`), open, or null when there is none to serve there:
+ * missing, unreadable, not a file, or outside the root. For the files that are tried and skipped
+ * when absent, precompressed siblings and index files: their errors are not the request's.
+ */
+async function openIfFile(path: string, resolve: ResolvePath): Promise<OpenFile | null> {
+  try {
+    const target = await resolve(path);
+    if (target === null) return null;
+    const file = await FILES.open(target);
+    if (file.stat.isFile) return file;
+    file.close();
+  } catch { /* nothing to serve there */ }
+  return null;
+}
+
+/**
  * Opens `path` for `request`, or, when precompressed siblings are on and `Accept-Encoding` prefers
- * one, the sibling instead. `resolve` maps a sibling's path to the path to open, or null when it
- * must not be served (outside the root).
+ * one, the sibling instead, found through `resolve`.
  */
 async function openVariant(
   request: Request,
   path: string,
   file: OpenFile,
   precompressed: boolean,
-  resolve: (path: string) => Promise<string | null>,
+  resolve: ResolvePath,
 ): Promise<{ file: OpenFile; coding: string | null }> {
   if (!precompressed) return { file, coding: null };
   const acceptEncoding = request.headers.get("accept-encoding");
@@ -6190,18 +6239,37 @@ async function openVariant(
     if (coding === null) break;
     candidates.splice(candidates.indexOf(coding), 1);
     const suffix = PRECOMPRESSED.find(([name]) => name === coding)?.[1] as string;
-    try {
-      const target = await resolve(path + suffix);
-      if (target === null) continue;
-      const sibling = await FILES.open(target);
-      if (sibling.stat.isFile) {
-        file.close();
-        return { file: sibling, coding };
-      }
-      sibling.close();
-    } catch { /* no such sibling: try the next coding, then the original */ }
+    // No such sibling: try the next coding, then the original.
+    const sibling = await openIfFile(path + suffix, resolve);
+    if (sibling !== null) {
+      file.close();
+      return { file: sibling, coding };
+    }
   }
   return { file, coding: null };
+}
+
+/**
+ * Serves an open regular file, or its precompressed sibling, as {@linkcode serveFile} describes:
+ * the one step every file answer goes through (a file named by a URL, an index file, a file given
+ * by path). Takes ownership of `file`; its type comes from `path`, the name it is served under.
+ */
+async function serveOpenFile(
+  request: Request,
+  path: string,
+  file: OpenFile,
+  precompressed: boolean,
+  resolve: ResolvePath,
+): Promise<Response> {
+  const variant = await openVariant(request, path, file, precompressed, resolve);
+  // Vary whenever siblings are looked for, found or not: caches must key on Accept-Encoding.
+  return respondWithFile(
+    request,
+    variant.file,
+    contentTypeFor(path),
+    variant.coding,
+    precompressed,
+  );
 }
 
 /** Canonical roots by the root as given, so that a request costs one realpath, not two. */
@@ -6260,27 +6328,29 @@ export async function serveFile(
   options: ServeFileOptions = {},
 ): Promise<Response> {
   const cors = options.cors ?? false;
-  if (request.method !== "GET" && request.method !== "HEAD") return methodResponse(request, cors);
+  let response: Response;
+  if (request.method !== "GET" && request.method !== "HEAD") {
+    response = methodResponse(request, cors);
+  } else {
+    const file = await openFileToServe(path);
+    response = file instanceof Response
+      ? file
+      : await serveOpenFile(request, path, file, options.precompressed ?? true, AS_GIVEN);
+  }
+  return cors ? withCors(response) : response;
+}
+
+/** Opens the regular file {@linkcode serveFile} was given, or says why not: 404 or 403. */
+async function openFileToServe(path: string): Promise<OpenFile | Response> {
   let file: OpenFile;
   try {
     file = await FILES.open(path);
   } catch (error) {
-    return fileErrorResponse(fileErrorStatus(error), cors);
+    return fileErrorResponse(fileErrorStatus(error));
   }
-  if (!file.stat.isFile) {
-    file.close();
-    return fileErrorResponse(404, cors);
-  }
-  const precompressed = options.precompressed ?? true;
-  const variant = await openVariant(request, path, file, precompressed, (p) => Promise.resolve(p));
-  return respondWithFile(
-    request,
-    variant.file,
-    contentTypeFor(path),
-    variant.coding,
-    precompressed,
-    cors,
-  );
+  if (file.stat.isFile) return file;
+  file.close();
+  return fileErrorResponse(404);
 }
 
 /** Escapes text for HTML content and quoted attribute values. */
@@ -6356,6 +6426,198 @@ ${rows}</tbody>
 `;
 }
 
+/** {@linkcode ServeDirOptions} with their defaults, checked. */
+interface DirSettings {
+  root: string;
+  /** Without a trailing slash: `""` or, say, `"/static"`. */
+  urlPrefix: string;
+  listing: boolean;
+  dotfiles: boolean;
+  followSymlinks: boolean;
+  precompressed: boolean;
+  /** The index file's name, or null for none. */
+  index: string | null;
+}
+
+/** Reads {@linkcode serveDir}'s options; a root or prefix that cannot work is a TypeError. */
+function dirSettings(options: ServeDirOptions): DirSettings {
+  if (typeof options.root !== "string" || options.root === "") {
+    throw new TypeError("Cannot serve directory: options.root is not a path");
+  }
+  const urlPrefix = (options.urlPrefix ?? "").replace(/\/+$/, "");
+  if (urlPrefix !== "" && urlPrefix.charCodeAt(0) !== 0x2f) {
+    throw new TypeError(
+      `Cannot serve directory: options.urlPrefix ${
+        JSON.stringify(urlPrefix)
+      } does not start with /`,
+    );
+  }
+  const index = options.index ?? "index.html";
+  return {
+    root: options.root,
+    urlPrefix,
+    listing: options.listing ?? true,
+    dotfiles: options.dotfiles ?? false,
+    followSymlinks: options.followSymlinks ?? false,
+    precompressed: options.precompressed ?? true,
+    index: index === false || index === "" ? null : index,
+  };
+}
+
+/** A regular file {@linkcode serveDir} answers with: one a URL names, or a directory's index. */
+interface FoundFile {
+  readonly kind: "file";
+  /** The file, open at the path `resolve` gave (its canonical path unless `followSymlinks`). */
+  file: OpenFile;
+  /** Its path as the URL spells it below the root: its type and its siblings are taken from it. */
+  path: string;
+  resolve: ResolvePath;
+}
+
+/** A directory a URL names, for {@linkcode answerDirectory}. */
+interface FoundDirectory {
+  readonly kind: "directory";
+  /** Its path as the URL spells it below the root: its index and entries are looked up in it. */
+  path: string;
+  /** The decoded segments of the URL path below the prefix. */
+  segments: string[];
+  trailingSlash: boolean;
+  /** The URL's query with its `?`, or `""`: kept by the redirect to the trailing slash. */
+  search: string;
+  /** The separator of the root's paths: `/`, or `\` on Windows. */
+  separator: string;
+  resolve: ResolvePath;
+}
+
+/**
+ * Resolves a request to what it names below the root, the first step of {@linkcode serveDir}: the
+ * URL path, without the prefix, is decoded ({@linkcode decodeRequestPath}), checked against the
+ * dotfile policy, joined to the canonical root and opened, every symlink resolved and the result
+ * checked to stay below the root. A path that must be refused, or names nothing to serve, is
+ * answered here (400 or 404; a file with a trailing slash is 404, as nginx answers). A failure of
+ * the file system itself is thrown, for {@linkcode serveDir} to map to a status.
+ */
+async function resolveTarget(
+  request: Request,
+  settings: DirSettings,
+): Promise<FoundFile | FoundDirectory | Response> {
+  // request.url is serialized by the URL parser: scheme "://" authority path [?query].
+  const url = request.url;
+  const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+  let queryStart = url.indexOf("?", pathStart);
+  if (queryStart === -1) queryStart = url.length;
+  const hash = url.indexOf("#", pathStart);
+  const search = url.slice(queryStart, hash === -1 || hash < queryStart ? url.length : hash);
+  let pathname = pathStart === -1 ? "/" : url.slice(pathStart, queryStart);
+  const { urlPrefix } = settings;
+  if (urlPrefix !== "") {
+    if (pathname !== urlPrefix && !pathname.startsWith(`${urlPrefix}/`)) {
+      return fileErrorResponse(404);
+    }
+    pathname = pathname.slice(urlPrefix.length) || "";
+  }
+  const decoded = pathname === ""
+    ? { segments: [], trailingSlash: false }
+    : decodeRequestPath(pathname);
+  if (decoded === null) return fileErrorResponse(400);
+  const { segments, trailingSlash } = decoded;
+  if (!settings.dotfiles && segments.some((segment) => segment.charCodeAt(0) === 0x2e)) {
+    return fileErrorResponse(404);
+  }
+
+  // What may be served: the canonical path must stay below the canonical root.
+  let root: string;
+  try {
+    root = await canonicalRoot(settings.root);
+  } catch {
+    return fileErrorResponse(404);
+  }
+  const separator = root.includes("\\") && !root.includes("/") ? "\\" : "/";
+  const rootPrefix = root.endsWith(separator) ? root : root + separator;
+  const resolve: ResolvePath = async (path) => {
+    if (settings.followSymlinks) return path;
+    const real = await FILES.realPath(path);
+    return real === root || real.startsWith(rootPrefix) ? real : null;
+  };
+
+  const path = segments.length === 0 ? root : rootPrefix + segments.join(separator);
+  const target = await resolve(path);
+  if (target === null) return fileErrorResponse(404);
+  const file = await FILES.open(target);
+  if (file.stat.isFile && !trailingSlash) return { kind: "file", file, path, resolve };
+  // A directory is needed only for its stat: nothing is read from its handle.
+  file.close();
+  if (file.stat.isFile || !file.stat.isDirectory) return fileErrorResponse(404);
+  return { kind: "directory", path, segments, trailingSlash, search, separator, resolve };
+}
+
+/**
+ * What a directory is answered with, the second step of {@linkcode serveDir} for one: a redirect
+ * to its URL with a trailing slash, so that relative links in its page resolve inside it; then its
+ * index file, returned to be served as any file is; then a listing, or 404 with `listing: false`.
+ */
+async function answerDirectory(
+  request: Request,
+  directory: FoundDirectory,
+  settings: DirSettings,
+): Promise<FoundFile | Response> {
+  const { path, segments, separator, resolve } = directory;
+  if (!directory.trailingSlash) {
+    // Built from the decoded segments, never from the raw path: it always starts with one "/"
+    // followed by a non-empty segment or nothing, so it cannot become "//host" (another site).
+    const location = `${settings.urlPrefix}/${segments.map(encodeURIComponent).join("/")}${
+      segments.length > 0 ? "/" : ""
+    }`;
+    const headers = baseHeaders();
+    headers.set("location", location + directory.search);
+    headers.set("content-type", "text/plain; charset=utf-8");
+    return new FastResponse("301 Moved Permanently\n", { status: 301, headers });
+  }
+  if (settings.index !== null) {
+    const indexPath = path + (path.endsWith(separator) ? "" : separator) + settings.index;
+    // No index: list the directory.
+    const file = await openIfFile(indexPath, resolve);
+    if (file !== null) return { kind: "file", file, path: indexPath, resolve };
+  }
+  return settings.listing ? listDirectory(request, directory, settings) : fileErrorResponse(404);
+}
+
+/**
+ * The HTML listing of a directory ({@linkcode renderListing}): dotfiles left out unless allowed,
+ * and entries that lead outside the root too, since they would only answer 404.
+ */
+async function listDirectory(
+  request: Request,
+  directory: FoundDirectory,
+  settings: DirSettings,
+): Promise<Response> {
+  const { path, segments, separator, resolve } = directory;
+  const names = await FILES.readDir(path);
+  const directoryPath = path.endsWith(separator) ? path : path + separator;
+  const entries = await Promise.all(
+    names
+      .filter((name) => settings.dotfiles || name.charCodeAt(0) !== 0x2e)
+      .map(async (name): Promise<ListingEntry | null> => {
+        try {
+          const target = await resolve(directoryPath + name);
+          if (target === null) return null;
+          const stat = await FILES.stat(target);
+          return { name, directory: stat.isDirectory, size: stat.size, mtime: stat.mtime };
+        } catch {
+          return { name, directory: false, size: null, mtime: null };
+        }
+      }),
+  );
+  const title = `${settings.urlPrefix}/${segments.join("/")}${segments.length > 0 ? "/" : ""}`;
+  const html = TEXT_ENCODER.encode(
+    renderListing(title, entries.filter((entry) => entry !== null), segments.length === 0),
+  );
+  const headers = baseHeaders();
+  headers.set("content-type", "text/html; charset=utf-8");
+  headers.set("content-length", String(html.length));
+  return new FastResponse(request.method === "HEAD" ? null : html, { headers });
+}
+
 /**
  * Serves the files below a directory, for GET and HEAD: a static file server as
  * `@std/http`'s `serveDir` or nginx's static module, on the fetch API.
@@ -6393,155 +6655,31 @@ ${rows}</tbody>
  */
 export async function serveDir(request: Request, options: ServeDirOptions): Promise<Response> {
   const cors = options.cors ?? false;
-  if (request.method !== "GET" && request.method !== "HEAD") return methodResponse(request, cors);
-  if (typeof options.root !== "string" || options.root === "") {
-    throw new TypeError("Cannot serve directory: options.root is not a path");
-  }
-  const dotfiles = options.dotfiles ?? false;
-  const followSymlinks = options.followSymlinks ?? false;
-  const precompressed = options.precompressed ?? true;
-  const index = options.index ?? "index.html";
-  const urlPrefix = (options.urlPrefix ?? "").replace(/\/+$/, "");
-  if (urlPrefix !== "" && urlPrefix.charCodeAt(0) !== 0x2f) {
-    throw new TypeError(
-      `Cannot serve directory: options.urlPrefix ${
-        JSON.stringify(urlPrefix)
-      } does not start with /`,
-    );
-  }
-
-  // request.url is serialized by the URL parser: scheme "://" authority path [?query].
-  const url = request.url;
-  const pathStart = url.indexOf("/", url.indexOf("//") + 2);
-  let queryStart = url.indexOf("?", pathStart);
-  if (queryStart === -1) queryStart = url.length;
-  const hash = url.indexOf("#", pathStart);
-  const search = url.slice(queryStart, hash === -1 || hash < queryStart ? url.length : hash);
-  let pathname = pathStart === -1 ? "/" : url.slice(pathStart, queryStart);
-  if (urlPrefix !== "") {
-    if (pathname !== urlPrefix && !pathname.startsWith(`${urlPrefix}/`)) {
-      return fileErrorResponse(404, cors);
-    }
-    pathname = pathname.slice(urlPrefix.length) || "";
-  }
-  const decoded = pathname === ""
-    ? { segments: [], trailingSlash: false }
-    : decodeRequestPath(pathname);
-  if (decoded === null) return fileErrorResponse(400, cors);
-  const { segments } = decoded;
-  if (!dotfiles && segments.some((segment) => segment.charCodeAt(0) === 0x2e)) {
-    return fileErrorResponse(404, cors);
-  }
-
-  // What may be served: the canonical path must stay below the canonical root.
-  let root: string;
-  try {
-    root = await canonicalRoot(options.root);
-  } catch {
-    return fileErrorResponse(404, cors);
-  }
-  const separator = root.includes("\\") && !root.includes("/") ? "\\" : "/";
-  const rootPrefix = root.endsWith(separator) ? root : root + separator;
-  /** The path to open for `path` below the root, or null when it leaves the root. */
-  const resolve = async (path: string): Promise<string | null> => {
-    if (followSymlinks) return path;
-    const real = await FILES.realPath(path);
-    return real === root || real.startsWith(rootPrefix) ? real : null;
-  };
-
-  const path = segments.length === 0 ? root : rootPrefix + segments.join(separator);
-  let file: OpenFile;
-  try {
-    const target = await resolve(path);
-    if (target === null) return fileErrorResponse(404, cors);
-    file = await FILES.open(target);
-  } catch (error) {
-    return fileErrorResponse(fileErrorStatus(error), cors);
-  }
-
-  if (file.stat.isFile) {
-    if (decoded.trailingSlash) {
-      file.close();
-      return fileErrorResponse(404, cors);
-    }
-    const variant = await openVariant(request, path, file, precompressed, resolve);
-    return respondWithFile(
-      request,
-      variant.file,
-      contentTypeFor(path),
-      variant.coding,
-      precompressed,
-      cors,
-    );
-  }
-  file.close();
-  if (!file.stat.isDirectory) return fileErrorResponse(404, cors);
-
-  // A directory: its URL ends in "/", so that relative links in its page resolve inside it.
-  const location = `${urlPrefix}/${segments.map(encodeURIComponent).join("/")}${
-    segments.length > 0 ? "/" : ""
-  }`;
-  if (!decoded.trailingSlash) {
-    // Built from the decoded segments, never from the raw path: it always starts with one "/"
-    // followed by a non-empty segment or nothing, so it cannot become "//host" (another site).
-    const headers = baseHeaders(cors);
-    headers.set("location", location + search);
-    headers.set("content-type", "text/plain; charset=utf-8");
-    return new FastResponse("301 Moved Permanently\n", { status: 301, headers });
-  }
-  if (index !== false && index !== "") {
-    const indexPath = path + (path.endsWith(separator) ? "" : separator) + index;
+  let response: Response;
+  if (request.method !== "GET" && request.method !== "HEAD") {
+    response = methodResponse(request, cors);
+  } else {
+    const settings = dirSettings(options);
+    let answer: FoundFile | Response;
     try {
-      const target = await resolve(indexPath);
-      if (target !== null) {
-        const indexFile = await FILES.open(target);
-        if (indexFile.stat.isFile) {
-          const variant = await openVariant(request, indexPath, indexFile, precompressed, resolve);
-          return respondWithFile(
-            request,
-            variant.file,
-            contentTypeFor(indexPath),
-            variant.coding,
-            precompressed,
-            cors,
-          );
-        }
-        indexFile.close();
-      }
-    } catch { /* no index: list the directory */ }
+      const found = await resolveTarget(request, settings);
+      answer = found instanceof Response || found.kind === "file"
+        ? found
+        : await answerDirectory(request, found, settings);
+    } catch (error) {
+      // Finding what to serve failed: say so with the status (404, 403 or 500), never the path.
+      answer = fileErrorResponse(fileErrorStatus(error));
+    }
+    // Outside the mapping on purpose: a file that was found but fails as it is read is a fault
+    // of the server, not of the request, and rejects so that serve()'s onError logs it.
+    if (answer instanceof Response) {
+      response = answer;
+    } else {
+      const { path, file, resolve } = answer;
+      response = await serveOpenFile(request, path, file, settings.precompressed, resolve);
+    }
   }
-  if (!(options.listing ?? true)) return fileErrorResponse(404, cors);
-
-  let names: string[];
-  try {
-    names = await FILES.readDir(path);
-  } catch (error) {
-    return fileErrorResponse(fileErrorStatus(error), cors);
-  }
-  const directoryPath = path.endsWith(separator) ? path : path + separator;
-  const entries = await Promise.all(
-    names
-      .filter((name) => dotfiles || name.charCodeAt(0) !== 0x2e)
-      .map(async (name): Promise<ListingEntry | null> => {
-        try {
-          // Entries that lead outside the root are not listed: they would only answer 404.
-          const target = await resolve(directoryPath + name);
-          if (target === null) return null;
-          const stat = await FILES.stat(target);
-          return { name, directory: stat.isDirectory, size: stat.size, mtime: stat.mtime };
-        } catch {
-          return { name, directory: false, size: null, mtime: null };
-        }
-      }),
-  );
-  const title = `${urlPrefix}/${segments.join("/")}${segments.length > 0 ? "/" : ""}`;
-  const html = TEXT_ENCODER.encode(
-    renderListing(title, entries.filter((entry) => entry !== null), segments.length === 0),
-  );
-  const headers = baseHeaders(cors);
-  headers.set("content-type", "text/html; charset=utf-8");
-  headers.set("content-length", String(html.length));
-  return new FastResponse(request.method === "HEAD" ? null : html, { headers });
+  return cors ? withCors(response) : response;
 }
 
 //#endregion

@@ -1260,16 +1260,66 @@ describe("serveDir", () => {
     });
   });
 
+  /** The headers of a CORS preflight for a GET. */
+  const PREFLIGHT = { origin: "http://example.com", "access-control-request-method": "GET" };
+
   test("serveDir adds CORS headers and answers a preflight with cors: true", async () => {
     await withSite(dir({ cors: true }), async ({ port }) => {
       const response = await exchange(port, "/hello.txt");
       assert.equal(response.headers.get("access-control-allow-origin"), "*");
-      const preflight = await exchange(port, "/hello.txt", {
-        origin: "http://example.com",
-        "access-control-request-method": "GET",
-      }, "OPTIONS");
+      const preflight = await exchange(port, "/hello.txt", PREFLIGHT, "OPTIONS");
       assert.equal(preflight.status, 204);
       assert.equal(preflight.headers.get("access-control-allow-origin"), "*");
+    });
+  });
+
+  const CORS_CASES: Array<
+    [name: string, target: string, headers: Record<string, string>, method: string, status: number]
+  > = [
+    ["a file", "/hello.txt", {}, "GET", 200],
+    ["HEAD", "/hello.txt", {}, "HEAD", 200],
+    ["a range", "/data.bin", { range: "bytes=0-9" }, "GET", 206],
+    ["several ranges", "/data.bin", { range: "bytes=0-9,5000-5009" }, "GET", 206],
+    ["a 304", "/hello.txt", { "if-modified-since": HTTP_MTIME }, "GET", 304],
+    ["a 412", "/hello.txt", { "if-match": '"nope"' }, "GET", 412],
+    ["a 416", "/data.bin", { range: "bytes=20000-" }, "GET", 416],
+    ["a redirect", "/sub", {}, "GET", 301],
+    ["an index", "/site/", {}, "GET", 200],
+    ["a listing", "/sub/", {}, "GET", 200],
+    ["a missing file", "/missing.txt", {}, "GET", 404],
+    ["a dotfile", "/.env", {}, "GET", 404],
+    ["a refused path", "/..%2fsecret.txt", {}, "GET", 400],
+    ["another method", "/hello.txt", {}, "DELETE", 405],
+  ];
+
+  test("serveDir adds CORS headers to every kind of answer with cors: true", async () => {
+    await withSite(dir({ cors: true }), async ({ port }) => {
+      for (const [name, target, headers, method, status] of CORS_CASES) {
+        const response = await exchange(port, target, headers, method);
+        assert.equal(response.status, status, name);
+        assert.equal(response.headers.get("access-control-allow-origin"), "*", name);
+        assert.equal(
+          response.headers.get("access-control-expose-headers"),
+          "accept-ranges, content-encoding, content-range, etag, last-modified",
+          name,
+        );
+        assert.equal(response.headers.get("x-content-type-options"), "nosniff", name);
+      }
+      const other = await exchange(port, "/hello.txt", {}, "DELETE");
+      assert.equal(other.headers.get("allow"), "GET, HEAD, OPTIONS");
+    });
+  });
+
+  test("serveDir adds no CORS headers without cors", async () => {
+    await withSite(dir(), async ({ port }) => {
+      for (const [name, target, headers, method, status] of CORS_CASES) {
+        const response = await exchange(port, target, headers, method);
+        assert.equal(response.status, status, name);
+        assert.equal(response.headers.get("access-control-allow-origin"), undefined, name);
+      }
+      const preflight = await exchange(port, "/hello.txt", PREFLIGHT, "OPTIONS");
+      assert.equal(preflight.status, 405);
+      assert.equal(preflight.headers.get("allow"), "GET, HEAD");
     });
   });
 
@@ -1373,6 +1423,28 @@ describe("serveFile", () => {
     const response = await serveFile(new Request("http://localhost/", { method: "POST" }), ".");
     assert.equal(response.status, 405);
     assert.equal(response.headers.get("allow"), "GET, HEAD");
+  });
+
+  test("serveFile adds CORS headers to files, errors and preflights with cors: true", async () => {
+    const { dir, root } = await makeSite();
+    try {
+      const file = path.join(root, "hello.txt");
+      const answers = [
+        await serveFile(new Request("http://localhost/"), file, { cors: true }),
+        await serveFile(new Request("http://localhost/"), path.join(root, "nope"), { cors: true }),
+        await serveFile(new Request("http://localhost/", { method: "OPTIONS" }), file, {
+          cors: true,
+        }),
+      ];
+      assert.deepEqual(answers.map((response) => response.status), [200, 404, 204]);
+      for (const response of answers) {
+        assert.equal(response.headers.get("access-control-allow-origin"), "*");
+        await response.body?.cancel();
+      }
+      assert.equal(answers[2].headers.get("allow"), "GET, HEAD, OPTIONS");
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
   test("serveFile returns no body for HEAD", async () => {
