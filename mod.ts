@@ -41,7 +41,10 @@
  * | Connection driver | the state machine of one connection (its theory of operation heads it), `switchProtocols` |
  * | Transport adapters | `Deno.listen`, `Bun.listen`, `node:net` and their TLS forms |
  * | serve() | options, the sweep that checks deadlines, caps, shutdown |
- * | Router, Static files, Rate limiting | handlers on the fetch API, also for `Deno.serve` / `Bun.serve` |
+ * | Router | `Router`: method and path patterns, 404 / 405 |
+ * | HTTP semantics | RFC 9110 code that is not about files: ranges, dates, entity tags, preconditions, negotiation, content types, request paths |
+ * | Static files | the file adapters (one per runtime), `serveFile`, `serveDir` |
+ * | Rate limiting | `rateLimit`, `clientAddress` |
  * | CLI | flags, the demo site |
  *
  * Where to open for a change:
@@ -3759,11 +3762,6 @@ interface BunNamespace {
 /** The runtime globals, typed as far as this file uses them. */
 const RUNTIME = globalThis as unknown as { Deno?: DenoNamespace; Bun?: BunNamespace };
 
-/** Which runtime's transport is the default: node:net's on Node and on anything else. */
-function detectRuntime(): TransportName {
-  return RUNTIME_PROFILE.name;
-}
-
 /** Deno: a pull loop over `conn.read`, and a write loop that finishes Deno's partial writes. */
 const listenDeno: Transport = (options, accept) => {
   const deno = RUNTIME.Deno;
@@ -5906,7 +5904,8 @@ const DENO_FILES: FileAdapter = {
 };
 
 /** The file adapter of each runtime, chosen as the transport adapter is. */
-const FILES: FileAdapter = { bun: BUN_FILES, deno: DENO_FILES, node: NODE_FILES }[detectRuntime()];
+const FILES: FileAdapter =
+  { bun: BUN_FILES, deno: DENO_FILES, node: NODE_FILES }[RUNTIME_PROFILE.name];
 
 /** The error code of a failed file operation, across runtimes (Node's `code`, Deno's too). */
 function fileErrorStatus(error: unknown): number {

@@ -9,7 +9,7 @@ import {
   bytesOf,
   delay,
   ManualClock,
-  MemoryConnection,
+  type MemoryConnection,
   memoryServer,
   settle,
   textOf,
@@ -64,13 +64,13 @@ const never = new Promise<Response>(() => {});
 const SCENARIOS: Record<DeadlineKind, DeadlineScenario> = {
   idleTimeout: {
     handler: () => textResponse("ok"),
-    begin: async () => {},
+    begin: () => Promise.resolve(),
     status: "",
     destroyed: false,
   },
   headTimeout: {
     handler: () => textResponse("ok"),
-    begin: async (connection) => connection.send("GET / HTTP/1.1\r\nHo"),
+    begin: (connection) => Promise.resolve(connection.send("GET / HTTP/1.1\r\nHo")),
     status: "HTTP/1.1 408 ",
     destroyed: false,
   },
@@ -85,7 +85,7 @@ const SCENARIOS: Record<DeadlineKind, DeadlineScenario> = {
   },
   handlerTimeout: {
     handler: () => never,
-    begin: async (connection) => connection.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+    begin: (connection) => Promise.resolve(connection.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")),
     status: "HTTP/1.1 503 ",
     destroyed: false,
   },
@@ -202,13 +202,14 @@ describe("serve() deadlines, on a manual clock", () => {
   test("a refused connection's 503 carries the current Date, not the one at startup", async () => {
     const clock = new ManualClock();
     const started = memoryServer(() => never, { clock, maxConnections: 1 });
-    await withServer(started, async ({ connect }) => {
+    await withServer(started, ({ connect }) => {
       connect();
       clock.advance(86_400_000); // a day later
       const refused = connect();
       const text = textOf(refused.writes);
       assert.ok(text.startsWith("HTTP/1.1 503 "), text);
       assert.match(text, new RegExp(`date: ${new Date(clock.time).toUTCString()}\r\n`));
+      return Promise.resolve();
     });
   });
 });
