@@ -435,6 +435,24 @@ function allocBytes(length: number): Uint8Array {
   return slab.subarray(start, start + length);
 }
 
+/** Whether a code unit is optional whitespace (RFC 9110 §5.6.3: SP or HTAB). */
+function isOws(code: number): boolean {
+  return code === 0x20 || code === 0x09;
+}
+
+/**
+ * Trims SP and HTAB, and nothing else. `String.prototype.trim` also eats line breaks and Unicode
+ * spaces such as U+00A0 (a 0xA0 byte read as latin1): `chunked\xA0` would pass for `chunked`, a
+ * transfer-coding obfuscation of the kind request smuggling uses.
+ */
+function trimOws(text: string): string {
+  let start = 0;
+  let end = text.length;
+  while (start < end && isOws(text.charCodeAt(start))) start++;
+  while (end > start && isOws(text.charCodeAt(end - 1))) end--;
+  return text.slice(start, end);
+}
+
 /** `HEAD ` at the start of a request line. */
 const HEAD_SP = ASCII_ENCODER.encode("HEAD ");
 
@@ -837,7 +855,7 @@ function parseCompleteHead(
         const options = value.toLowerCase();
         // Nearly always one option; a list is split only when there is one.
         for (const option of options.includes(",") ? options.split(",") : [options]) {
-          const token = option.trim();
+          const token = trimOws(option);
           if (token === "close") connectionClose = true;
           else if (token === "keep-alive") connectionKeepAlive = true;
         }
@@ -1077,7 +1095,7 @@ export function requestFraming(
       transferCodings ??= [];
       // #transfer-coding: empty list elements are allowed and ignored (RFC 9110 §5.6.1).
       for (const element of value.split(",")) {
-        const coding = element.trim();
+        const coding = trimOws(element);
         if (coding !== "") transferCodings.push(coding.toLowerCase());
       }
     }
@@ -5083,20 +5101,6 @@ function parseDigits(text: string): number {
     value = value * 10 + digit;
   }
   return value > Number.MAX_SAFE_INTEGER ? Infinity : value;
-}
-
-/** Whether a code unit is optional whitespace (RFC 9110 §5.6.3: SP or HTAB). */
-function isOws(code: number): boolean {
-  return code === 0x20 || code === 0x09;
-}
-
-/** Trims SP and HTAB, and nothing else (`String.prototype.trim` also eats line breaks). */
-function trimOws(text: string): string {
-  let start = 0;
-  let end = text.length;
-  while (start < end && isOws(text.charCodeAt(start))) start++;
-  while (end > start && isOws(text.charCodeAt(end - 1))) end--;
-  return text.slice(start, end);
 }
 
 /**

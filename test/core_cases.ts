@@ -1141,6 +1141,62 @@ export const REQUEST_FRAMING_CASES: ReadonlyArray<RequestFramingCase> = [
     version: 1,
     expect: "INVALID_TRANSFER_ENCODING",
   },
+  {
+    // RFC 9110 §5.6.3: OWS is SP and HTAB only; a 0xA0 (NBSP) after the coding is part of it.
+    name: "rejects 0xA0 after chunked (OWS is SP and HTAB only)",
+    headers: [["transfer-encoding", "chunked\xA0"]],
+    version: 1,
+    expect: "INVALID_TRANSFER_ENCODING",
+  },
+  {
+    // RFC 9110 §5.6.3: OWS is SP and HTAB only; a 0xA0 (NBSP) before the coding is part of it.
+    name: "rejects 0xA0 before chunked (OWS is SP and HTAB only)",
+    headers: [["transfer-encoding", "\xA0chunked"]],
+    version: 1,
+    expect: "INVALID_TRANSFER_ENCODING",
+  },
+  {
+    // RFC 9110 §5.6.3: OWS is SP and HTAB only; a 0x0B (VT) after the coding is part of it.
+    name: "rejects 0x0B after chunked (OWS is SP and HTAB only)",
+    headers: [["transfer-encoding", "chunked\x0B"]],
+    version: 1,
+    expect: "INVALID_TRANSFER_ENCODING",
+  },
+  {
+    // RFC 9110 §5.6.3: OWS is SP and HTAB only; a 0x0B (VT) before the coding is part of it.
+    name: "rejects 0x0B before chunked (OWS is SP and HTAB only)",
+    headers: [["transfer-encoding", "\x0Bchunked"]],
+    version: 1,
+    expect: "INVALID_TRANSFER_ENCODING",
+  },
+  {
+    // RFC 9110 §5.6.3: OWS is SP and HTAB only; a 0x0C (FF) after the coding is part of it.
+    name: "rejects 0x0C after chunked (OWS is SP and HTAB only)",
+    headers: [["transfer-encoding", "chunked\x0C"]],
+    version: 1,
+    expect: "INVALID_TRANSFER_ENCODING",
+  },
+  {
+    // RFC 9110 §5.6.3: OWS is SP and HTAB only; a 0x0C (FF) before the coding is part of it.
+    name: "rejects 0x0C before chunked (OWS is SP and HTAB only)",
+    headers: [["transfer-encoding", "\x0Cchunked"]],
+    version: 1,
+    expect: "INVALID_TRANSFER_ENCODING",
+  },
+  {
+    // RFC 9110 §5.6.3: OWS is SP and HTAB only; a 0x85 (NEL) after the coding is part of it.
+    name: "rejects 0x85 after chunked (OWS is SP and HTAB only)",
+    headers: [["transfer-encoding", "chunked\x85"]],
+    version: 1,
+    expect: "INVALID_TRANSFER_ENCODING",
+  },
+  {
+    // RFC 9110 §5.6.3: OWS is SP and HTAB only; a 0x85 (NEL) before the coding is part of it.
+    name: "rejects 0x85 before chunked (OWS is SP and HTAB only)",
+    headers: [["transfer-encoding", "\x85chunked"]],
+    version: 1,
+    expect: "INVALID_TRANSFER_ENCODING",
+  },
   { name: "returns none without framing fields", headers: [], version: 1, expect: NONE },
   {
     name: "ignores unrelated fields",

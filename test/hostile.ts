@@ -1273,6 +1273,21 @@ const SMUGGLING_VECTORS: Vector[] = [
     reject: BAD,
   },
   // TE.TE obfuscations
+  ...["\xA0", "\x0B", "\x0C", "\x85"].flatMap((space): Vector[] => {
+    const hex = space.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0");
+    return [
+      {
+        name: `TE.TE: chunked with 0x${hex} after it (OWS is SP and HTAB only, RFC 9110 §5.6.3)`,
+        bytes: POST + `Transfer-Encoding: chunked${space}\r\n\r\n0\r\n\r\n`,
+        reject: BAD,
+      },
+      {
+        name: `TE.TE: chunked with 0x${hex} before it (OWS is SP and HTAB only, RFC 9110 §5.6.3)`,
+        bytes: POST + `Transfer-Encoding: ${space}chunked\r\n\r\n0\r\n\r\n`,
+        reject: BAD,
+      },
+    ];
+  }),
   {
     name: "TE.TE: Transfer-Encoding: xchunked",
     bytes: POST + "Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
