@@ -184,7 +184,10 @@ export interface RequestHead {
   target: string;
   /** The minor version: `0` for HTTP/1.0, `1` for HTTP/1.1. */
   version: 0 | 1;
-  /** Header fields in wire order; names lower-cased, values decoded as latin1 with OWS trimmed. */
+  /**
+   * Header fields in wire order; names lower-cased, values decoded as latin1 with OWS trimmed.
+   * Several `Cookie` fields are one, their values joined by `"; "` (RFC 6265 §5.4).
+   */
   headers: Array<[string, string]>;
   /** How the request body is delimited. */
   framing: Framing;
@@ -842,6 +845,7 @@ function parseCompleteHead(
   let connectionClose = false;
   let connectionKeepAlive = false;
   let expectContinue = false;
+  let cookieCount = 0;
 
   parseFieldLines(buf, text, start, line.lineEnd, headEnd - 2, limits.maxHeaderCount, headers);
   for (let k = 0; k < headers.length; k++) {
@@ -870,8 +874,14 @@ function parseCompleteHead(
         }
         expectContinue = line.version === 1;
         break;
+      case "cookie":
+        cookieCount++;
+        break;
     }
   }
+  // RFC 6265 §5.4 (and RFC 9113 §8.2.3): several Cookie lines are one list joined by "; ", not
+  // by the ", " a Headers object would join them with (Hono's getCookie then sees one cookie).
+  if (cookieCount > 1) joinCookieFields(headers);
 
   // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request without Host, or with more
   // than one, or with an invalid one.
@@ -897,6 +907,24 @@ function parseCompleteHead(
     host: host ?? "",
     size: headEnd - start,
   };
+}
+
+/** Replaces the Cookie fields of a head with one, their values joined by "; ", where the first was. */
+function joinCookieFields(headers: Array<[string, string]>): void {
+  const values: string[] = [];
+  let first = -1;
+  let kept = 0;
+  for (let k = 0; k < headers.length; k++) {
+    const field = headers[k];
+    if (field[0] === "cookie") {
+      values.push(field[1]);
+      if (first !== -1) continue;
+      first = kept;
+    }
+    headers[kept++] = field;
+  }
+  headers.length = kept;
+  headers[first] = ["cookie", values.join("; ")];
 }
 
 /**

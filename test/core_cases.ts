@@ -226,6 +226,15 @@ export const HEAD_CASES: ReadonlyArray<HeadCase> = [
     expect: head({ method: "get" }),
   },
   {
+    // RFC 6265 §5.4: one cookie-string, pairs separated by "; ".
+    name: "joins several Cookie fields with a semicolon, where the first one was (RFC 6265 §5.4)",
+    raw: "GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1\r\nAccept: */*\r\nCookie: b=2; c=3\r\n\r\n",
+    expect: head({
+      headers: [["host", "a"], ["cookie", "a=1; b=2; c=3"], ["accept", "*/*"]],
+      size: 71,
+    }),
+  },
+  {
     name: "accepts an extension method",
     raw: "PURGE /x HTTP/1.1\r\nHost: a\r\n\r\n",
     expect: head({ method: "PURGE", target: "/x" }),

@@ -245,6 +245,18 @@ describe("serve() backpressure", () => {
   });
 });
 
+describe("serve() request fields", () => {
+  test('a handler sees several Cookie lines as one, joined by "; " on every runtime (RFC 6265 §5.4)', async () => {
+    const handler: Handler = (request) => textResponse(request.headers.get("cookie") ?? "none");
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const connection = connect();
+      connection.send("GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n");
+      await settle(() => connection.output().endsWith("a=1; b=2"));
+      assert.ok(connection.output().endsWith("\r\n\r\na=1; b=2"), connection.output());
+    });
+  });
+});
+
 //#endregion
 //#region The protocol switch
 
