@@ -3596,10 +3596,10 @@ class HttpConnection implements ConnectionEvents {
   #endTransport(linger = true): void {
     this.#idleDeadline = this.#headDeadline = this.#handlerDeadline = 0;
     this.#bodyDeadline = this.#writeDeadline = 0;
-    const limit = this.#options.writeTimeout;
-    this.#closingDeadline = limit === Infinity
-      ? 0
-      : this.#options.clock.now + limit + LINGER_MILLISECONDS;
+    this.#closingDeadline = deadlineAfter(
+      this.#options.clock.now,
+      this.#options.writeTimeout + LINGER_MILLISECONDS, // Infinity stays Infinity: off
+    );
     // Input is dropped from here on (onData returns in CLOSING); the transport keeps reading it,
     // so that the kernel never answers it with a reset.
     this.#transport.end(linger);
