@@ -909,7 +909,7 @@ function parseCompleteHead(
   };
 }
 
-/** Replaces the Cookie fields of a head with one, their values joined by "; ", where the first was. */
+/** Replaces the Cookie fields of a head with one where the first was, values joined by "; ". */
 function joinCookieFields(headers: Array<[string, string]>): void {
   const values: string[] = [];
   let first = -1;
@@ -1805,10 +1805,11 @@ export interface SerializeResponseHeadOptions {
 }
 
 /**
- * Serializes a response head: status line, the handler's fields, `Date` (when given), and the framing fields,
- * ending with the empty line. `Content-Length`, `Transfer-Encoding`, `Connection` and `Keep-Alive`
- * are the connection's business: the handler's values for them are replaced by what `framing` and
- * `close` say. Field values are written as latin1, the inverse of how requests are decoded.
+ * Serializes a response head: status line, the handler's fields, `Date` (when given), and the
+ * framing fields, ending with the empty line. `Content-Length`, `Transfer-Encoding`, `Connection`
+ * and `Keep-Alive` are the connection's business: the handler's values for them are replaced by
+ * what `framing` and `close` say. Field values are written as latin1, the inverse of how requests
+ * are decoded.
  *
  * @param status The status code, 100-999.
  * @param headers The response's header fields.
@@ -2219,9 +2220,10 @@ function encodeUtf8(text: string): Uint8Array {
 // in-memory one the tests use, obeys it.
 //
 // - The adapter does mechanics only: read, write with a high-water mark, pause, resume, close
-//   after the queue is sent (with or without shutting the write side first and reading on), and
-//   close at once. Every policy (when to close, whether to linger, what input to drop after an
-//   error, every deadline) is the driver's.
+//   after the queue is sent (with or without shutting the write side first and reading on for
+//   the linger time, which only it can start when its queue is out), and close at once. Every
+//   policy (when to close, whether to linger, what input to drop, every other deadline) is the
+//   driver's.
 // - Re-entrancy: no event is delivered from inside a call the driver makes (`write`, `pause`,
 //   `resume`, `end`, `destroy`). An adapter that learns of something during such a call (a socket
 //   closed by `destroy`, say) delivers it from a later turn. The driver may therefore change its
@@ -2311,10 +2313,7 @@ export interface ConnectionEvents {
 /** The name of a built-in transport adapter, and of the runtime it is for. */
 export type TransportName = "deno" | "bun" | "node";
 
-/**
- * Bytes queued for a client before `write` asks the driver to wait: Node's default stream
- * high-water mark, and the size of a socket's send buffer on Linux.
- */
+/** Bytes queued for a client before `write` asks the driver to wait: Node's stream default. */
 const WRITE_HIGH_WATER = 64 * 1024;
 /**
  * How long a closing connection keeps reading and dropping input before it is torn down, the
@@ -2418,7 +2417,7 @@ class CoarseClock {
     return this.now = this.#clock.now();
   }
 
-  /** The `Date` field value now (RFC 9110 §6.6.1), from the real clock, cached per second. */
+  /** The `Date` field value now (RFC 9110 §6.6.1), from the clock itself, cached per second. */
   get date(): string {
     const second = Math.floor(this.#clock.now() / 1000);
     if (second !== this.#dateSecond) {
@@ -2546,17 +2545,17 @@ export interface SwitchedConnection extends ConnectionEvents {
 /** Takes over a connection after a 101 response; returns what the transport's events go to. */
 export type ProtocolHandler = (takeover: ProtocolSwitch) => SwitchedConnection;
 
-/** The 101 responses that switch protocols, and to what. */
-const PROTOCOL_SWITCHES = new WeakMap<Response, ProtocolHandler>();
-
 /**
- * A 101 response on every runtime. The Fetch standard's `Response` takes only statuses 200-599
- * (Node and Bun enforce it; Deno lets its own WebSocket upgrade through), so the status is
- * this subclass's own, the same everywhere.
+ * A 101 response on every runtime, and the protocol it switches to. The Fetch standard's
+ * `Response` takes only statuses 200-599 (Node and Bun enforce it; Deno lets its own WebSocket
+ * upgrade through), so the status is this subclass's own, the same everywhere.
  */
 class SwitchingProtocolsResponse extends Response {
-  constructor(headers?: HeadersInit) {
+  readonly protocol: ProtocolHandler;
+
+  constructor(protocol: ProtocolHandler, headers?: HeadersInit) {
     super(null, { status: 200, headers });
+    this.protocol = protocol;
   }
 
   override get status(): number {
@@ -2602,9 +2601,7 @@ class SwitchingProtocolsResponse extends Response {
  * ```
  */
 export function switchProtocols(handler: ProtocolHandler, headers?: HeadersInit): Response {
-  const response = new SwitchingProtocolsResponse(headers);
-  PROTOCOL_SWITCHES.set(response, handler);
-  return response;
+  return new SwitchingProtocolsResponse(handler, headers);
 }
 
 /**
@@ -2771,7 +2768,7 @@ class HttpConnection implements ConnectionEvents {
   /** Asks the connection to close: at once when idle, after the current response otherwise. */
   close(): void {
     this.#closeRequested = true;
-    if (this.#state === SWITCHED) {
+    if (this.#state === SWITCHED) { // the protocol closes in its own way (WebSocket: 1001)
       this.#switched?.close?.();
       return;
     }
@@ -3236,9 +3233,11 @@ class HttpConnection implements ConnectionEvents {
       // A response whose body was read whole is written at once: no await, no promise.
       const streaming = this.#writeResponse(head, response, prefix);
       if (streaming !== undefined) await streaming;
-      const protocol = response.status === 101 ? PROTOCOL_SWITCHES.get(response) : undefined;
-      if (protocol !== undefined) this.#switchProtocols(protocol, request);
-      else this.#finishExchange();
+      if (response instanceof SwitchingProtocolsResponse) {
+        this.#switchProtocols(response.protocol, request);
+      } else {
+        this.#finishExchange();
+      }
     } catch (error) {
       this.#fail(error); // a response that cannot be serialized (a bad status, say)
     }
@@ -3249,7 +3248,7 @@ class HttpConnection implements ConnectionEvents {
    * can switch: HTTP/1.1 (RFC 9110 §7.8: not for HTTP/1.0), its body read to the end.
    */
   #checkSwitch(head: RequestHead, response: Response): void {
-    if (!PROTOCOL_SWITCHES.has(response)) {
+    if (!(response instanceof SwitchingProtocolsResponse)) {
       throw new TypeError("Cannot send response: a 101 needs switchProtocols() to make it");
     }
     if (head.version !== 1) {

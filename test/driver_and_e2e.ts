@@ -36,7 +36,7 @@ import {
   withServer,
   withTimeout,
 } from "./helpers.ts";
-import { FastResponse, HttpError, serve } from "../mod.ts";
+import { FastResponse, HttpError, serve, switchProtocols } from "../mod.ts";
 import type { Handler, NetAddr } from "../mod.ts";
 
 //#region Layer 2: the connection driver
@@ -1786,6 +1786,40 @@ for (const transport of transportsHere()) {
           assert.equal(await response.text(), `GET /hi from 127.0.0.1 to ${port}`);
         },
       );
+    });
+
+    test("switchProtocols hands the socket to the new protocol after the 101, bytes past the head included", async () => {
+      // The example of switchProtocols' JSDoc and the README: an echo protocol.
+      const handler: Handler = () =>
+        switchProtocols(({ transport: socket, buffered }) => {
+          if (buffered.length > 0) socket.write(buffered.slice());
+          return {
+            onData: (chunk) => void socket.write(chunk),
+            onEnd: () => socket.end(false),
+            onDrain() {},
+            onClose() {},
+          };
+        }, { upgrade: "echo" });
+      await withServer(await listen(transport, handler), async ({ port }) => {
+        const client = await RawClient.connect(port);
+        try {
+          await client.write(
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\nhello",
+          );
+          await client.waitForText(
+            (text) => text.endsWith("\r\n\r\nhello"),
+            "the 101 and the echo",
+          );
+          assert.ok(client.text().startsWith("HTTP/1.1 101 Switching Protocols\r\n"));
+          assert.match(client.text(), /\r\nconnection: upgrade\r\n/);
+          await client.write(" world");
+          await client.waitForText((text) => text.endsWith("hello world"), "the second echo");
+          client.socket.end();
+          await client.waitForClose();
+        } finally {
+          client.destroy();
+        }
+      });
     });
 
     if (transport === "node") {
