@@ -5258,7 +5258,7 @@ export function parseHttpDate(value: string): number | null {
     return null;
   }
   const monthIndex = MONTHS.indexOf(month);
-  const date = Number(day.trim());
+  const date = Number(trimOws(day)); // asctime pads a one-digit day with SP
   const h = Number(hour), m = Number(minute), s = Number(second);
   if (monthIndex === -1 || date < 1 || h > 23 || m > 59 || s > 60) return null;
   const time = Date.UTC(year, monthIndex, date, h, m, Math.min(s, 59));
@@ -6762,7 +6762,7 @@ export function clientAddress(
   const value = request.headers.get(header) ?? "";
   const hops = header === "forwarded"
     ? forwardedFor(value)
-    : value.split(",").map((hop) => withoutPort(hop.trim()));
+    : value.split(",").map((hop) => withoutPort(trimOws(hop)));
   for (let i = hops.length - 1; i >= 0; i--) {
     const hop = hops[i];
     if (hop === "" || !trusted(hop)) return hop === "" ? peer : hop;
@@ -6776,8 +6776,8 @@ function forwardedFor(value: string): string[] {
   for (const element of value.split(",")) {
     for (const pair of element.split(";")) {
       const equals = pair.indexOf("=");
-      if (equals === -1 || pair.slice(0, equals).trim().toLowerCase() !== "for") continue;
-      let node = pair.slice(equals + 1).trim();
+      if (equals === -1 || trimOws(pair.slice(0, equals)).toLowerCase() !== "for") continue;
+      let node = trimOws(pair.slice(equals + 1));
       if (node.startsWith('"') && node.endsWith('"') && node.length >= 2) node = node.slice(1, -1);
       addresses.push(withoutPort(node));
     }

@@ -606,6 +606,21 @@ describe("rateLimit() and clientAddress()", () => {
     assert.equal(ask("203.0.113.5, 10.0.0.1:1234"), "203.0.113.5");
   });
 
+  test("clientAddress trims only SP and HTAB around a hop: a 0xA0 makes it no trusted proxy", () => {
+    const ask = (name: string, value: string) =>
+      clientAddress(
+        new Request("http://a/", { headers: { [name]: value } }),
+        infoFrom("127.0.0.1"),
+        ["127.0.0.1", "10.0.0.1"],
+        name as "x-forwarded-for" | "forwarded",
+      );
+    // "10.0.0.1\xA0" is not the trusted 10.0.0.1: it is the client, as written.
+    assert.equal(ask("x-forwarded-for", "203.0.113.5,\t10.0.0.1\xA0"), "10.0.0.1\xA0");
+    assert.equal(ask("x-forwarded-for", "203.0.113.5 ,\t10.0.0.1 "), "203.0.113.5");
+    assert.equal(ask("forwarded", "for=203.0.113.5, for=\xA010.0.0.1"), "\xA010.0.0.1");
+    assert.equal(ask("forwarded", "for=203.0.113.5,\tFor = 10.0.0.1"), "203.0.113.5");
+  });
+
   test("clientAddress reads only the configured proxy header", () => {
     const request = new Request("http://a/", {
       headers: { "x-forwarded-for": "203.0.113.5", forwarded: "for=6.6.6.6" },
