@@ -71,6 +71,7 @@
 import * as nodeNet from "node:net";
 import * as nodeTls from "node:tls";
 import { readFileSync } from "node:fs";
+import { setImmediate } from "node:timers";
 import * as nodeFs from "node:fs/promises";
 
 //#region Public types
@@ -1742,8 +1743,36 @@ export function responseFraming(input: ResponseFramingInput): ResponseFramingRes
   return { framing: CHUNKED, close: !input.keepAlive };
 }
 
-/** Fields the connection layer owns: whatever a handler sets for them is replaced. */
+/**
+ * Fields the connection layer owns: whatever a handler sets for them is replaced. The one
+ * exception is a `close` option in the handler's `Connection` (see {@linkcode asksToClose}).
+ */
 const HOP_BY_HOP = new Set(["connection", "content-length", "keep-alive", "transfer-encoding"]);
+
+/**
+ * Whether a response's own `Connection` field has the `close` option: the handler wants the
+ * connection to end after this response (to shed a client, after an authentication failure), and
+ * a handler has no other way to say so. `node:http` and `Bun.serve` honour it too. The field's
+ * other options, like every other hop-by-hop field a handler sets, are not sent.
+ *
+ * @param headers The response's header fields.
+ * @returns True if `Connection` lists `close` (any case, among other options or alone).
+ *
+ * @example
+ * ```ts
+ * import { asksToClose } from "jsr:@wireserve/wireserve";
+ * asksToClose(new Headers({ connection: "Close" })); // true
+ * asksToClose(new Headers({ connection: "keep-alive" })); // false
+ * ```
+ */
+export function asksToClose(headers: Headers): boolean {
+  const value = headers.get("connection");
+  if (value === null) return false;
+  for (const option of value.split(",")) {
+    if (trimOws(option).toLowerCase() === "close") return true;
+  }
+  return false;
+}
 
 /**
  * The `Content-Length` a response to HEAD advertises (RFC 9110 §9.3.2: the fields a GET would
@@ -2447,6 +2476,15 @@ const MAX_DISCARD_BYTES = 256 * 1024;
 
 /** Microtask turns to wait for a response body read before treating the body as a live stream. */
 const BODY_READ_TURNS = 12;
+
+/**
+ * Macrotask turns a response body may take, in all, on top of the microtask turns. Node's `Blob`
+ * stream (and so `File` and `FormData` bodies) answers a read only after one: without them a
+ * Blob went out chunked on Node and with `Content-Length` on Deno and Bun (measured: one turn for
+ * each of a 4-byte Blob, a 1 MiB Blob and a FormData with a File). A live stream waits this long
+ * before its head is sent.
+ */
+const BODY_READ_MACROTASKS = 2;
 
 /** The most of a response body read ahead to send it with `Content-Length` in one write. */
 const MAX_BODY_PREFIX_BYTES = 1024 * 1024;
@@ -3300,9 +3338,9 @@ class HttpConnection implements ConnectionEvents {
   ): Promise<void> | undefined {
     this.#responseStarted = true;
     const upgrade = response.status === 101;
-    const keepAlive = upgrade || this.#keepAlive(head);
     const status = response.status;
     const headers = response.headers;
+    const keepAlive = upgrade || (this.#keepAlive(head) && !asksToClose(headers));
     const hasBody = prefix !== BODYLESS; // the Response has a body (which HEAD does not send)
     let bodyLength: number | null = prefix.done ? prefix.length : null;
     let declaredLength: number | undefined;
@@ -3629,14 +3667,18 @@ function readBodyPrefix(response: Response): BodyPrefix | Promise<BodyPrefix> {
     const fixed = takeFixedBody(response);
     if (fixed !== undefined) return fixed;
   }
+  // Headers first: Bun's Response adds the Content-Type its body implies (FormData,
+  // URLSearchParams, Blob, File) only to a Headers object made before the body is read.
+  response.headers;
   const stream = response.body;
   return stream === null ? BODYLESS : readAvailable(stream.getReader());
 }
 
-/** Reads what a response body has ready within a few microtask turns, without waiting for I/O. */
+/** Reads what a response body has ready within a few turns of the event loop, not waiting on I/O. */
 async function readAvailable(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<BodyPrefix> {
   const chunks: Uint8Array[] = [];
   let length = 0;
+  let macrotasks = 0;
   while (true) {
     // The result is taken from the callback, not awaited again: one microtask turn less per read.
     let result: ReadableStreamReadResult<Uint8Array> | undefined;
@@ -3649,6 +3691,10 @@ async function readAvailable(reader: ReadableStreamDefaultReader<Uint8Array>): P
     });
     for (let turn = 0; turn < BODY_READ_TURNS && result === undefined && !failed; turn++) {
       await undefined;
+    }
+    while (result === undefined && !failed && macrotasks < BODY_READ_MACROTASKS) {
+      macrotasks++;
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
     if (failed) {
       reader.cancel(failure).catch(() => {}); // its source may hold a file or a socket

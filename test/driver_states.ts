@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import {
   bytesOf,
   delay,
+  expectOutput,
   ManualClock,
   type MemoryConnection,
   memoryServer,
@@ -17,7 +18,9 @@ import {
   withServer,
 } from "./helpers.ts";
 import {
+  asksToClose,
   effectiveRequestUrl,
+  FastResponse,
   headContentLength,
   HeadReader,
   HttpError,
@@ -254,6 +257,139 @@ describe("serve() request fields", () => {
       await settle(() => connection.output().endsWith("a=1; b=2"));
       assert.ok(connection.output().endsWith("\r\n\r\na=1; b=2"), connection.output());
     });
+  });
+});
+
+describe("serve() response fields", () => {
+  test("a handler's Connection: close is sent and honoured: the response ends, then the connection", async () => {
+    const handler: Handler = (request) =>
+      new URL(request.url).pathname === "/shed"
+        ? new Response("bye", {
+          headers: {
+            "content-type": "text/plain",
+            connection: "Keep-Alive, CLOSE",
+            "keep-alive": "timeout=5",
+          },
+        })
+        : textResponse("ok");
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const connection = connect();
+      // Pipelined: the request after /shed is never answered.
+      connection.send(
+        "GET /shed HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n",
+      );
+      await expectOutput(
+        connection,
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n" +
+          "date: X\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbye",
+        true,
+      );
+      assert.equal(connection.lingered, true, "a server-decided close lingers");
+    });
+  });
+
+  test("a handler's other Connection options and hop-by-hop fields are replaced, not sent", async () => {
+    const handler: Handler = () =>
+      new Response("hi", {
+        headers: {
+          "content-type": "text/plain",
+          connection: "upgrade, x-private",
+          "keep-alive": "timeout=5",
+        },
+      });
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const connection = connect();
+      connection.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+      await expectOutput(
+        connection,
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n" +
+          "date: X\r\ncontent-length: 2\r\n\r\nhi",
+        false,
+      );
+    });
+  });
+
+  test("every body type goes out with the Content-Type its Response has, and a Content-Length", async () => {
+    const form = new FormData();
+    form.append("field", "value");
+    form.append("upload", new File(["file body"], "a.txt", { type: "text/x-a" }));
+    const bodies: Record<string, () => BodyInit> = {
+      string: () => "text body",
+      formData: () => form,
+      urlSearchParams: () => new URLSearchParams("a=1&b=%20"),
+      blob: () => new Blob(["blob body"], { type: "text/x-blob" }),
+      file: () => new File(["file body"], "f.txt", { type: "text/x-file" }),
+      arrayBuffer: () => new Uint8Array([1, 2, 3]).buffer,
+      uint8Array: () => new Uint8Array([1, 2, 3]),
+      dataView: () => new DataView(new Uint8Array([1, 2, 3, 4]).buffer, 1, 2),
+    };
+    for (const [name, body] of Object.entries(bodies)) {
+      // What the runtime's own Response says, read as a client would: the reference.
+      const reference = new Response(body());
+      const type = reference.headers.get("content-type");
+      const bytes = new Uint8Array(await reference.arrayBuffer());
+      await withServer(memoryServer(() => new Response(body())), async ({ connect }) => {
+        const connection = connect();
+        connection.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        await settle(() => connection.output().length >= bytes.length + 20);
+        await delay(5);
+        const output = connection.output();
+        const headEnd = output.indexOf("\r\n\r\n");
+        const head = output.slice(0, headEnd);
+        const fields = new Map(
+          head.split("\r\n").slice(1).map((line) => line.split(": ") as [string, string]),
+        );
+        // A FormData's boundary is new for each Response: compare what comes before it.
+        const boundless = (value: string | null | undefined) =>
+          value?.replace(/boundary=.*$/, "boundary=") ?? null;
+        assert.equal(boundless(fields.get("content-type")), boundless(type), `${name}: ${head}`);
+        assert.equal(fields.get("content-length"), String(bytes.length), `${name}: ${head}`);
+        assert.equal(fields.has("transfer-encoding"), false, `${name}: ${head}`);
+        if (name !== "formData") {
+          assert.equal(output.slice(headEnd + 4), textOf(bytes), name);
+        }
+      });
+    }
+    // On Bun, a string body's Response has no Content-Type (see the README); FastResponse's has.
+    await withServer(memoryServer(() => new FastResponse("text body")), async ({ connect }) => {
+      const connection = connect();
+      connection.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+      await settle(() => connection.output().endsWith("text body"));
+      assert.match(connection.output(), /\r\ncontent-type: text\/plain;charset=UTF-8\r\n/);
+    });
+  });
+
+  test("a FormData response reaches fetch() whole: formData() parses it on every runtime", async () => {
+    const form = new FormData();
+    form.append("field", "value");
+    form.append("upload", new File(["file body"], "a.txt", { type: "text/x-a" }));
+    await withServer(memoryServer(() => new Response(form)), async ({ connect }) => {
+      const connection = connect();
+      connection.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+      await settle(() => connection.output().includes("--\r\n"));
+      await delay(5);
+      const output = connection.output();
+      const headEnd = output.indexOf("\r\n\r\n");
+      const type = /\r\ncontent-type: ([^\r]+)/.exec(output.slice(0, headEnd + 2))?.[1];
+      assert.ok(type, output.slice(0, headEnd));
+      const parsed = await new Response(bytesOf(output.slice(headEnd + 4)).slice(), {
+        headers: { "content-type": type },
+      }).formData();
+      assert.equal(parsed.get("field"), "value");
+      const upload = parsed.get("upload") as File;
+      assert.equal(await upload.text(), "file body");
+      assert.equal(upload.name, "a.txt");
+    });
+  });
+
+  test("asksToClose finds close among the Connection options, any case, OWS only", () => {
+    const asks = (value: string) => asksToClose(new Headers({ connection: value }));
+    assert.equal(asks("close"), true);
+    assert.equal(asks("keep-alive,\tClose "), true);
+    assert.equal(asks("keep-alive"), false);
+    assert.equal(asks("closed"), false);
+    assert.equal(asks("close\xA0"), false);
+    assert.equal(asksToClose(new Headers()), false);
   });
 });
 
