@@ -3267,17 +3267,32 @@ class HttpConnection implements ConnectionEvents {
       prefix.reader?.cancel().catch(() => {}); // answered for it already (503), or closed
       return;
     }
+    let streaming: Promise<void> | undefined;
     try {
       // A response whose body was read whole is written at once: no await, no promise.
-      const streaming = this.#writeResponse(head, response, prefix);
-      if (streaming !== undefined) await streaming;
-      if (response instanceof SwitchingProtocolsResponse) {
-        this.#switchProtocols(response.protocol, request);
-      } else {
-        this.#finishExchange();
-      }
+      streaming = this.#writeResponse(head, response, prefix);
     } catch (error) {
-      this.#fail(error); // a response that cannot be serialized (a bad status, say)
+      // Its head cannot be serialized (a status text with CR LF, which Bun's Response accepts),
+      // and not a byte of it was written: a handler failure like any other, answered by onError.
+      prefix.reader?.cancel().catch(() => {});
+      response = await this.#handlerFailed(error, request);
+      try {
+        streaming = this.#writeResponse(head, response, await readBodyPrefix(response));
+      } catch {
+        response = plainResponse(500); // onError's answer cannot be sent either
+        streaming = this.#writeResponse(head, response, await readBodyPrefix(response));
+      }
+    }
+    try {
+      if (streaming !== undefined) await streaming;
+    } catch (error) {
+      this.#fail(error);
+      return;
+    }
+    if (response instanceof SwitchingProtocolsResponse) {
+      this.#switchProtocols(response.protocol, request);
+    } else {
+      this.#finishExchange();
     }
   }
 
@@ -3329,7 +3344,8 @@ class HttpConnection implements ConnectionEvents {
 
   /**
    * Writes a handler's response with the framing it calls for. Returns a promise only when the
-   * writing goes on (a live body stream, or one to cancel first).
+   * writing goes on (a live body stream, or one to cancel first). Throws, having sent nothing,
+   * when the head cannot be serialized.
    */
   #writeResponse(
     head: RequestHead,
@@ -3377,8 +3393,10 @@ class HttpConnection implements ConnectionEvents {
         );
         if (length !== undefined) headOptions.contentLength = length;
       }
+      // Serialized first: a head that cannot be is thrown from here, before anything is sent.
+      const bytes = serializeResponseHead(status, headers, headOptions);
       const sendHead = () => {
-        this.#send(serializeResponseHead(status, headers, headOptions));
+        this.#send(bytes);
         this.#closeRequested ||= close;
       };
       if (prefix.reader === null) {

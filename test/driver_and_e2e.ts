@@ -1353,10 +1353,64 @@ describe("serve() driver over an in-memory connection", () => {
       await settle(() => connection.output().length > 0 || connection.destroyed);
       await delay(5);
       assert.ok(!/x-injected/i.test(connection.output()), connection.output());
-      assert.ok(
-        connection.destroyed || connection.output().startsWith("HTTP/1.1 500 "),
-        connection.output(),
-      );
+      assert.ok(connection.output().startsWith("HTTP/1.1 500 "), connection.output());
+      assert.equal(connection.destroyed, false);
+    });
+  });
+
+  test("serve() answers a response whose head cannot be serialized through onError, on every body path", async () => {
+    // A statusText with CR LF, on every runtime (Bun's own Response takes one; a subclass can on
+    // any): not a byte of it may be written; onError's answer goes instead, and the connection lives.
+    class Unsendable extends Response {
+      override get statusText(): string {
+        return "OK\r\nX-Injected: 1";
+      }
+    }
+    const bodies: Record<string, () => BodyInit | null> = {
+      none: () => null,
+      whole: () => "x",
+      live: () => slowStream(["a", "b"], 5),
+    };
+    for (const [name, body] of Object.entries(bodies)) {
+      for (const method of ["GET", "HEAD"]) {
+        const errors: unknown[] = [];
+        const started = memoryServer(
+          (request) =>
+            new URL(request.url).pathname === "/bad" ? new Unsendable(body()) : textResponse("ok"),
+          {
+            onError(error) {
+              errors.push(error);
+              return textResponse("replaced", { status: 503 });
+            },
+          },
+        );
+        await withServer(started, async ({ connect }) => {
+          const connection = connect();
+          connection.send(
+            `${method} /bad HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n`,
+          );
+          await settle(() => connection.output().endsWith("\r\n\r\nok"));
+          const output = connection.output();
+          const label = `${method} ${name}: ${output}`;
+          assert.ok(output.startsWith("HTTP/1.1 503 Service Unavailable\r\n"), label);
+          assert.ok(!/x-injected/i.test(output), label);
+          assert.equal(output.includes("replaced"), method === "GET", label);
+          assert.equal(connection.destroyed, false, label);
+          assert.equal(errors.length, 1, label);
+          assert.ok(errors[0] instanceof TypeError, label);
+        });
+      }
+    }
+    // When onError's own response cannot be serialized either: a plain 500.
+    const started = memoryServer(() => new Unsendable("x"), {
+      onError: () => new Unsendable("y"),
+    });
+    await withServer(started, async ({ connect }) => {
+      const connection = connect();
+      connection.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+      await settle(() => connection.output().endsWith("500 Internal Server Error\n"));
+      assert.ok(connection.output().startsWith("HTTP/1.1 500 Internal Server Error\r\n"));
+      assert.equal(connection.destroyed, false);
     });
   });
 
