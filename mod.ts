@@ -72,6 +72,7 @@ import * as nodeNet from "node:net";
 import * as nodeTls from "node:tls";
 import { readFileSync } from "node:fs";
 import { setImmediate } from "node:timers";
+import * as nodeDns from "node:dns/promises";
 import * as nodeFs from "node:fs/promises";
 
 //#region Public types
@@ -4060,6 +4061,13 @@ const listenBun: Transport = (options, accept) => {
   if (bun === undefined) {
     throw new TypeError("Cannot listen with the bun transport: Bun is not available");
   }
+  // Bun's listener reports the name it was given as its address ("localhost"), where Deno and
+  // node:net report the address bound: resolve a name first, as node:net does.
+  if (nodeNet.isIP(options.hostname) === 0) {
+    return nodeDns.lookup(options.hostname).then(({ address }) =>
+      listenBun({ ...options, hostname: address }, accept)
+    );
+  }
   const listener = bun.listen({
     hostname: options.hostname,
     port: options.port,
@@ -4407,14 +4415,23 @@ export interface ServeOptions extends Partial<Limits>, Partial<Timeouts> {
 /** A running server, returned by {@linkcode serve}. */
 export interface Server {
   /**
-   * The bound address. `Deno.listen` and `Bun.listen` bind at once; `node:net` (the default on
-   * Node, and for HTTPS on Deno) binds asynchronously, so before `ready` resolves there this
-   * throws.
+   * The bound address, numeric (`hostname: "localhost"` gives `127.0.0.1`, or `::1` where the
+   * name resolves to that first). Throws until `ready` resolves, on every runtime: `node:net`
+   * binds asynchronously, so no runtime reports an address earlier.
    */
   readonly addr: NetAddr;
-  /** Resolves with the bound address once the server listens; rejects if it cannot listen. */
+  /**
+   * Resolves with the bound address once the server listens. If it cannot listen (a port in
+   * use, one it may not bind), it rejects, on every runtime, with an `Error` whose message says
+   * where and why and whose `code` is the system's (`EADDRINUSE`, `EACCES`, `EADDRNOTAVAIL`);
+   * `serve()` itself throws only for options it rejects. Await it, or the failure is an unhandled
+   * rejection.
+   */
   readonly ready: Promise<NetAddr>;
-  /** Resolves once the server has shut down and every connection is closed. */
+  /**
+   * Resolves once the server has shut down and every connection is closed (at once if it never
+   * listened).
+   */
   readonly finished: Promise<void>;
   /**
    * Stops accepting connections, closes idle ones at once, lets requests in progress finish
@@ -4615,23 +4632,22 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     checkFinished();
   };
 
-  // Deno and Bun bind synchronously (and throw, as Deno.serve does, if they cannot); node:net
-  // reports the result later.
-  let listening: TransportListener | Promise<TransportListener>;
+  // Deno.listen and Bun.listen bind at once and throw if they cannot; node:net reports either
+  // later. One behaviour on every runtime: the listener (addr, onListen) comes a microtask later
+  // at the earliest, and a failure to listen rejects `ready` with the same error everywhere.
+  let listening: Promise<TransportListener>;
   try {
     const handshake = Math.min(timeouts.headTimeout, timeouts.idleTimeout);
     const handshakeTimeout = handshake === Infinity ? undefined : handshake;
-    listening = transport({ hostname, port, tls, handshakeTimeout }, accept);
+    listening = Promise.resolve(transport({ hostname, port, tls, handshakeTimeout }, accept));
   } catch (error) {
-    stopSweep();
-    throw error;
+    listening = Promise.reject(error);
   }
-  const ready = listening instanceof Promise
-    ? listening.then(bound, (error) => {
-      stopSweep();
-      throw error;
-    })
-    : Promise.resolve(bound(listening));
+  const ready = listening.then(bound, (error) => {
+    stopSweep();
+    resolveFinished(); // nothing ran, nothing to wait for
+    throw listenError(error, hostname, port);
+  });
   const shutdown = (): Promise<void> => {
     if (!shuttingDown) {
       shuttingDown = true;
@@ -4646,7 +4662,7 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   return {
     get addr(): NetAddr {
       if (listener === null) {
-        throw new Error("Cannot read addr: the server is not listening yet, await server.ready");
+        throw new Error("Cannot read addr: the server is not listening, await server.ready");
       }
       return listener.addr;
     },
@@ -4654,6 +4670,31 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     finished,
     shutdown,
   };
+}
+
+/**
+ * What `ready` rejects with when the server cannot listen: one message and one `code` on every
+ * runtime (Deno's `AddrInUse`, Bun's "Failed to listen at" and Node's `listen EADDRINUSE` all
+ * become `Cannot listen on 127.0.0.1:8080: the address is in use`, code `EADDRINUSE`), with the
+ * runtime's own error as its `cause`. A `TypeError` (a transport this runtime does not have) is
+ * left as it is.
+ */
+function listenError(error: unknown, hostname: string, port: number): Error {
+  if (error instanceof TypeError) return error;
+  const code = (error as { code?: unknown } | null)?.code;
+  const reason = code === "EADDRINUSE"
+    ? "the address is in use"
+    : code === "EACCES"
+    ? "permission denied"
+    : code === "EADDRNOTAVAIL"
+    ? "the address is not available on this machine"
+    : error instanceof Error
+    ? error.message
+    : String(error);
+  const where = formatHost({ hostname, port, transport: "tcp" });
+  return Object.assign(new Error(`Cannot listen on ${where}: ${reason}`, { cause: error }), {
+    code: typeof code === "string" ? code : undefined,
+  });
 }
 
 //#endregion

@@ -9,6 +9,7 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { lookup } from "node:dns/promises";
 import { Hono } from "hono";
 import {
   BAD_REQUEST,
@@ -1876,18 +1877,37 @@ for (const transport of transportsHere()) {
       });
     });
 
-    if (transport === "node") {
-      test("Server.addr throws until the node transport is listening", async () => {
-        const server = serve({ port: 0, hostname: "127.0.0.1", transport }, echoUrl);
-        try {
-          assert.throws(() => server.addr, /await server.ready/);
-          const addr = await withTimeout(server.ready, 3000, "Server.ready");
-          assert.deepEqual(server.addr, addr);
-        } finally {
-          await withTimeout(server.shutdown(), 3000, "Server.shutdown()");
-        }
-      });
-    }
+    test("Server.addr and onListen come once ready resolves, on every runtime", async () => {
+      const listened: number[] = [];
+      const server = serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        transport,
+        onListen: (addr) => listened.push(addr.port),
+      }, echoUrl);
+      try {
+        assert.throws(() => server.addr, /await server.ready/);
+        assert.deepEqual(listened, []);
+        const addr = await withTimeout(server.ready, 3000, "Server.ready");
+        assert.deepEqual(server.addr, addr);
+        assert.deepEqual(listened, [addr.port]);
+      } finally {
+        await withTimeout(server.shutdown(), 3000, "Server.shutdown()");
+      }
+    });
+
+    test('hostname "localhost" is reported as the address bound, not the name', async () => {
+      const server = serve({ port: 0, hostname: "localhost", transport }, echoUrl);
+      try {
+        const addr = await withTimeout(server.ready, 3000, "Server.ready");
+        const { address } = await lookup("localhost");
+        assert.deepEqual(addr, { hostname: address, port: addr.port, transport: "tcp" });
+        const client = await RawClient.connect(addr.port, { host: address });
+        client.destroy();
+      } finally {
+        await withTimeout(server.shutdown(), 3000, "Server.shutdown()");
+      }
+    });
 
     test("serve() echoes a fetch POST body", async () => {
       const handler: Handler = async (request) =>
@@ -2264,20 +2284,23 @@ for (const transport of transportsHere()) {
       await assert.rejects(RawClient.connect(addr.port), "the server accepts connections");
     });
 
-    test("serve() reports a port already in use", async () => {
+    test("serve() reports a port already in use by rejecting ready, the same on every runtime", async () => {
       await withServer(await listen(transport, echoUrl), async ({ port }) => {
-        let failure: unknown = null;
-        try {
-          const second = serve({ port, hostname: "127.0.0.1", transport }, echoUrl);
-          await withTimeout(second.ready, 3000, "Server.ready").catch((error) => {
-            failure = error;
-          });
-          if (failure === null) await second.shutdown();
-        } catch (error) {
-          failure = error; // Deno and Bun bind synchronously and throw, as Deno.serve does
-        }
+        // serve() does not throw (Deno.listen and Bun.listen would): ready rejects.
+        const second = serve({ port, hostname: "127.0.0.1", transport }, echoUrl);
+        const failure = await withTimeout(
+          second.ready.then(() => null, (error: unknown) => error),
+          3000,
+          "Server.ready",
+        );
         assert.ok(failure instanceof Error, "a second server listened on a port in use");
-        assert.doesNotMatch(failure.message, /Timed out/);
+        assert.equal(failure.message, `Cannot listen on 127.0.0.1:${port}: the address is in use`);
+        assert.equal((failure as Error & { code?: string }).code, "EADDRINUSE");
+        assert.ok(failure.cause !== undefined, "the runtime's own error is its cause");
+        assert.throws(() => second.addr, /await server.ready/);
+        // A server that never listened is finished, and shutting it down is harmless.
+        await withTimeout(second.finished, 3000, "Server.finished");
+        await withTimeout(second.shutdown(), 3000, "Server.shutdown()");
       });
     });
 
