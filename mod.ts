@@ -70,7 +70,7 @@
 
 import * as nodeNet from "node:net";
 import * as nodeTls from "node:tls";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { setImmediate } from "node:timers";
 import * as nodeDns from "node:dns/promises";
 import * as nodeFs from "node:fs/promises";
@@ -7245,6 +7245,23 @@ async function main(process: ProcessLike): Promise<void> {
   }
   const scheme = tls === undefined ? "http" : "https";
   const { directory } = parsed;
+  if (directory !== undefined) {
+    // A directory that is not there would be served as a 404 for every request: refuse instead.
+    let problem: string | undefined;
+    try {
+      if (!statSync(directory).isDirectory()) problem = "is not a directory";
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      problem = code === "ENOENT"
+        ? "does not exist"
+        : `cannot be read: ${(error as Error).message}`;
+    }
+    if (problem !== undefined) {
+      console.error(`Cannot start: ${JSON.stringify(directory)} ${problem}`);
+      process.exitCode = 1;
+      return;
+    }
+  }
   const handler: Handler = directory === undefined ? demoHandler : (request) =>
     serveDir(request, {
       root: directory,
@@ -7270,7 +7287,12 @@ async function main(process: ProcessLike): Promise<void> {
   };
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
-  await server.ready;
+  try {
+    await server.ready;
+  } catch (error) {
+    console.error(`Cannot start: ${(error as Error).message}`); // a port in use, say
+    process.exitCode = 1;
+  }
   await server.finished;
   process.off("SIGINT", stop);
   process.off("SIGTERM", stop);

@@ -17,6 +17,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
+import * as nodeNet from "node:net";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import {
@@ -47,6 +48,11 @@ function programArguments(args: string[]): string[] {
     case "node": // Node >= 22.18 strips the types itself.
       return [MOD, ...args];
   }
+}
+
+/** `text` with every character a regular expression gives a meaning to escaped. */
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
 /** The CLI's line once it listens: `Serving the demo site on http://127.0.0.1:PORT/`. */
@@ -86,6 +92,31 @@ async function withCli(
     const exit = await child.exited;
     assert.equal(exit.code, 0, `the CLI's exit code after SIGTERM${output()}`);
     assert.match(exit.stdout, /Shutting down/);
+  } finally {
+    child.kill("SIGKILL");
+    await child.exited;
+  }
+}
+
+/**
+ * Starts `mod.ts` as a program with `args` and expects it to refuse to start: exit code 1, the
+ * given message on stderr, and no "Serving" line.
+ */
+async function expectRefusal(args: string[], message: RegExp): Promise<void> {
+  const child: RunningProcess = startProcess(
+    process.execPath,
+    programArguments(["--host", "127.0.0.1", ...args]),
+    {
+      ms: CHILD_LIFETIME_MS,
+      env: { ...process.env, DENO_NO_UPDATE_CHECK: "1", DENO_NO_PROMPT: "1", NO_COLOR: "1" },
+    },
+  );
+  try {
+    const exit = await child.exited;
+    const output = `\nstdout:\n${exit.stdout}\nstderr:\n${exit.stderr}`;
+    assert.equal(exit.code, 1, `the CLI's exit code${output}`);
+    assert.match(exit.stderr, message, output);
+    assert.doesNotMatch(exit.stdout, /Serving/, output);
   } finally {
     child.kill("SIGKILL");
     await child.exited;
@@ -165,4 +196,37 @@ describe(`the CLI as a program on ${runtimeName()}`, () => {
       });
     },
   );
+
+  test("the CLI refuses a directory that does not exist", options, async () => {
+    const missing = SITE + "no-such-directory";
+    await expectRefusal(
+      ["--port", "0", missing],
+      new RegExp(`Cannot start: ${escapeRegExp(JSON.stringify(missing))} does not exist`),
+    );
+  });
+
+  test("the CLI refuses a file given as the directory", options, async () => {
+    const file = SITE + "index.html";
+    await expectRefusal(
+      ["--port", "0", file],
+      new RegExp(`Cannot start: ${escapeRegExp(JSON.stringify(file))} is not a directory`),
+    );
+  });
+
+  test("the CLI refuses a port in use: exit code 1, one line that says so", options, async () => {
+    const taken = nodeNet.createServer();
+    await new Promise<void>((resolve, reject) => {
+      taken.once("error", reject);
+      taken.listen(0, "127.0.0.1", resolve);
+    });
+    try {
+      const { port } = taken.address() as nodeNet.AddressInfo;
+      await expectRefusal(
+        ["--port", String(port)],
+        new RegExp(`Cannot start: Cannot listen on 127\\.0\\.0\\.1:${port}: the address is in use`),
+      );
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+  });
 });
