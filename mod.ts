@@ -2704,10 +2704,15 @@ class HttpConnection implements ConnectionEvents {
   #peerEnded = false;
   /** The server decided to close after the current response (shutdown, request cap, framing). */
   #closeRequested = false;
-  /** The socket is paused because the handler is not reading the body. */
+  /** Reading waits for the handler, which is not reading the body. */
   #paused = false;
-  /** The socket is paused because too much unread input is buffered. */
+  /** Reading waits for the client: too much unread input is buffered behind the response. */
   #backlogPaused = false;
+  /**
+   * Whether the transport is paused: while either reason above holds. Two reasons, one switch, so
+   * that one reason ending never resumes reading another still holds (see #applyReading).
+   */
+  #transportPaused = false;
   /** Responses are queued past the high-water mark: read no further request until they drain. */
   #awaitingDrain = false;
   /** The transport's last write said its queue is over the high-water mark; no drain since. */
@@ -2838,8 +2843,17 @@ class HttpConnection implements ConnectionEvents {
       // Answering, or waiting for the client to read: hold a little, then stop reading, so that
       // a client that sends and never reads cannot make the server buffer without bound.
       this.#backlogPaused = true;
-      this.#transport.pause();
+      this.#applyReading();
     }
+  }
+
+  /** Pauses or resumes the transport to match #paused and #backlogPaused. */
+  #applyReading(): void {
+    const pause = this.#paused || this.#backlogPaused;
+    if (pause === this.#transportPaused) return;
+    this.#transportPaused = pause;
+    if (pause) this.#transport.pause();
+    else this.#transport.resume();
   }
 
   onEnd(): void {
@@ -2957,6 +2971,15 @@ class HttpConnection implements ConnectionEvents {
     } catch (error) {
       this.#fail(error);
     }
+    if (
+      this.#backlogPaused && !this.#awaitingDrain &&
+      (this.#state === READING_HEAD || this.#end - this.#start <= MAX_PIPELINE_BACKLOG)
+    ) {
+      // What is held is the start of a head (bounded by maxHeadBytes), or no more than the
+      // backlog while a request is answered (its body may be still to come): read again.
+      this.#backlogPaused = false;
+      this.#applyReading();
+    }
     if (this.#state !== READING_HEAD) return;
     const now = this.#options.clock.now;
     if (this.#end > this.#start) {
@@ -2976,10 +2999,6 @@ class HttpConnection implements ConnectionEvents {
       }
     }
     this.#flush();
-    if (this.#backlogPaused && !this.#awaitingDrain) {
-      this.#backlogPaused = false;
-      this.#transport.resume();
-    }
   }
 
   /** READING_HEAD → ANSWERING: sets up the body, and hands the request to the handler. */
@@ -3106,7 +3125,7 @@ class HttpConnection implements ConnectionEvents {
         }
         if (this.#paused) {
           this.#paused = false;
-          this.#transport.resume();
+          this.#applyReading();
         }
         if (!body.done) this.#expectBody();
       },
@@ -3114,7 +3133,7 @@ class HttpConnection implements ConnectionEvents {
         body.controller = null;
         if (this.#paused) {
           this.#paused = false;
-          this.#transport.resume();
+          this.#applyReading();
         }
       },
     }, { highWaterMark: 0 });
@@ -3172,7 +3191,7 @@ class HttpConnection implements ConnectionEvents {
       if (!body.done && (controller.desiredSize ?? 0) < 0 && !this.#paused) {
         // The handler is not reading: stop reading the socket until it does.
         this.#paused = true;
-        this.#transport.pause();
+        this.#applyReading();
       }
     }
     if (body.done) {
@@ -3500,7 +3519,7 @@ class HttpConnection implements ConnectionEvents {
       this.#flush();
       if (this.#paused) {
         this.#paused = false;
-        this.#transport.resume();
+        this.#applyReading();
       }
       return;
     }
@@ -3536,10 +3555,8 @@ class HttpConnection implements ConnectionEvents {
     this.#buffer = EMPTY;
     this.#start = this.#end = 0;
     this.#state = SWITCHED;
-    if (this.#paused || this.#backlogPaused) {
-      this.#paused = this.#backlogPaused = false;
-      this.#transport.resume();
-    }
+    this.#paused = this.#backlogPaused = false;
+    this.#applyReading();
     try {
       this.#switched = protocol({
         transport: this.#transport,
