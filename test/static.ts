@@ -1247,6 +1247,23 @@ describe("serveDir", () => {
     });
   }
 
+  test("serveDir: an encoded .. is resolved by URL parsing, as a literal one is: never above the root", async () => {
+    await withSite(dir(), async ({ port }) => {
+      // request.url is parsed by the WHATWG URL parser, which takes %2e%2e as a dot segment: the
+      // same on every runtime, and the same as Deno.serve's and Bun.serve's request.url.
+      for (
+        const target of ["/sub/%2e%2e/hello.txt", "/sub/%2E%2E/hello.txt", "/sub/.%2e/hello.txt"]
+      ) {
+        const response = await exchange(port, target);
+        assert.equal(response.status, 200, target);
+        assert.equal(response.body, "hello world\n", target);
+      }
+      for (const target of ["/%2e%2e/secret.txt", "/../secret.txt", "/%2e%2e/%2e%2e/etc/passwd"]) {
+        assert.equal((await exchange(port, target)).status, 404, target);
+      }
+    });
+  });
+
   test("serveDir follows a symlink that stays inside the root", async () => {
     await withSite(dir(), async ({ port }) => {
       assert.equal((await exchange(port, "/link-in.txt")).body, "hello world\n");
