@@ -7,7 +7,6 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
 import { setImmediate } from "node:timers";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -26,7 +25,6 @@ import {
   parseResponses,
   RawClient,
   runtimeName,
-  settle,
   show,
   startProcess,
   textResponse,
