@@ -44,6 +44,7 @@
  * | Router | `Router`: method and path patterns, 404 / 405 |
  * | HTTP semantics | RFC 9110 code that is not about files: ranges, dates, entity tags, preconditions, negotiation, content types, request paths |
  * | Static files | the file adapters (one per runtime), `serveFile`, `serveDir` |
+ * | Compression | `compress`: gzip, brotli and zstd for any fetch handler, streaming with flushes |
  * | Rate limiting | `rateLimit`, `clientAddress` |
  * | CLI | flags, the demo site |
  *
@@ -60,7 +61,7 @@
  * - a middleware: a function from handler to handler on the fetch API, beside Router;
  * - a CLI flag: `parseArguments` and `USAGE` in CLI.
  *
- * Not here yet: HTTP/2, WebSocket, compression on the fly.
+ * Not here yet: HTTP/2, WebSocket.
  *
  * Run it as a program to serve the demo site, or a directory: `deno run -A mod.ts [DIR]`,
  * `bun mod.ts [DIR]` or `node mod.ts [DIR]`.
@@ -74,6 +75,7 @@ import { readFileSync, statSync } from "node:fs";
 import { setImmediate } from "node:timers";
 import * as nodeDns from "node:dns/promises";
 import * as nodeFs from "node:fs/promises";
+import * as nodeZlib from "node:zlib";
 
 //#region Public types
 
@@ -6832,6 +6834,370 @@ export async function serveDir(request: Request, options: ServeDirOptions): Prom
     }
   }
   return cors ? withCors(response) : response;
+}
+
+//#endregion
+//#region Compression
+
+/** A content coding that {@linkcode compress} can apply (RFC 9110 §8.4.1; zstd: RFC 8878). */
+export type CompressionCoding = "br" | "zstd" | "gzip";
+
+/** Options for {@linkcode compress}. */
+export interface CompressOptions {
+  /**
+   * The codings offered, most preferred first: among those the client accepts with the same
+   * q-value, the first wins. Brotli first because every current browser accepts it and it is
+   * the smallest for text at a speed fit for dynamic responses (quality 5); zstd before gzip, for
+   * clients that name zstd and not brotli.
+   * @default {["br", "zstd", "gzip"]}
+   */
+  encodings?: readonly CompressionCoding[];
+  /**
+   * Bodies of a known length under this many bytes are sent as they are: below about a TCP
+   * packet, compressing saves next to nothing and costs a compressor. Deno.serve's threshold is
+   * 64 B, nginx's `gzip_min_length` 20 B, Caddy's `minimum_length` 512 B; wireserve takes
+   * Caddy's. A streamed body of unknown length is always compressed.
+   * @default {512}
+   */
+  minBytes?: number;
+  /**
+   * Whether a media type (lower case, without parameters, e.g. `"text/html"`) is worth
+   * compressing. The default says yes to text, JSON, JavaScript, XML, SVG, wasm, uncompressed
+   * fonts and a few more; images, audio, video, archives and anything without a `Content-Type`
+   * are never compressed, because they are compressed already or unknown.
+   */
+  compressible?: (mediaType: string) => boolean;
+  /**
+   * Compression levels: gzip 1-9 (default 6, zlib's), brotli quality 0-11 (default 5: 11 is
+   * for files compressed once, far too slow per response), zstd 1-19 (default 3, zstd's).
+   */
+  level?: { gzip?: number; br?: number; zstd?: number };
+}
+
+/** The codings this runtime's `node:zlib` has: zstd came to Node in 22.15 / 23.8. */
+const AVAILABLE_CODINGS: ReadonlySet<CompressionCoding> = new Set<CompressionCoding>(
+  typeof nodeZlib.zstdCompressSync === "function" ? ["br", "zstd", "gzip"] : ["br", "gzip"],
+);
+
+/** Media types compressed besides `text/*` and any `+json` / `+xml` type. */
+const COMPRESSIBLE_TYPES: ReadonlySet<string> = new Set([
+  "application/javascript",
+  "application/ecmascript",
+  "application/x-javascript",
+  "application/json",
+  "application/x-ndjson",
+  "application/xml",
+  "application/wasm",
+  "application/graphql",
+  "application/x-www-form-urlencoded",
+  "application/vnd.ms-fontobject",
+  "application/x-font-ttf",
+  "font/ttf",
+  "font/otf",
+  "image/svg+xml",
+  "image/bmp",
+  "image/x-icon",
+  "image/vnd.microsoft.icon",
+]);
+
+/** The default of {@linkcode CompressOptions.compressible}. */
+function isCompressibleType(mediaType: string): boolean {
+  return mediaType.startsWith("text/") || COMPRESSIBLE_TYPES.has(mediaType) ||
+    mediaType.endsWith("+json") || mediaType.endsWith("+xml");
+}
+
+/** `Cache-Control` forbids transforming the content (RFC 9111 §5.2.2.6, §5.2.1.6). */
+function forbidsTransform(cacheControl: string | null): boolean {
+  return cacheControl !== null && /(?:^|,)[ \t]*no-transform[ \t]*(?:,|$)/i.test(cacheControl);
+}
+
+/** Whether a `Vary` value already covers `Accept-Encoding` (or everything). */
+function variesByEncoding(vary: string | null): boolean {
+  if (vary === null) return false;
+  for (const name of vary.split(",")) {
+    const token = trimOws(name).toLowerCase();
+    if (token === "*" || token === "accept-encoding") return true;
+  }
+  return false;
+}
+
+/** The resolved settings of one `compress` middleware. */
+interface CompressSettings {
+  encodings: readonly CompressionCoding[];
+  minBytes: number;
+  compressible: (mediaType: string) => boolean;
+  gzip: nodeZlib.ZlibOptions;
+  br: nodeZlib.BrotliOptions;
+  zstd: { params: Record<number, number> };
+}
+
+/**
+ * Compresses the responses of `handler` with gzip, brotli or zstd, as the request's
+ * `Accept-Encoding` allows (RFC 9110 §12.5.3: q-values, `identity;q=0` and `*` respected). A
+ * fetch-API middleware: it works the same under `serve`, `Deno.serve` and `Bun.serve`, on every
+ * runtime, with `node:zlib`.
+ *
+ * A response is sent as it is when compressing it would be wrong or pointless: a HEAD request, a
+ * status without a body (1xx, 204, 304), a 206 or any response with `Content-Range`, one that
+ * has a `Content-Encoding` already (a precompressed file from {@linkcode serveDir}), one with
+ * `Cache-Control: no-transform`, a media type not worth compressing, or a body of known length
+ * under `minBytes`. Every response it could compress gets `Vary: Accept-Encoding`, whether this
+ * client accepted a coding or not, so that caches keep the versions apart.
+ *
+ * A compressed response loses `Content-Length` (the server frames it anew) and `Accept-Ranges`
+ * (ranges of an on-the-fly coding are not served), and a strong `ETag` becomes weak: the bytes
+ * differ from the identity ones, the meaning does not (RFC 9110 §8.8.1).
+ *
+ * A body that is there at once is compressed in one call. A streamed body is compressed as it
+ * streams: each chunk the handler's stream yields is compressed and flushed, so that server-sent
+ * events and other slow streams still arrive chunk by chunk, and the next chunk is read only
+ * when the compressed one has been taken, so backpressure holds.
+ *
+ * @param handler The handler whose responses to compress.
+ * @param options The codings, threshold, types and levels.
+ * @returns A handler that calls `handler` and compresses what it answers.
+ * @throws {RangeError} For an option out of range, or a coding this runtime does not have.
+ *
+ * @example
+ * ```ts
+ * import { compress, serve } from "jsr:@wireserve/wireserve";
+ * serve({ port: 8080 }, compress(() => Response.json({ hello: "world".repeat(200) })));
+ * ```
+ */
+export function compress<Info = ConnInfo>(
+  handler: (request: Request, info: Info) => Response | Promise<Response>,
+  options: CompressOptions = {},
+): (request: Request, info: Info) => Response | Promise<Response> {
+  const settings = compressSettings(options);
+  return (request, info) => {
+    const result = handler(request, info);
+    return result instanceof Promise
+      ? result.then((response) => compressResponse(request, response, settings))
+      : compressResponse(request, result, settings);
+  };
+}
+
+/** Checks and resolves the options of `compress`. */
+function compressSettings(options: CompressOptions): CompressSettings {
+  const encodings = options.encodings ?? ["br", "zstd", "gzip"];
+  for (const coding of encodings) {
+    if (!AVAILABLE_CODINGS.has(coding)) {
+      throw new RangeError(`Cannot compress: this runtime has no ${JSON.stringify(coding)}`);
+    }
+  }
+  const minBytes = options.minBytes ?? 512;
+  if (!Number.isInteger(minBytes) || minBytes < 0) {
+    throw new RangeError(`Cannot compress: minBytes must be a whole number, got ${minBytes}`);
+  }
+  const level = (name: string, value: number | undefined, fallback: number, max: number) => {
+    if (value === undefined) return fallback;
+    if (!Number.isInteger(value) || value < 0 || value > max) {
+      throw new RangeError(`Cannot compress: ${name} level must be 0-${max}, got ${value}`);
+    }
+    return value;
+  };
+  const constants = nodeZlib.constants;
+  return {
+    encodings: encodings.filter((coding) => AVAILABLE_CODINGS.has(coding)),
+    minBytes,
+    compressible: options.compressible ?? isCompressibleType,
+    gzip: { level: level("gzip", options.level?.gzip, 6, 9) },
+    br: {
+      params: {
+        [constants.BROTLI_PARAM_QUALITY]: level("br", options.level?.br, 5, 11),
+        [constants.BROTLI_PARAM_MODE]: constants.BROTLI_MODE_TEXT,
+      },
+    },
+    zstd: {
+      params: { [constants.ZSTD_c_compressionLevel]: level("zstd", options.level?.zstd, 3, 19) },
+    },
+  };
+}
+
+/** The response, compressed when the rules of {@linkcode compress} allow it. */
+function compressResponse(
+  request: Request,
+  response: Response,
+  settings: CompressSettings,
+): Response | Promise<Response> {
+  if (!(response instanceof Response) || request.method === "HEAD") return response;
+  const status = response.status;
+  if (status < 200 || status === 204 || status === 206 || status === 304) return response;
+  // A FastResponse's body is not asked for here: that would give up its fast path.
+  if (!(response instanceof FastResponse) && response.body === null) return response;
+  const headers = response.headers;
+  if (headers.has("content-encoding") || headers.has("content-range")) return response;
+  if (forbidsTransform(headers.get("cache-control"))) return response;
+  const type = headers.get("content-type");
+  if (type === null) return response;
+  const semicolon = type.indexOf(";");
+  const mediaType = trimOws(semicolon === -1 ? type : type.slice(0, semicolon)).toLowerCase();
+  if (!settings.compressible(mediaType)) return response;
+  const declared = headers.get("content-length");
+  const tooSmall = declared !== null && /^\d+$/.test(declared) &&
+    Number(declared) < settings.minBytes;
+  const coding = tooSmall
+    ? null
+    : negotiateEncoding(request.headers.get("accept-encoding"), settings.encodings);
+  if (coding === null) {
+    return variesByEncoding(headers.get("vary"))
+      ? response
+      : withFields(response, [["vary", appendVary(headers.get("vary"))]]);
+  }
+  return compressBody(response, coding as CompressionCoding, settings);
+}
+
+/** `Vary` with `Accept-Encoding` added. */
+function appendVary(vary: string | null): string {
+  return vary === null || trimOws(vary) === "" ? "Accept-Encoding" : `${vary}, Accept-Encoding`;
+}
+
+/** Reads the body and answers it compressed: in one call when it is all there, else streaming. */
+async function compressBody(
+  response: Response,
+  coding: CompressionCoding,
+  settings: CompressSettings,
+): Promise<Response> {
+  const headers = new Headers(response.headers);
+  if (!variesByEncoding(headers.get("vary"))) headers.set("vary", appendVary(headers.get("vary")));
+  const init = { status: response.status, statusText: response.statusText, headers };
+  const prefix = await readBodyPrefix(response);
+  if (prefix.done) {
+    // Stream chunks and concat's result are backed by an ArrayBuffer, never a shared one.
+    const body = (prefix.chunks.length === 1
+      ? prefix.chunks[0]
+      : concat(prefix.chunks, prefix.length)) as Uint8Array<ArrayBuffer>;
+    if (prefix === BODYLESS) {
+      return new FastResponse(null, init);
+    }
+    if (body.length < settings.minBytes) {
+      return new FastResponse(body, init);
+    }
+    markCompressed(headers, coding);
+    return new FastResponse(compressSync(body, coding, settings), init);
+  }
+  markCompressed(headers, coding);
+  return new Response(compressedStream(prefix, coding, settings), init);
+}
+
+/** The fields of a response whose body is now in `coding`. */
+function markCompressed(headers: Headers, coding: CompressionCoding): void {
+  headers.set("content-encoding", coding);
+  headers.delete("content-length");
+  headers.delete("accept-ranges");
+  const etag = headers.get("etag");
+  if (etag !== null && etag.startsWith('"')) headers.set("etag", `W/${etag}`);
+}
+
+/** Compresses a whole body in one call. */
+function compressSync(
+  body: Uint8Array,
+  coding: CompressionCoding,
+  settings: CompressSettings,
+): Uint8Array<ArrayBuffer> {
+  if (coding === "gzip") return nodeZlib.gzipSync(body, settings.gzip);
+  if (coding === "zstd") return nodeZlib.zstdCompressSync(body, settings.zstd);
+  const params = {
+    ...settings.br.params,
+    [nodeZlib.constants.BROTLI_PARAM_SIZE_HINT]: body.length,
+  };
+  return nodeZlib.brotliCompressSync(body, { params });
+}
+
+/** A streaming compressor of `node:zlib`, and the flush that makes what it holds decodable. */
+function compressor(
+  coding: CompressionCoding,
+  settings: CompressSettings,
+): { stream: nodeZlib.Gzip | nodeZlib.BrotliCompress | nodeZlib.ZstdCompress; flush: number } {
+  const constants = nodeZlib.constants;
+  if (coding === "gzip") {
+    return { stream: nodeZlib.createGzip(settings.gzip), flush: constants.Z_SYNC_FLUSH };
+  }
+  if (coding === "zstd") {
+    return { stream: nodeZlib.createZstdCompress(settings.zstd), flush: constants.ZSTD_e_flush };
+  }
+  return {
+    stream: nodeZlib.createBrotliCompress(settings.br),
+    flush: constants.BROTLI_OPERATION_FLUSH,
+  };
+}
+
+/**
+ * The body compressed as it streams. Each pull reads the next chunk of the source, compresses it
+ * and flushes, so that each chunk is decodable when it arrives; nothing is read ahead of what the
+ * consumer takes.
+ */
+function compressedStream(
+  prefix: BodyPrefix,
+  coding: CompressionCoding,
+  settings: CompressSettings,
+): ReadableStream<Uint8Array> {
+  const reader = prefix.reader as ReadableStreamDefaultReader<Uint8Array>;
+  const { stream, flush } = compressor(coding, settings);
+  const output: Uint8Array[] = [];
+  let failure: unknown = null;
+  stream.on("data", (chunk: Uint8Array) => output.push(chunk));
+  stream.on("error", (error: unknown) => failure ??= error);
+  let held: Uint8Array[] | null = prefix.chunks;
+  let pending = prefix.pending;
+  /** Feeds `input`, then flushes (or ends): resolves when the output is in `output`. */
+  const feed = (input: Uint8Array[], end: boolean) =>
+    new Promise<void>((resolve, reject) => {
+      for (const piece of input) stream.write(piece);
+      const done = () => failure === null ? resolve() : reject(failure);
+      if (end) {
+        stream.once("end", done);
+        stream.once("error", done);
+        stream.end();
+      } else {
+        stream.flush(flush, done);
+      }
+    });
+  const deliver = (controller: ReadableStreamDefaultController<Uint8Array>): boolean => {
+    if (output.length === 0) return false;
+    for (const chunk of output) controller.enqueue(chunk);
+    output.length = 0;
+    return true;
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        while (true) {
+          if (held !== null) {
+            const input = held;
+            held = null;
+            if (input.length > 0) {
+              await feed(input, false);
+              if (deliver(controller)) return;
+            }
+            continue;
+          }
+          const result = await (pending ?? reader.read());
+          pending = null;
+          if (result.done) {
+            await feed([], true);
+            deliver(controller);
+            controller.close();
+            return;
+          }
+          if (!(result.value instanceof Uint8Array)) {
+            throw new TypeError("Cannot compress response body: a chunk is not a Uint8Array");
+          }
+          if (result.value.length === 0) continue;
+          await feed([result.value], false);
+          if (deliver(controller)) return;
+        }
+      } catch (error) {
+        stream.destroy();
+        reader.cancel(error).catch(() => {});
+        throw error;
+      }
+    },
+    cancel(reason) {
+      stream.destroy();
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
 }
 
 //#endregion
