@@ -13,7 +13,9 @@
  * 4. the router and static files, with real files and raw-socket traversal attempts
  *    (`test/static.ts`), and headless Chromium loading a page and seeking a video
  *    (`test/browser.ts`), and `compress` (`test/compress.ts`: each coding decoded by node:zlib
- *    and curl, event streams flushed event by event, backpressure through the compressor);
+ *    and curl, event streams flushed event by event, backpressure through the compressor), and
+ *    `sendEarlyHints` (`test/interim.ts`: exact bytes, then curl, Node's `http` client and
+ *    Chromium);
  * 5. hostile clients: TLS, timeouts, connection caps, 1,000 slowloris and 5,000 idle connections,
  *    rate limiting, graceful shutdown, faults, a seeded fuzzer and a table of smuggling vectors
  *    (`test/hostile.ts`);
@@ -27,6 +29,7 @@ import "./test/driver_and_e2e.ts";
 import "./test/driver_states.ts";
 import "./test/static.ts";
 import "./test/compress.ts";
+import "./test/interim.ts";
 import "./test/browser.ts";
 import "./test/hostile.ts";
 import "./test/cli.ts";

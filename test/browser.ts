@@ -44,7 +44,7 @@ import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { serve, serveDir } from "../mod.ts";
+import { sendEarlyHints, serve, serveDir } from "../mod.ts";
 import { delay, startProcess } from "./helpers.ts";
 import type { ProcessExit } from "./helpers.ts";
 
@@ -359,4 +359,69 @@ describe("a real browser (headless Chromium) against serveDir", () => {
         ranged.map((r) => `${r.range}${r.ifRange ? ` (If-Range)` : ""} -> ${r.status}`).join(", "),
     );
   });
+});
+
+describe("a real browser (headless Chromium) and 103 Early Hints", () => {
+  // Chromium acts on the Link of a 103 only over HTTP/2 and HTTP/3 (its docs/early-hints.md:
+  // "Early Hints sent on HTTP/1.1 or earlier" are ignored), so over HTTP/1.1 what can be checked
+  // is that it parses the 103 and renders the final response with its stylesheet.
+  test(
+    "parses a 103 and renders the final page",
+    { timeout: CHROMIUM_TIMEOUT_MS + 30_000 },
+    async (t) => {
+      const chromium = await findChromium();
+      if (chromium === null) {
+        if (CHROMIUM_REQUIRED) assert.fail(MISSING_CHROMIUM);
+        t.skip(MISSING_CHROMIUM);
+        return;
+      }
+      const events: string[] = [];
+      let hinted = false;
+      const server = serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (request) => {
+        const { pathname } = new URL(request.url);
+        events.push(`GET ${pathname}`);
+        if (pathname === "/hinted.css") {
+          return new Response("#p { color: rgb(1, 2, 3); }", {
+            headers: { "content-type": "text/css" },
+          });
+        }
+        if (pathname !== "/") return new Response(null, { status: 404 });
+        hinted = sendEarlyHints(request, { link: "</hinted.css>; rel=preload; as=style" });
+        await delay(200); // the page is "rendering"
+        events.push("page answered");
+        return new Response(
+          '<!doctype html><html><head><link rel="stylesheet" href="/hinted.css"></head><body>' +
+            '<p id="p">hinted page</p><script>document.getElementById("p").textContent += " " + ' +
+            'getComputedStyle(document.getElementById("p")).color;</script></body></html>',
+          { headers: { "content-type": "text/html; charset=utf-8" } },
+        );
+      });
+      const profile = await fs.mkdtemp(path.join(os.tmpdir(), "wireserve-chromium-"));
+      let exit: ProcessExit;
+      try {
+        const { port } = await server.ready;
+        exit = await startProcess(chromium, [
+          "--headless",
+          "--no-sandbox",
+          "--disable-gpu",
+          "--disable-dev-shm-usage",
+          "--no-first-run",
+          "--disable-background-networking",
+          "--disable-component-update",
+          "--disable-extensions",
+          `--user-data-dir=${profile}`,
+          "--dump-dom",
+          `http://127.0.0.1:${port}/`,
+        ], { ms: CHROMIUM_TIMEOUT_MS, detached: true }).exited;
+      } finally {
+        await server.shutdown();
+        await fs.rm(profile, { recursive: true, force: true }).catch(() => {});
+      }
+      const context = `\nserver saw: ${events.join(", ")}\nstderr: ${tail(exit.stderr)}`;
+      assert.ok(hinted, "the 103 was sent");
+      assert.match(exit.stdout, /hinted page rgb\(1, 2, 3\)/, `the rendered DOM${context}`);
+      assert.ok(events.includes("GET /hinted.css"), `the stylesheet was fetched${context}`);
+      console.log(`# chromium with a 103: ${events.join(", ")}`);
+    },
+  );
 });
