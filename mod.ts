@@ -37,6 +37,7 @@
  * | Parse: chunked bodies | `ChunkedDecoder` |
  * | Serialize: responses | `responseFraming`, `headContentLength`, `serializeResponseHead`, `encodeChunk` |
  * | FastResponse | a `Response` whose string or bytes body is written without a stream |
+ * | Client address and access log | `clientAddress` behind trusted proxies; `formatAccessLogEntry`, the batched log writer |
  * | Transport contract | `TransportConnection`, `ConnectionEvents`, `Transport`, the rules both sides keep |
  * | Connection driver | the state machine of one connection (its theory of operation heads it), `switchProtocols` |
  * | Transport adapters | `Deno.listen`, `Bun.listen`, `node:net` and their TLS forms |
@@ -45,7 +46,7 @@
  * | HTTP semantics | RFC 9110 code that is not about files: ranges, dates, entity tags, preconditions, negotiation, content types, request paths |
  * | Static files | the file adapters (one per runtime), `serveFile`, `serveDir` |
  * | Compression | `compress`: gzip, brotli and zstd for any fetch handler, streaming with flushes |
- * | Rate limiting | `rateLimit`, `clientAddress` |
+ * | Rate limiting | `rateLimit` |
  * | CLI | flags, the demo site |
  *
  * Where to open for a change:
@@ -58,7 +59,12 @@
  *   and pass it as `transport`; a new built-in one goes in Transport adapters and `TRANSPORTS`;
  * - a runtime difference: the runtime profile table, or an adapter; nowhere else;
  * - a protocol upgrade (WebSocket, h2c): a `ProtocolHandler` behind `switchProtocols`;
- * - a middleware: a function from handler to handler on the fetch API, beside Router;
+ * - a middleware: a function from handler to handler on the fetch API, beside Router (as
+ *   `compress` and `rateLimit` are);
+ * - something the handler does to its connection besides answering (interim responses): a method
+ *   of `HttpConnection` reached through the request's `EXCHANGE` key, as `sendEarlyHints` does;
+ * - a new access log field: `AccessLogEntry`, `ExchangeRecord` (filled where the driver knows it),
+ *   and `formatAccessLogEntry`;
  * - a CLI flag: `parseArguments` and `USAGE` in CLI.
  *
  * Not here yet: HTTP/2, WebSocket.
@@ -76,6 +82,7 @@ import { setImmediate } from "node:timers";
 import * as nodeDns from "node:dns/promises";
 import * as nodeFs from "node:fs/promises";
 import * as nodeZlib from "node:zlib";
+import nodeProcess from "node:process";
 
 //#region Public types
 
@@ -2247,6 +2254,350 @@ function encodeUtf8(text: string): Uint8Array {
 }
 
 //#endregion
+//#region Client address and access log
+
+// Who the client is (its address behind trusted proxies), and the access log that names it: the
+// driver writes one entry per request, rateLimit keys its buckets on the same address.
+
+/** Decides whether a peer is a proxy whose forwarding headers can be believed. */
+export type TrustProxy = readonly string[] | ((hostname: string) => boolean);
+
+/**
+ * The header your proxy writes the client's address into. Only that one is read: a proxy that
+ * appends to `X-Forwarded-For` passes a client's own `Forwarded` through untouched, so reading
+ * both would let the client choose its address.
+ */
+export type ProxyHeader = "x-forwarded-for" | "forwarded";
+
+/**
+ * The client's address as this server can know it. By default that is the peer of the
+ * connection. Behind a reverse proxy the peer is the proxy; the client's address is then in the
+ * `Forwarded` (RFC 7239) or `X-Forwarded-For` header, but anybody can send those headers, so they
+ * are believed only from peers that `trustProxy` names. The chain is walked from the nearest hop
+ * back, and the first address that is not a trusted proxy is the client: a client cannot skip the
+ * walk by putting a fake address at the front of the list.
+ *
+ * @param request The request, for its forwarding headers.
+ * @param info The connection, for its peer address.
+ * @param trustProxy The trusted proxies: their addresses, or a predicate. None by default.
+ * @param header Which header the proxies write: `X-Forwarded-For` (nginx, HAProxy, most load
+ * balancers) by default, or `Forwarded` (RFC 7239).
+ * @returns The client's address (an IP address, or a `Forwarded` token such as `unknown`).
+ *
+ * @example
+ * ```ts
+ * import { clientAddress, serve } from "jsr:@wireserve/wireserve";
+ * serve({ port: 8080 }, (request, info) =>
+ *   new Response(clientAddress(request, info, ["127.0.0.1"])));
+ * ```
+ */
+export function clientAddress(
+  request: Request,
+  info: ConnInfo,
+  trustProxy?: TrustProxy,
+  header: ProxyHeader = "x-forwarded-for",
+): string {
+  const peer = info.remoteAddr.hostname;
+  if (trustProxy === undefined) return peer;
+  const trusted = typeof trustProxy === "function"
+    ? trustProxy
+    : (hostname: string) => trustProxy.includes(hostname);
+  if (!trusted(peer)) return peer;
+  const value = request.headers.get(header) ?? "";
+  const hops = header === "forwarded"
+    ? forwardedFor(value)
+    : value.split(",").map((hop) => withoutPort(trimOws(hop)));
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = hops[i];
+    if (hop === "" || !trusted(hop)) return hop === "" ? peer : hop;
+  }
+  return hops[0] ?? peer;
+}
+
+/** The `for=` addresses of a `Forwarded` header, nearest hop last, without quotes, brackets or ports. */
+function forwardedFor(value: string): string[] {
+  const addresses: string[] = [];
+  for (const element of value.split(",")) {
+    for (const pair of element.split(";")) {
+      const equals = pair.indexOf("=");
+      if (equals === -1 || trimOws(pair.slice(0, equals)).toLowerCase() !== "for") continue;
+      let node = trimOws(pair.slice(equals + 1));
+      if (node.startsWith('"') && node.endsWith('"') && node.length >= 2) node = node.slice(1, -1);
+      addresses.push(withoutPort(node));
+    }
+  }
+  return addresses;
+}
+
+/**
+ * An address from a forwarding header without its port: `192.0.2.1:4711` and `[2001:db8::1]:4711`
+ * (some proxies add the client's port) name the same client as `192.0.2.1` and `2001:db8::1`.
+ */
+function withoutPort(node: string): string {
+  if (node.startsWith("[")) {
+    const close = node.indexOf("]");
+    return node.slice(1, close > 0 ? close : undefined);
+  }
+  const colon = node.indexOf(":");
+  // One colon after a dotted address is IPv4 with a port; more colons are an IPv6 address.
+  if (colon !== -1 && colon === node.lastIndexOf(":") && node.includes(".")) {
+    return node.slice(0, colon);
+  }
+  return node;
+}
+
+/** An access log's line format. */
+export type AccessLogFormat = "common" | "combined" | "json";
+
+/**
+ * Why a request did not end with its response complete, or why the server answered it itself:
+ * the client left, the client stopped reading, the handler threw or took too long, the response
+ * body failed mid-stream, the server was shut down, the connection failed in the server, or the
+ * request broke the protocol (its {@linkcode HttpErrorCode}).
+ */
+export type AccessLogReason =
+  | "CLIENT_LEFT"
+  | "WRITE_TIMEOUT"
+  | "HANDLER_ERROR"
+  | "HANDLER_TIMEOUT"
+  | "BODY_STREAM_FAILED"
+  | "SHUTDOWN"
+  | "CONNECTION_FAILED"
+  | HttpErrorCode;
+
+/** What the access log records of one request. */
+export interface AccessLogEntry {
+  /** When the request's head had arrived, in milliseconds since the epoch. */
+  time: number;
+  /** The client's address: the peer, or behind `trustProxy` the one the proxy forwarded. */
+  client: string;
+  /**
+   * The request line as it arrived, escaped so that it cannot split or forge a log line:
+   * control bytes, `"`, `\` and bytes past 0x7e as `\xHH`. Cut at 2,048 bytes.
+   */
+  request: string;
+  /** The method; null when the request line could not be parsed. */
+  method: string | null;
+  /** The request-target as sent; null when the request line could not be parsed. */
+  target: string | null;
+  /** `"HTTP/1.1"` or `"HTTP/1.0"`; null when the request line could not be parsed. */
+  version: string | null;
+  /**
+   * The status sent; 499 (nginx's "client closed request") when the client left before any
+   * response was written.
+   */
+  status: number;
+  /** Bytes of response body sent (none for HEAD), as Apache's `%B`. */
+  bytes: number;
+  /** The `Referer` field, or null. */
+  referer: string | null;
+  /** The `User-Agent` field, or null. */
+  userAgent: string | null;
+  /** Milliseconds from the head's arrival to the response's last byte handed to the socket. */
+  duration: number;
+  /** Why it went wrong, or null when it did not. */
+  reason: AccessLogReason | null;
+}
+
+/** Where the access log goes and how it reads: the object form of `ServeOptions.accessLog`. */
+export interface AccessLogOptions {
+  /**
+   * `"common"` and `"combined"` are the Common and Combined Log Formats (Apache's, nginx's
+   * default), exactly, for the tools that parse them; `"json"` is one JSON object per line with
+   * every field of {@linkcode AccessLogEntry}, duration and reason included.
+   * @default {"combined"}
+   */
+  format?: AccessLogFormat;
+  /**
+   * Receives the log text: whole lines, each ending in `\n`, several at a time. Called after the
+   * responses it records, never on the request's path. The default writes to standard output.
+   */
+  write?: (text: string) => void;
+  /** Proxies whose forwarding header names the client (as {@linkcode clientAddress}). */
+  trustProxy?: TrustProxy;
+  /**
+   * The header those proxies write.
+   * @default {"x-forwarded-for"}
+   */
+  proxyHeader?: ProxyHeader;
+}
+
+/** Month names as HTTP dates (RFC 9110 §5.6.7) and the Common Log Format write them. */
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/** The last second commonLogTime formatted, and its text: a busy log formats each second once. */
+let commonLogSecond = NaN;
+let commonLogText = "";
+
+/** `[10/Oct/2000:13:55:36 +0000]`'s inside: the Common Log Format's time, in UTC. */
+function commonLogTime(milliseconds: number): string {
+  const second = Math.floor(milliseconds / 1000);
+  if (second === commonLogSecond) return commonLogText;
+  commonLogSecond = second;
+  return commonLogText = formatCommonLogTime(second * 1000);
+}
+
+function formatCommonLogTime(milliseconds: number): string {
+  const date = new Date(milliseconds);
+  const two = (value: number) => String(value).padStart(2, "0");
+  return `${two(date.getUTCDate())}/${MONTHS[date.getUTCMonth()]}/${date.getUTCFullYear()}:` +
+    `${two(date.getUTCHours())}:${two(date.getUTCMinutes())}:${two(date.getUTCSeconds())} +0000`;
+}
+
+/** Whether a character may stand in a quoted log field as it is: printable ASCII but `"` and `\`. */
+function isLogSafe(code: number): boolean {
+  return code >= 0x20 && code < 0x7f && code !== 0x22 && code !== 0x5c;
+}
+
+/**
+ * Escapes text for a quoted log field, as Apache does: control characters, `"`, `\` and anything
+ * past 0x7e as `\xHH` (`\uHHHH` past 0xff, which request bytes decoded as latin1 never are).
+ */
+function escapeLogField(text: string): string {
+  let safe = 0;
+  while (safe < text.length && isLogSafe(text.charCodeAt(safe))) safe++;
+  if (safe === text.length) return text;
+  let escaped = text.slice(0, safe);
+  for (let i = safe; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (isLogSafe(code)) escaped += text[i];
+    else if (code <= 0xff) escaped += `\\x${code.toString(16).padStart(2, "0")}`;
+    else escaped += `\\u${code.toString(16).padStart(4, "0")}`;
+  }
+  return escaped;
+}
+
+/**
+ * Formats one access log entry as a line (without its line end). Every field that came from the
+ * request is escaped, so a request can neither end a line nor forge one.
+ *
+ * @param entry What happened to one request.
+ * @param format Common, Combined or JSON.
+ * @returns The line.
+ *
+ * @example
+ * ```ts
+ * import { formatAccessLogEntry } from "jsr:@wireserve/wireserve";
+ * formatAccessLogEntry({
+ *   time: Date.UTC(2026, 11, 7, 3, 4, 5), client: "192.0.2.7", request: "GET / HTTP/1.1",
+ *   method: "GET", target: "/", version: "HTTP/1.1", status: 200, bytes: 13,
+ *   referer: null, userAgent: "curl/8.5.0", duration: 0.42, reason: null,
+ * }, "combined");
+ * // '192.0.2.7 - - [07/Dec/2026:03:04:05 +0000] "GET / HTTP/1.1" 200 13 "-" "curl/8.5.0"'
+ * ```
+ */
+export function formatAccessLogEntry(entry: AccessLogEntry, format: AccessLogFormat): string {
+  if (format === "json") {
+    // JSON.stringify escapes control characters and quotes, but not U+2028 and U+2029, which
+    // some readers take for line ends: request bytes decoded as latin1 never are, but an entry
+    // given to this function by hand may hold them.
+    return JSON.stringify({
+      time: new Date(entry.time).toISOString(),
+      client: entry.client,
+      method: entry.method,
+      target: entry.target,
+      version: entry.version,
+      request: entry.request,
+      status: entry.status,
+      bytes: entry.bytes,
+      duration: Math.round(entry.duration * 1000) / 1000,
+      referer: entry.referer,
+      userAgent: entry.userAgent,
+      reason: entry.reason,
+    }).replace(/[\u2028\u2029]/g, (separator) => `\\u${separator.charCodeAt(0).toString(16)}`);
+  }
+  const common = `${escapeLogField(entry.client)} - - [${commonLogTime(entry.time)}] ` +
+    `"${entry.request}" ${entry.status} ${entry.bytes === 0 ? "-" : entry.bytes}`;
+  if (format === "common") return common;
+  const quoted = (value: string | null) => value === null ? '"-"' : `"${escapeLogField(value)}"`;
+  return `${common} ${quoted(entry.referer)} ${quoted(entry.userAgent)}`;
+}
+
+/** The longest request line an entry keeps, in bytes. */
+const MAX_LOGGED_REQUEST_LINE = 2048;
+
+/** The request line at `buf[start, end)`, up to its end (or the cut), escaped for a log. */
+function loggedRequestLine(buf: Uint8Array, start: number, end: number): string {
+  let stop = Math.min(end, start + MAX_LOGGED_REQUEST_LINE);
+  for (let i = start; i < stop; i++) {
+    if (buf[i] === CR || buf[i] === LF) {
+      stop = i;
+      break;
+    }
+  }
+  return escapeLogField(decodeLatin1(buf, start, stop));
+}
+
+/** Log text held before it is written, in characters: past it, it is written at once. */
+const ACCESS_LOG_BATCH = 64 * 1024;
+
+/**
+ * The access log of one server: formats entries, and writes them in batches, once per turn of
+ * the event loop (or when a batch is large), so that no request waits for a write.
+ */
+class AccessLog {
+  readonly #format: AccessLogFormat;
+  readonly #write: (text: string) => void;
+  readonly #onError: (error: unknown) => void;
+  /** Finds the client of a request; null when the peer is the client. */
+  readonly client: ((request: Request, info: ConnInfo) => string) | null;
+  #pending = "";
+  #scheduled = false;
+
+  constructor(options: AccessLogOptions, onError: (error: unknown) => void) {
+    this.#format = options.format ?? "combined";
+    this.#write = options.write ?? ((text) => void nodeProcess.stdout.write(text));
+    this.#onError = onError;
+    const { trustProxy, proxyHeader } = options;
+    this.client = trustProxy === undefined
+      ? null
+      : (request, info) => clientAddress(request, info, trustProxy, proxyHeader);
+  }
+
+  /** Queues the entry's line. */
+  add(entry: AccessLogEntry): void {
+    this.#pending += `${formatAccessLogEntry(entry, this.#format)}\n`;
+    if (this.#pending.length >= ACCESS_LOG_BATCH) {
+      this.flush();
+    } else if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** Writes what is queued. */
+  flush(): void {
+    this.#scheduled = false;
+    if (this.#pending === "") return;
+    const text = this.#pending;
+    this.#pending = "";
+    try {
+      this.#write(text);
+    } catch (error) {
+      this.#onError(error);
+    }
+  }
+}
+
+/** Reads `ServeOptions.accessLog`: null when off. */
+function accessLogOptions(
+  value: boolean | AccessLogFormat | AccessLogOptions | undefined,
+): AccessLogOptions | null {
+  if (value === undefined || value === false) return null;
+  if (value === true) return {};
+  const options = typeof value === "string" ? { format: value } : value;
+  const format = options.format ?? "combined";
+  if (format !== "common" && format !== "combined" && format !== "json") {
+    throw new TypeError(
+      `Cannot serve: accessLog format must be "common", "combined" or "json", got ${
+        JSON.stringify(format)
+      }`,
+    );
+  }
+  return options;
+}
+
+//#endregion
 //#region Transport contract
 
 // What the driver and a transport adapter promise each other; every adapter below, and the
@@ -2469,6 +2820,27 @@ interface DriverOptions extends Limits, Timeouts {
   maxRequestsPerConnection: number;
   abortOnDisconnect: boolean;
   clock: CoarseClock;
+  accessLog: AccessLog | null;
+}
+
+/** What the access log will say of the request in progress, gathered as it is answered. */
+interface ExchangeRecord {
+  /** `Date.now()` and `performance.now()` when the head had arrived. */
+  time: number;
+  started: number;
+  /** The parsed head; null for a request line the parser refused. */
+  head: RequestHead | null;
+  /**
+   * The client: the peer, read as the head arrives (Bun's socket forgets its peer once closed),
+   * or the address trusted proxies forwarded, once the request is built.
+   */
+  client: string;
+  /** The escaped request line. */
+  line: string;
+  /** The status sent; 0 before the response head is. */
+  status: number;
+  bytes: number;
+  reason: AccessLogReason | null;
 }
 
 /**
@@ -2728,6 +3100,22 @@ function deadlineAfter(now: number, milliseconds: number): number {
   return milliseconds === Infinity ? 0 : now + milliseconds;
 }
 
+/** A new access log record for a request whose head has arrived (or was refused: null). */
+function exchangeRecord(head: RequestHead | null, peer: string): ExchangeRecord {
+  return {
+    time: Date.now(),
+    started: performance.now(),
+    head,
+    client: peer,
+    line: head === null
+      ? ""
+      : escapeLogField(`${head.method} ${head.target} HTTP/1.${head.version}`),
+    status: 0,
+    bytes: 0,
+    reason: null,
+  };
+}
+
 /**
  * The HTTP/1.1 state machine of one connection (see the theory of operation above): feeds bytes
  * to the head reader, builds `Request`s, calls the handler, writes `Response`s, one request at a
@@ -2756,6 +3144,8 @@ class HttpConnection implements ConnectionEvents {
   #answeringHead = false;
   /** The request being answered, while its handler may still send interim responses. */
   #request: Request | null = null;
+  /** The access log's record of the request in progress (null when there is no access log). */
+  #record: ExchangeRecord | null = null;
   /** Whether the request in progress is HTTP/1.1: only then may 1xx responses precede the final one. */
   #http11 = true;
   /** Whether the request in progress asked to close the connection after its response. */
@@ -2818,13 +3208,13 @@ class HttpConnection implements ConnectionEvents {
     if (this.#closingDeadline !== 0 && now >= this.#closingDeadline) {
       // The last bytes had writeTimeout (and the linger) to go out: drop the connection.
       this.#closingDeadline = 0;
-      this.#destroy();
+      this.#destroy("WRITE_TIMEOUT");
       return;
     }
     if (state === CLOSING) return;
     if (this.#writeDeadline !== 0 && now >= this.#writeDeadline) {
       this.#writeDeadline = 0;
-      this.#destroy(); // the client stopped reading the response
+      this.#destroy("WRITE_TIMEOUT"); // the client stopped reading the response
       return;
     }
     const body = this.#body;
@@ -2841,7 +3231,7 @@ class HttpConnection implements ConnectionEvents {
       // The handler is stuck. Answer for it; whatever it returns later is dropped.
       this.#handlerDeadline = 0;
       this.#options.log({ level: "warn", message: "wireserve: handler timed out" });
-      this.#sendError(503);
+      this.#sendError(503, "HANDLER_TIMEOUT");
       return;
     }
     if (this.#headDeadline !== 0 && now >= this.#headDeadline && this.#state === READING_HEAD) {
@@ -2862,7 +3252,7 @@ class HttpConnection implements ConnectionEvents {
 
   /** Drops the connection at once (shutdown's grace period is over). */
   destroy(): void {
-    this.#destroy();
+    this.#destroy("SHUTDOWN");
   }
 
   /** Whether no request is in progress: shutdown may close this connection at once. */
@@ -2998,6 +3388,7 @@ class HttpConnection implements ConnectionEvents {
     this.onDrain();
     this.#abort?.abort(new HttpError("UNEXPECTED_EOF", "The client closed the connection"));
     this.#abort = null;
+    if (this.#record !== null) this.#logExchange("CLIENT_LEFT");
     this.#onClosed(this);
   }
   //#region input: the head reader and the request body
@@ -3081,6 +3472,9 @@ class HttpConnection implements ConnectionEvents {
   /** READING_HEAD → ANSWERING: sets up the body, and hands the request to the handler. */
   #startRequest(head: RequestHead): void {
     this.#requestCount++;
+    if (this.#options.accessLog !== null) {
+      this.#record = exchangeRecord(head, this.#info.remoteAddr.hostname);
+    }
     const { method } = head;
     this.#answeringHead = method === "HEAD";
     this.#http11 = head.version === 1;
@@ -3129,6 +3523,9 @@ class HttpConnection implements ConnectionEvents {
     }
     this.#request = request;
     (request as unknown as { [EXCHANGE]?: HttpConnection })[EXCHANGE] = this;
+    const record = this.#record;
+    const trusting = this.#options.accessLog?.client;
+    if (record !== null && trusting != null) record.client = trusting(request, this.#info);
     void this.#answer(head, request); // it never rejects: failures end in #fail
   }
 
@@ -3414,6 +3811,7 @@ class HttpConnection implements ConnectionEvents {
 
   /** Turns a handler failure into a response via `onError`, or a plain 500 if that fails too. */
   async #handlerFailed(error: unknown, request: Request): Promise<Response> {
+    if (this.#record !== null) this.#record.reason = "HANDLER_ERROR";
     try {
       const response = await this.#options.onError(error, request);
       if (response instanceof Response) return response;
@@ -3455,6 +3853,7 @@ class HttpConnection implements ConnectionEvents {
     this.#responseStarted = true;
     const upgrade = response.status === 101;
     const status = response.status;
+    if (this.#record !== null) this.#record.status = status;
     const headers = response.headers;
     const keepAlive = upgrade || (this.#keepAlive(head) && !asksToClose(headers));
     const hasBody = prefix !== BODYLESS; // the Response has a body (which HEAD does not send)
@@ -3506,6 +3905,7 @@ class HttpConnection implements ConnectionEvents {
       return prefix.reader.cancel().catch(() => {}).then(sendHead);
     }
     this.#closeRequested ||= close;
+    if (this.#record !== null && prefix.done) this.#record.bytes = prefix.length;
     if (prefix.done) {
       // A small body goes out in one array with its head; a large one after it, uncopied.
       const inline = prefix.length <= MAX_COALESCED_BYTES;
@@ -3537,6 +3937,7 @@ class HttpConnection implements ConnectionEvents {
       }
       if (piece.length === 0) return;
       sent += piece.length;
+      if (this.#record !== null) this.#record.bytes = sent;
       if (declaredLength !== undefined && sent > declaredLength) {
         throw new TypeError(
           `Cannot send response body: longer than its Content-Length ${declaredLength}`,
@@ -3572,7 +3973,7 @@ class HttpConnection implements ConnectionEvents {
           error,
         });
       }
-      this.#destroy();
+      this.#destroy(error instanceof ConnectionGone ? "CLIENT_LEFT" : "BODY_STREAM_FAILED");
     }
   }
 
@@ -3580,6 +3981,7 @@ class HttpConnection implements ConnectionEvents {
   #finishExchange(readNext = true): void {
     this.#abort = null; // the exchange is complete: a later disconnect aborts nothing
     this.#request = null;
+    if (this.#record !== null) this.#logExchange(null);
     this.#answeringHead = false;
     this.#handlerDeadline = 0;
     if (this.#state >= CLOSING) return;
@@ -3630,6 +4032,7 @@ class HttpConnection implements ConnectionEvents {
     this.#flush();
     this.#abort = null;
     this.#request = null;
+    if (this.#record !== null) this.#logExchange(null);
     this.#body = null;
     this.#idleDeadline = this.#headDeadline = this.#handlerDeadline = 0;
     this.#bodyDeadline = this.#writeDeadline = 0;
@@ -3660,6 +4063,7 @@ class HttpConnection implements ConnectionEvents {
     const keepAlive = this.#keepAlive(head);
     const headers = new Headers({ allow: ALLOWED_METHODS_HEADER });
     this.#responseStarted = true;
+    if (this.#record !== null) this.#record.status = 204;
     this.#send(
       serializeResponseHead(204, headers, {
         framing: NO_BODY,
@@ -3679,21 +4083,62 @@ class HttpConnection implements ConnectionEvents {
     if (this.#state >= CLOSING) return;
     if (!(error instanceof HttpError)) {
       this.#options.log({ level: "error", message: "wireserve: connection failed", error });
-      this.#destroy();
+      this.#destroy("CONNECTION_FAILED");
       return;
     }
-    this.#sendError(error.status);
+    this.#sendError(error.status, error.code);
   }
 
   /** → CLOSING with an error response (for a HEAD request, without its body). */
-  #sendError(status: number): void {
+  #sendError(status: number, reason: AccessLogReason): void {
     const forHead = this.#answeringHead ||
       (this.#state === READING_HEAD &&
         HeadReader.isHeadRequest(this.#buffer, this.#start, this.#end));
+    if (this.#options.accessLog !== null) {
+      // A request the parser refused has no record yet: its line is taken from the raw bytes.
+      const record = this.#record ??= {
+        ...exchangeRecord(null, this.#info.remoteAddr.hostname),
+        line: loggedRequestLine(this.#buffer, this.#start, this.#end),
+      };
+      record.status = status;
+      record.bytes = forHead ? 0 : statusBody(status).length;
+      record.reason = reason;
+    }
     this.#state = CLOSING;
     this.#send(errorResponseBytes(status, this.#options.clock.date, forHead));
     this.#flush();
     this.#endTransport();
+    if (this.#record !== null) this.#logExchange(reason);
+  }
+
+  /** Hands the record of the request in progress to the access log. */
+  #logExchange(reason: AccessLogReason | null): void {
+    const record = this.#record as ExchangeRecord;
+    this.#record = null;
+    const log = this.#options.accessLog as AccessLog;
+    const head = record.head;
+    let referer: string | null = null;
+    let userAgent: string | null = null;
+    if (head !== null) {
+      for (const [name, value] of head.headers) {
+        if (name === "referer") referer = value;
+        else if (name === "user-agent") userAgent = value;
+      }
+    }
+    log.add({
+      time: record.time,
+      client: record.client,
+      request: record.line,
+      method: head === null ? null : head.method,
+      target: head === null ? null : head.target,
+      version: head === null ? null : head.version === 1 ? "HTTP/1.1" : "HTTP/1.0",
+      status: record.status === 0 ? 499 : record.status,
+      bytes: record.status === 0 ? 0 : record.bytes,
+      referer,
+      userAgent,
+      duration: performance.now() - record.started,
+      reason: reason ?? record.reason,
+    });
   }
 
   /** Queues bytes; they go out at the next flush. */
@@ -3760,12 +4205,13 @@ class HttpConnection implements ConnectionEvents {
     this.#transport.end(linger);
   }
 
-  /** → CLOSED without ceremony. */
-  #destroy(): void {
+  /** → CLOSED without ceremony; `reason` is what the access log says of a request cut short. */
+  #destroy(reason: AccessLogReason = "CONNECTION_FAILED"): void {
     if (this.#state === CLOSED) return;
     this.#state = CLOSED;
     this.#writable = false;
     this.#transport.destroy();
+    if (this.#record !== null) this.#logExchange(reason);
   }
 
   //#endregion
@@ -4509,6 +4955,17 @@ export interface ServeOptions extends Partial<Limits>, Partial<Timeouts> {
    * test can pass a manual clock and move time by hand, with no real waiting.
    */
   clock?: Clock;
+  /**
+   * An access log: one line per request, written after its response, in batches (never a write
+   * per request). `true` writes the Combined Log Format to standard output; a format name
+   * (`"common"`, `"combined"`, `"json"`) writes that format there; an object chooses the format,
+   * where the text goes (`write`) and which proxies to believe about the client's address.
+   * Requests the server answered itself (400, 408, 413, 414, 431, 501, 505…) are logged too, their
+   * request line escaped; a request cut short says why in the JSON format's `reason`. Off by
+   * default.
+   * @default {false}
+   */
+  accessLog?: boolean | AccessLogFormat | AccessLogOptions;
 }
 
 /** A running server, returned by {@linkcode serve}. */
@@ -4628,6 +5085,11 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     log({ level: "error", message: "wireserve: handler failed", error });
     return plainResponse(500);
   };
+  const accessLogSettings = accessLogOptions(options.accessLog);
+  const accessLog = accessLogSettings === null ? null : new AccessLog(
+    accessLogSettings,
+    (error) => log({ level: "error", message: "wireserve: access log write failed", error }),
+  );
   const driverOptions: DriverOptions = {
     ...limits,
     ...timeouts,
@@ -4641,6 +5103,7 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     ),
     abortOnDisconnect: options.abortOnDisconnect === true,
     clock,
+    accessLog,
   };
   // HTTPS defaults to the profile's TLS transport (node:tls on Deno: see RuntimeProfile).
   const transport = typeof options.transport === "function" ? options.transport : TRANSPORTS[
@@ -4671,6 +5134,7 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     if (shuttingDown && listener !== null && connections.size === 0) {
       stopSweep();
       clearTimeout(shutdownTimer);
+      accessLog?.flush(); // the last entries are written by the time finished resolves
       resolveFinished();
     }
   };
@@ -5417,7 +5881,6 @@ function coalesceRanges(ranges: readonly ByteRange[]): ByteRange[] {
   return merged;
 }
 
-const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 const IMF_FIXDATE =
   /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d\d) ([A-Z][a-z]{2}) (\d{4}) (\d\d):(\d\d):(\d\d) GMT$/;
 const RFC850_DATE =
@@ -7283,93 +7746,6 @@ function compressedStream(
 //#endregion
 //#region Rate limiting
 
-/** Decides whether a peer is a proxy whose forwarding headers can be believed. */
-export type TrustProxy = readonly string[] | ((hostname: string) => boolean);
-
-/**
- * The header your proxy writes the client's address into. Only that one is read: a proxy that
- * appends to `X-Forwarded-For` passes a client's own `Forwarded` through untouched, so reading
- * both would let the client choose its address.
- */
-export type ProxyHeader = "x-forwarded-for" | "forwarded";
-
-/**
- * The client's address as this server can know it. By default that is the peer of the
- * connection. Behind a reverse proxy the peer is the proxy; the client's address is then in the
- * `Forwarded` (RFC 7239) or `X-Forwarded-For` header, but anybody can send those headers, so they
- * are believed only from peers that `trustProxy` names. The chain is walked from the nearest hop
- * back, and the first address that is not a trusted proxy is the client: a client cannot skip the
- * walk by putting a fake address at the front of the list.
- *
- * @param request The request, for its forwarding headers.
- * @param info The connection, for its peer address.
- * @param trustProxy The trusted proxies: their addresses, or a predicate. None by default.
- * @param header Which header the proxies write: `X-Forwarded-For` (nginx, HAProxy, most load
- * balancers) by default, or `Forwarded` (RFC 7239).
- * @returns The client's address (an IP address, or a `Forwarded` token such as `unknown`).
- *
- * @example
- * ```ts
- * import { clientAddress, serve } from "jsr:@wireserve/wireserve";
- * serve({ port: 8080 }, (request, info) =>
- *   new Response(clientAddress(request, info, ["127.0.0.1"])));
- * ```
- */
-export function clientAddress(
-  request: Request,
-  info: ConnInfo,
-  trustProxy?: TrustProxy,
-  header: ProxyHeader = "x-forwarded-for",
-): string {
-  const peer = info.remoteAddr.hostname;
-  if (trustProxy === undefined) return peer;
-  const trusted = typeof trustProxy === "function"
-    ? trustProxy
-    : (hostname: string) => trustProxy.includes(hostname);
-  if (!trusted(peer)) return peer;
-  const value = request.headers.get(header) ?? "";
-  const hops = header === "forwarded"
-    ? forwardedFor(value)
-    : value.split(",").map((hop) => withoutPort(trimOws(hop)));
-  for (let i = hops.length - 1; i >= 0; i--) {
-    const hop = hops[i];
-    if (hop === "" || !trusted(hop)) return hop === "" ? peer : hop;
-  }
-  return hops[0] ?? peer;
-}
-
-/** The `for=` addresses of a `Forwarded` header, nearest hop last, without quotes, brackets or ports. */
-function forwardedFor(value: string): string[] {
-  const addresses: string[] = [];
-  for (const element of value.split(",")) {
-    for (const pair of element.split(";")) {
-      const equals = pair.indexOf("=");
-      if (equals === -1 || trimOws(pair.slice(0, equals)).toLowerCase() !== "for") continue;
-      let node = trimOws(pair.slice(equals + 1));
-      if (node.startsWith('"') && node.endsWith('"') && node.length >= 2) node = node.slice(1, -1);
-      addresses.push(withoutPort(node));
-    }
-  }
-  return addresses;
-}
-
-/**
- * An address from a forwarding header without its port: `192.0.2.1:4711` and `[2001:db8::1]:4711`
- * (some proxies add the client's port) name the same client as `192.0.2.1` and `2001:db8::1`.
- */
-function withoutPort(node: string): string {
-  if (node.startsWith("[")) {
-    const close = node.indexOf("]");
-    return node.slice(1, close > 0 ? close : undefined);
-  }
-  const colon = node.indexOf(":");
-  // One colon after a dotted address is IPv4 with a port; more colons are an IPv6 address.
-  if (colon !== -1 && colon === node.lastIndexOf(":") && node.includes(".")) {
-    return node.slice(0, colon);
-  }
-  return node;
-}
-
 /**
  * The bucket key for a client address: an IPv4 address as it is, an IPv6 address by its /64
  * prefix. A client is usually given a whole /64 and may use any address in it, so keying each
@@ -7617,6 +7993,9 @@ Serves the files in DIR. Without DIR, serves the demo site: / (hello), /about, a
   --no-dir-listing   answer 404 for a directory without index.html, instead of listing it
   --dotfiles         serve files and directories whose names start with a dot
   --cors             add Access-Control-Allow-Origin: * to every file response
+  --compress         compress responses with brotli, zstd or gzip, as the client accepts
+  --log              write an access log to stdout, one line per request (Combined format)
+  --log-format FMT   the access log's format: common, combined or json (implies --log)
   -h, --help         show this help
 `;
 
@@ -7630,6 +8009,8 @@ interface CommandLine {
   listing: boolean;
   dotfiles: boolean;
   cors: boolean;
+  compress: boolean;
+  logFormat: AccessLogFormat | null;
 }
 
 /** Parses the command line; returns null after printing an error or the help. */
@@ -7640,6 +8021,8 @@ function parseArguments(args: string[]): CommandLine | null {
     listing: true,
     dotfiles: false,
     cors: false,
+    compress: false,
+    logFormat: null,
   };
   const fail = (message: string) => {
     console.error(`Cannot start: ${message}\n\n${USAGE}`);
@@ -7674,6 +8057,16 @@ function parseArguments(args: string[]): CommandLine | null {
       parsed.dotfiles = true;
     } else if (flag === "--cors") {
       parsed.cors = true;
+    } else if (flag === "--compress") {
+      parsed.compress = true;
+    } else if (flag === "--log") {
+      parsed.logFormat ??= "combined";
+    } else if (flag === "--log-format") {
+      const format = value();
+      if (format !== "common" && format !== "combined" && format !== "json") {
+        return fail(`--log-format needs common, combined or json, got ${JSON.stringify(format)}`);
+      }
+      parsed.logFormat = format;
     } else if (!flag.startsWith("-") && parsed.directory === undefined) {
       parsed.directory = flag;
     } else {
@@ -7725,17 +8118,19 @@ async function main(process: ProcessLike): Promise<void> {
       return;
     }
   }
-  const handler: Handler = directory === undefined ? demoHandler : (request) =>
+  const served: Handler = directory === undefined ? demoHandler : (request) =>
     serveDir(request, {
       root: directory,
       listing: parsed.listing,
       dotfiles: parsed.dotfiles,
       cors: parsed.cors,
     });
+  const handler = parsed.compress ? compress(served) : served;
   const server = serve({
     port: parsed.port,
     hostname: parsed.hostname,
     ...tls,
+    accessLog: parsed.logFormat ?? false,
     onListen: (addr) => {
       const host = addr.hostname === "0.0.0.0"
         ? "localhost"

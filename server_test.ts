@@ -15,7 +15,8 @@
  *    (`test/browser.ts`), and `compress` (`test/compress.ts`: each coding decoded by node:zlib
  *    and curl, event streams flushed event by event, backpressure through the compressor), and
  *    `sendEarlyHints` (`test/interim.ts`: exact bytes, then curl, Node's `http` client and
- *    Chromium);
+ *    Chromium), and the access log (`test/access_log.ts`: formats and escaping, then one entry per
+ *    request through the driver, with the reason when it went wrong);
  * 5. hostile clients: TLS, timeouts, connection caps, 1,000 slowloris and 5,000 idle connections,
  *    rate limiting, graceful shutdown, faults, a seeded fuzzer and a table of smuggling vectors
  *    (`test/hostile.ts`);
@@ -30,6 +31,7 @@ import "./test/driver_states.ts";
 import "./test/static.ts";
 import "./test/compress.ts";
 import "./test/interim.ts";
+import "./test/access_log.ts";
 import "./test/browser.ts";
 import "./test/hostile.ts";
 import "./test/cli.ts";

@@ -3,10 +3,24 @@
 // what wireserve itself costs per request (parsing, `Request`, the handler's `Response`, reading
 // its body, serializing) from the runtime's socket I/O, and is the loop to profile:
 //
-//   deno run -A bench/driver.ts [N] [fast]   bun bench/driver.ts [N] [fast]   node bench/driver.ts [N] [fast]
+//   deno run -A bench/driver.ts [N] [fast] [log|json|compress]
+//   bun bench/driver.ts [N] [fast] [log|json|compress]   node bench/driver.ts [N] [fast] [log|json|compress]
+//
+// `log` turns the access log on (Combined format) and `json` (JSON lines), both into a sink that
+// keeps only the byte count, so what is measured is the driver's part of logging: gathering the
+// entry, formatting it, batching. `compress` wraps the handler in compress() with a 10 KiB JSON
+// body asked for with Accept-Encoding: gzip, br (so brotli, quality 5), to price a compressed
+// response; compare with `compress-off`, the same body sent as it is.
 //   node --cpu-prof bench/driver.ts        (and deno run --cpu-prof, bun --cpu-prof)
 
-import { type ConnectionEvents, FastResponse, serve, type TransportConnection } from "../mod.ts";
+import {
+  compress,
+  type ConnectionEvents,
+  FastResponse,
+  type Handler,
+  serve,
+  type TransportConnection,
+} from "../mod.ts";
 
 const G = globalThis as unknown as {
   Deno?: { args: string[] };
@@ -16,9 +30,19 @@ const args = G.Deno !== undefined ? G.Deno.args : G.process!.argv.slice(2);
 const count = Number(args[0] ?? 200_000);
 // `fast` as the second argument: the handler returns a FastResponse instead of a Response.
 const ResponseClass = args[1] === "fast" ? FastResponse : Response;
+const mode = args[2] ?? "";
 const request = new TextEncoder().encode(
-  "GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n",
+  "GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n" +
+    (mode.startsWith("compress") ? "Accept-Encoding: gzip, br\r\n" : "") + "\r\n",
 );
+/** About 10 KiB of JSON, as an API answers. */
+const JSON_BODY = JSON.stringify(
+  Array.from(
+    { length: 120 },
+    (_, id) => ({ id, name: `user ${id}`, email: `user${id}@example.com`, active: id % 3 === 0 }),
+  ),
+);
+let logBytes = 0;
 
 let events: ConnectionEvents | undefined;
 let wake: () => void = () => {};
@@ -44,7 +68,21 @@ const server = serve({
     return { addr: { hostname: "127.0.0.1", port: 8080, transport: "tcp" }, close() {} };
   },
   maxRequestsPerConnection: Number.MAX_SAFE_INTEGER,
-}, () => new ResponseClass("Hello, World!"));
+  accessLog: mode === "log" || mode === "json"
+    ? {
+      format: mode === "log" ? "combined" : "json",
+      write: (text) => void (logBytes += text.length),
+    }
+    : false,
+}, handlerFor(mode));
+
+function handlerFor(mode: string): Handler {
+  const json = () =>
+    new ResponseClass(JSON_BODY, { headers: { "content-type": "application/json" } });
+  if (mode === "compress") return compress(json);
+  if (mode === "compress-off") return json;
+  return () => new ResponseClass("Hello, World!");
+}
 await server.ready;
 
 async function run(n: number): Promise<number> {
@@ -60,9 +98,9 @@ async function run(n: number): Promise<number> {
 await run(Math.min(count, 20_000)); // warm-up
 const elapsed = await run(count);
 console.log(
-  `${
-    (elapsed * 1000 / count).toFixed(2)
-  } µs per request (${count} requests, ${bytesOut} bytes out)`,
+  `${(elapsed * 1000 / count).toFixed(2)} µs per request (${count} requests, ${bytesOut} bytes out${
+    logBytes > 0 ? `, ${logBytes} bytes of log` : ""
+  })`,
 );
 events!.onClose();
 await server.shutdown();

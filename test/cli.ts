@@ -65,7 +65,7 @@ const LISTENING = /^Serving (.+) on http:\/\/127\.0\.0\.1:(\d+)\/$/m;
  */
 async function withCli(
   args: string[],
-  body: (port: number, served: string) => Promise<void>,
+  body: (port: number, served: string, stdout: () => string) => Promise<void>,
 ): Promise<void> {
   const child: RunningProcess = startProcess(
     process.execPath,
@@ -86,7 +86,7 @@ async function withCli(
     );
     const match = LISTENING.exec(child.stdout);
     assert.ok(match, `the CLI exited without listening${output()}`);
-    await body(Number(match[2]), match[1]);
+    await body(Number(match[2]), match[1], () => child.stdout);
     child.kill("SIGTERM");
     await waitUntil(() => exited, `the CLI to exit after SIGTERM${output()}`, 5000);
     const exit = await child.exited;
@@ -193,6 +193,51 @@ describe(`the CLI as a program on ${runtimeName()}`, () => {
           assert.ok(response.body === expected, `GET ${path}: the bytes of ${file}`);
         }
         assert.equal((await ask(port, "/no-such-file.txt")).status, 404);
+      });
+    },
+  );
+
+  test(
+    "the CLI writes an access log with --log and --log-format, and compresses with --compress",
+    options,
+    async () => {
+      let stdout = () => "";
+      await withCli(["--log-format", "json", "--compress", SITE], async (port, _served, output) => {
+        stdout = output;
+        const client = await RawClient.connect(port);
+        try {
+          await client.write(
+            `GET /app.js HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: gzip\r\n` +
+              "User-Agent: cli-test\r\nConnection: close\r\n\r\n",
+          );
+          await client.waitForClose(5000);
+          const [response] = parseResponses(textOf(client.chunks)).responses;
+          assert.equal(response.status, 200);
+          assert.equal(field(response, "content-encoding"), "gzip");
+          assert.equal(field(response, "vary"), "Accept-Encoding");
+        } finally {
+          client.destroy();
+        }
+        assert.equal((await ask(port, "/missing")).status, 404);
+        await waitUntil(
+          () => output().split("\n").filter((l) => l.startsWith("{")).length === 2,
+          "two log lines",
+        );
+      });
+      const lines = stdout().split("\n").filter((line) => line.startsWith("{")).map((line) =>
+        JSON.parse(line)
+      );
+      assert.deepEqual(lines.map((entry) => [entry.target, entry.status, entry.userAgent]), [
+        ["/app.js", 200, "cli-test"],
+        ["/missing", 404, null],
+      ]);
+      assert.ok(lines[0].bytes < 2454, `compressed: ${lines[0].bytes} bytes of body`);
+      await withCli(["--log"], async (port, _served, output) => {
+        await ask(port, "/about");
+        await waitUntil(
+          () => /"GET \/about HTTP\/1\.1" 200 \d+ "-" "-"$/m.test(output()),
+          `a Combined line${output()}`,
+        );
       });
     },
   );
