@@ -7390,7 +7390,7 @@ export interface CompressOptions {
   /**
    * The codings offered, most preferred first: among those the client accepts with the same
    * q-value, the first wins. Brotli first because every current browser accepts it and it is
-   * the smallest for text at a speed fit for dynamic responses (quality 5); zstd before gzip, for
+   * the smallest for text at a speed fit for dynamic responses (quality 3); zstd before gzip, for
    * clients that name zstd and not brotli.
    * @default {["br", "zstd", "gzip"]}
    */
@@ -7411,8 +7411,10 @@ export interface CompressOptions {
    */
   compressible?: (mediaType: string) => boolean;
   /**
-   * Compression levels: gzip 1-9 (default 6, zlib's), brotli quality 0-11 (default 5: 11 is
-   * for files compressed once, far too slow per response), zstd 1-19 (default 3, zstd's).
+   * Compression levels: gzip 1-9 (default 6, zlib's), brotli quality 0-11 (default 3: 11 is
+   * for files compressed once, far too slow per response; measured on 5 KB of JSON, quality 3
+   * gave 337 B in 25-39 µs, quality 5 323 B in 40-83 µs, gzip 6 600 B in 26-41 µs), zstd 1-19
+   * (default 3, zstd's).
    */
   level?: { gzip?: number; br?: number; zstd?: number };
 }
@@ -7547,7 +7549,7 @@ function compressSettings(options: CompressOptions): CompressSettings {
     gzip: { level: level("gzip", options.level?.gzip, 6, 9) },
     br: {
       params: {
-        [constants.BROTLI_PARAM_QUALITY]: level("br", options.level?.br, 5, 11),
+        [constants.BROTLI_PARAM_QUALITY]: level("br", options.level?.br, 3, 11),
         [constants.BROTLI_PARAM_MODE]: constants.BROTLI_MODE_TEXT,
       },
     },

@@ -9,7 +9,7 @@
 // `log` turns the access log on (Combined format) and `json` (JSON lines), both into a sink that
 // keeps only the byte count, so what is measured is the driver's part of logging: gathering the
 // entry, formatting it, batching. `compress` wraps the handler in compress() with a 10 KiB JSON
-// body asked for with Accept-Encoding: gzip, br (so brotli, quality 5), to price a compressed
+// body asked for with Accept-Encoding: gzip, br (so brotli, at its default quality), to price a compressed
 // response; compare with `compress-off`, the same body sent as it is.
 //   node --cpu-prof bench/driver.ts        (and deno run --cpu-prof, bun --cpu-prof)
 
@@ -38,7 +38,7 @@ const request = new TextEncoder().encode(
 /** About 10 KiB of JSON, as an API answers. */
 const JSON_BODY = JSON.stringify(
   Array.from(
-    { length: 120 },
+    { length: 145 },
     (_, id) => ({ id, name: `user ${id}`, email: `user${id}@example.com`, active: id % 3 === 0 }),
   ),
 );
