@@ -77,6 +77,7 @@
 
 import * as nodeNet from "node:net";
 import * as nodeTls from "node:tls";
+import { createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { setImmediate } from "node:timers";
 import * as nodeDns from "node:dns/promises";
@@ -2939,6 +2940,10 @@ export interface ProtocolSwitch {
   readonly request: Request;
   /** The connection's addresses. */
   readonly info: ConnInfo;
+  /** The server's clock now, as its sweep passes to `checkTimers`. */
+  readonly now: number;
+  /** The server's log (`onLog`), for what the protocol has to report. */
+  readonly log: (entry: LogEntry) => void;
 }
 
 /**
@@ -3270,6 +3275,11 @@ class HttpConnection implements ConnectionEvents {
     // A head that has begun to arrive is a request in progress: it is answered (with
     // Connection: close), within the shutdown grace period.
     if (this.idle) this.#closeNow();
+  }
+
+  /** Whether the request being answered is HTTP/1.1 (only such a request may switch protocols). */
+  get isHttp11(): boolean {
+    return this.#http11;
   }
 
   /**
@@ -4048,6 +4058,8 @@ class HttpConnection implements ConnectionEvents {
         buffered,
         request,
         info: this.#info,
+        now: this.#options.clock.now,
+        log: this.#options.log,
       });
     } catch (error) {
       this.#options.log({ level: "error", message: "wireserve: protocol switch failed", error });
@@ -4330,6 +4342,1166 @@ function errorResponseBytes(status: number, date: string, forHead = false): Uint
     body: framing.kind === "none" ? undefined : body,
     date,
   });
+}
+
+//#endregion
+//#region WebSocket
+
+// RFC 6455 on the protocol-switch seam: upgradeWebSocket checks the opening handshake and returns
+// a 101 made with switchProtocols; once it is written, a WebSocketConnection owns the transport.
+// Below, in the order bytes flow: the pure frame reader and writer, the close-code and handshake
+// rules, then the socket object a handler holds (the browser's WebSocket interface, with the
+// extensions a server needs: backpressure, ping, terminate).
+
+/** RFC 6455 §1.3: the GUID appended to a client's key to make the accept value. */
+const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+const OPCODE_CONTINUATION = 0x0;
+const OPCODE_TEXT = 0x1;
+const OPCODE_BINARY = 0x2;
+const OPCODE_CLOSE = 0x8;
+const OPCODE_PING = 0x9;
+const OPCODE_PONG = 0xa;
+
+/** Close codes (RFC 6455 §7.4.1) this file sends. */
+const CLOSE_GOING_AWAY = 1001;
+const CLOSE_PROTOCOL_ERROR = 1002;
+const CLOSE_NO_STATUS = 1005;
+const CLOSE_ABNORMAL = 1006;
+const CLOSE_INVALID_DATA = 1007;
+const CLOSE_TOO_BIG = 1009;
+
+/**
+ * A peer broke the WebSocket protocol: the connection is failed (RFC 6455 §7.1.7) with `code` in
+ * the close frame: 1002 for a framing error, 1007 for text that is not UTF-8, 1009 for a message
+ * over the limit.
+ */
+export class WebSocketError extends Error {
+  /** The close code the server sends for it. */
+  readonly code: number;
+
+  /**
+   * Makes the error of one protocol violation.
+   *
+   * @param code The close code to send.
+   * @param message What was wrong, for the log.
+   */
+  constructor(code: number, message: string) {
+    super(message);
+    this.name = "WebSocketError";
+    this.code = code;
+  }
+}
+
+/** The fixed part of one frame, as {@linkcode WebSocketFrameReader} reads it. */
+export interface WebSocketFrameHeader {
+  /** Whether this frame ends its message. */
+  fin: boolean;
+  /** RSV1: the message is compressed (permessage-deflate), on its first frame. */
+  rsv1: boolean;
+  /** 0 continuation, 1 text, 2 binary, 8 close, 9 ping, 10 pong. */
+  opcode: number;
+  /** Payload bytes. */
+  length: number;
+}
+
+/** Where a {@linkcode WebSocketFrameReader} delivers what it reads. */
+export interface WebSocketFrameSink {
+  /** A frame's header was read (its payload follows, possibly in several pieces). */
+  header(header: WebSocketFrameHeader): void;
+  /** Unmasked payload bytes of the current frame: a view of the input, valid until the next push. */
+  payload(bytes: Uint8Array): void;
+  /** The current frame's payload is complete. */
+  end(): void;
+}
+
+/** How strict a frame reader is. */
+export interface WebSocketFrameReaderOptions {
+  /** The largest payload a frame may declare; past it: 1009 before any of it is read. */
+  maxPayloadBytes: number;
+  /** Whether RSV1 may be set (a compression extension was agreed). */
+  allowRsv1?: boolean;
+  /** Whether frames must be masked: true for frames from a client (RFC 6455 §5.1). */
+  requireMask?: boolean;
+}
+
+/**
+ * Reads WebSocket frames (RFC 6455 §5.2) from input that arrives in pieces, delivering each
+ * payload as it arrives, unmasked in place, so that a long text frame can be checked for UTF-8 as
+ * it comes and nothing is copied. It checks everything that does not need the message around it:
+ * reserved bits, unknown opcodes, control frames that are fragmented or over 125 bytes, a length
+ * not in its minimal form or with the top bit set, a missing mask, a declared length over the
+ * limit. A violation throws a {@linkcode WebSocketError} and the reader must not be used again.
+ *
+ * @example
+ * ```ts
+ * import { WebSocketFrameReader } from "jsr:@wireserve/wireserve";
+ * const reader = new WebSocketFrameReader({ maxPayloadBytes: 1 << 20, requireMask: false }, {
+ *   header: (h) => console.log(h.opcode, h.length),
+ *   payload: (bytes) => console.log(new TextDecoder().decode(bytes)),
+ *   end: () => {},
+ * });
+ * reader.push(new Uint8Array([0x81, 0x02, 0x68, 0x69])); // 1 2, then "hi"
+ * ```
+ */
+export class WebSocketFrameReader {
+  readonly #options: Required<WebSocketFrameReaderOptions>;
+  readonly #sink: WebSocketFrameSink;
+  /** The header being read: up to 14 bytes. */
+  readonly #header = new Uint8Array(14);
+  #headerLength = 0;
+  /** Payload bytes still to come for the current frame; -1 while reading a header. */
+  #remaining = -1;
+  readonly #mask = new Uint8Array(4);
+  #masked = false;
+  /** Payload bytes of the current frame read so far, for the mask's position. */
+  #offset = 0;
+
+  /**
+   * Makes a reader for one connection's frames.
+   *
+   * @param options The payload limit, whether RSV1 is allowed, whether masks are required.
+   * @param sink What receives headers, payloads and frame ends.
+   */
+  constructor(options: WebSocketFrameReaderOptions, sink: WebSocketFrameSink) {
+    this.#options = { allowRsv1: false, requireMask: true, ...options };
+    this.#sink = sink;
+  }
+
+  /**
+   * Reads `chunk`, delivering what it completes. The chunk's bytes are unmasked in place.
+   *
+   * @param chunk The next input bytes.
+   * @throws {WebSocketError} For a frame that breaks RFC 6455.
+   */
+  push(chunk: Uint8Array): void {
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.#remaining < 0) {
+        at = this.#readHeader(chunk, at);
+        continue;
+      }
+      const take = Math.min(this.#remaining, chunk.length - at);
+      const piece = chunk.subarray(at, at + take);
+      if (this.#masked) {
+        const mask = this.#mask;
+        let offset = this.#offset;
+        for (let i = 0; i < piece.length; i++) piece[i] ^= mask[offset++ & 3];
+      }
+      this.#offset += take;
+      this.#remaining -= take;
+      at += take;
+      if (take > 0) this.#sink.payload(piece);
+      if (this.#remaining === 0) this.#endFrame();
+    }
+  }
+
+  /** Reads header bytes from `chunk[at..]`; returns where it stopped. */
+  #readHeader(chunk: Uint8Array, at: number): number {
+    const header = this.#header;
+    // The first two bytes say how long the header is: 2, plus 2 or 8 for the length, plus 4 for
+    // the mask.
+    while (this.#headerLength < 2 && at < chunk.length) header[this.#headerLength++] = chunk[at++];
+    if (this.#headerLength < 2) return at;
+    const first = header[0];
+    const second = header[1];
+    if (this.#headerLength === 2 && at <= chunk.length) this.#checkFirstBytes(first, second);
+    const length7 = second & 0x7f;
+    const lengthBytes = length7 === 126 ? 2 : length7 === 127 ? 8 : 0;
+    const masked = (second & 0x80) !== 0;
+    const size = 2 + lengthBytes + (masked ? 4 : 0);
+    while (this.#headerLength < size && at < chunk.length) {
+      header[this.#headerLength++] = chunk[at++];
+    }
+    if (this.#headerLength < size) return at;
+    let length = length7;
+    if (length7 === 126) {
+      length = (header[2] << 8) | header[3];
+      if (length < 126) throw new WebSocketError(CLOSE_PROTOCOL_ERROR, "Frame length not minimal");
+    } else if (length7 === 127) {
+      const high = ((header[2] << 24) >>> 0) + (header[3] << 16) + (header[4] << 8) + header[5];
+      if (high > 0x1fffff) {
+        // The top bit must be 0 (§5.2); past 2^53 a number cannot hold it; both are over any limit.
+        throw new WebSocketError(
+          high >= 0x80000000 ? CLOSE_PROTOCOL_ERROR : CLOSE_TOO_BIG,
+          "Frame length out of range",
+        );
+      }
+      const low = ((header[6] << 24) >>> 0) + (header[7] << 16) + (header[8] << 8) + header[9];
+      length = high * 0x100000000 + low;
+      if (length < 65536) {
+        throw new WebSocketError(CLOSE_PROTOCOL_ERROR, "Frame length not minimal");
+      }
+    }
+    if (length > this.#options.maxPayloadBytes) {
+      throw new WebSocketError(
+        CLOSE_TOO_BIG,
+        `Frame of ${length} bytes is over ${this.#options.maxPayloadBytes}`,
+      );
+    }
+    this.#masked = masked;
+    if (masked) this.#mask.set(header.subarray(2 + lengthBytes, 6 + lengthBytes));
+    this.#headerLength = 0;
+    this.#offset = 0;
+    this.#remaining = length;
+    this.#sink.header({
+      fin: (first & 0x80) !== 0,
+      rsv1: (first & 0x40) !== 0,
+      opcode: first & 0x0f,
+      length,
+    });
+    if (length === 0) this.#endFrame();
+    return at;
+  }
+
+  /** The checks the first two bytes allow, made as soon as they are here (fail fast). */
+  #checkFirstBytes(first: number, second: number): void {
+    const opcode = first & 0x0f;
+    if ((first & 0x30) !== 0 || ((first & 0x40) !== 0 && !this.#options.allowRsv1)) {
+      throw new WebSocketError(CLOSE_PROTOCOL_ERROR, "Reserved bit set");
+    }
+    if (opcode > OPCODE_BINARY && opcode < OPCODE_CLOSE || opcode > OPCODE_PONG) {
+      throw new WebSocketError(CLOSE_PROTOCOL_ERROR, `Unknown opcode ${opcode}`);
+    }
+    if (opcode >= OPCODE_CLOSE) {
+      if ((first & 0x80) === 0) {
+        throw new WebSocketError(CLOSE_PROTOCOL_ERROR, "Fragmented control frame");
+      }
+      if ((second & 0x7f) > 125) {
+        throw new WebSocketError(CLOSE_PROTOCOL_ERROR, "Control frame over 125 bytes");
+      }
+      if ((first & 0x40) !== 0) {
+        throw new WebSocketError(CLOSE_PROTOCOL_ERROR, "Reserved bit set on a control frame");
+      }
+    }
+    if (this.#options.requireMask && (second & 0x80) === 0) {
+      throw new WebSocketError(CLOSE_PROTOCOL_ERROR, "Frame from the client is not masked");
+    }
+  }
+
+  #endFrame(): void {
+    this.#remaining = -1;
+    this.#sink.end();
+  }
+}
+
+/**
+ * Encodes one unmasked frame (a server's, RFC 6455 §5.1) with its payload, in one array.
+ *
+ * @param opcode 1 text, 2 binary, 8 close, 9 ping, 10 pong (0 for a continuation).
+ * @param payload The payload.
+ * @param fin Whether the frame ends its message.
+ * @param rsv1 Whether the message is compressed (its first frame).
+ * @returns The frame's bytes.
+ *
+ * @example
+ * ```ts
+ * import { encodeWebSocketFrame } from "jsr:@wireserve/wireserve";
+ * encodeWebSocketFrame(1, new TextEncoder().encode("hi")); // 81 02 68 69
+ * ```
+ */
+export function encodeWebSocketFrame(
+  opcode: number,
+  payload: Uint8Array,
+  fin = true,
+  rsv1 = false,
+): Uint8Array {
+  const length = payload.length;
+  const lengthBytes = length < 126 ? 0 : length < 65536 ? 2 : 8;
+  const frame = new Uint8Array(2 + lengthBytes + length);
+  frame[0] = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode;
+  if (lengthBytes === 0) {
+    frame[1] = length;
+  } else if (lengthBytes === 2) {
+    frame[1] = 126;
+    frame[2] = length >>> 8;
+    frame[3] = length & 0xff;
+  } else {
+    frame[1] = 127;
+    const view = new DataView(frame.buffer);
+    view.setUint32(2, Math.floor(length / 0x100000000));
+    view.setUint32(6, length >>> 0);
+  }
+  frame.set(payload, 2 + lengthBytes);
+  return frame;
+}
+
+/**
+ * Whether a close code may travel in a close frame (RFC 6455 §7.4): 1000-1003, 1007-1014 (the
+ * IANA registry's), and 3000-4999 (libraries and applications). 1004-1006 and 1015 are reserved
+ * for reporting, never sent.
+ *
+ * @param code The code.
+ * @returns True if it may be sent and received.
+ *
+ * @example
+ * ```ts
+ * import { isValidCloseCode } from "jsr:@wireserve/wireserve";
+ * isValidCloseCode(1000); // true
+ * isValidCloseCode(1005); // false
+ * ```
+ */
+export function isValidCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) ||
+    (code >= 3000 && code <= 4999);
+}
+
+/**
+ * The `Sec-WebSocket-Accept` value for a client's `Sec-WebSocket-Key` (RFC 6455 §4.2.2): the
+ * base64 of the SHA-1 of the key and the protocol's GUID.
+ *
+ * @param key The client's key, as sent.
+ * @returns The accept value.
+ *
+ * @example
+ * ```ts
+ * import { webSocketAccept } from "jsr:@wireserve/wireserve";
+ * webSocketAccept("dGhlIHNhbXBsZSBub25jZQ=="); // "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" (RFC 6455 §1.3)
+ * ```
+ */
+export function webSocketAccept(key: string): string {
+  return createHash("sha1").update(key + WEBSOCKET_GUID).digest("base64");
+}
+
+/** Whether a comma-separated field value lists `token` (any case). */
+function listsToken(value: string | null, token: string): boolean {
+  if (value === null) return false;
+  for (const element of value.split(",")) {
+    if (trimOws(element).toLowerCase() === token) return true;
+  }
+  return false;
+}
+
+/** A base64 value of exactly 16 bytes: 22 characters and `==` (RFC 6455 §4.1). */
+const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
+
+/** Options for {@linkcode upgradeWebSocket}. */
+export interface UpgradeWebSocketOptions {
+  /**
+   * The subprotocol to accept: one the client offered in `Sec-WebSocket-Protocol`. None by default.
+   */
+  protocol?: string;
+  /**
+   * The largest message, in bytes, fragments together; past it the connection is closed with
+   * 1009. `Bun.serve`'s `maxPayloadLength` is 16 MiB, `ws`'s `maxPayload` 100 MiB.
+   * @default {16777216} (16 MiB)
+   */
+  maxMessageBytes?: number;
+  /**
+   * Frames one message may come in; past it: 1009. Each fragment costs an entry in memory, so a
+   * message of one-byte fragments must not reach millions of them.
+   * @default {4096}
+   */
+  maxFragments?: number;
+  /**
+   * Bytes `send` may queue for a client that does not read before the socket is dropped (closed
+   * without the closing handshake, code 1006): past it the client is not keeping up, and
+   * queueing more would only grow the server's memory. `send` returns false, and a `drain`
+   * event follows, once the transport's own queue is over its high-water mark (64 KiB), long
+   * before. `Bun.serve`'s `backpressureLimit` is 16 MiB; `ws` has none.
+   * @default {16777216} (16 MiB)
+   */
+  maxBufferedBytes?: number;
+  /**
+   * Milliseconds without a byte from the client before the server pings it; as long again
+   * without one and the socket is dropped (code 1006). `Bun.serve` pings after 120 s of silence;
+   * `ws` and `Deno.upgradeWebSocket` do not ping by default (Deno's `idleTimeout` is 120 s).
+   * `Infinity` turns it off.
+   * @default {120000}
+   */
+  idleTimeout?: number;
+  /**
+   * Milliseconds the closing handshake may take once a close frame is sent, before the TCP
+   * connection is dropped. `ws` waits 30 s.
+   * @default {10000}
+   */
+  closeTimeout?: number;
+}
+
+/** The resolved limits of one WebSocket. */
+interface WebSocketSettings {
+  maxMessageBytes: number;
+  maxFragments: number;
+  maxBufferedBytes: number;
+  idleTimeout: number;
+  closeTimeout: number;
+}
+
+/** The events of a {@linkcode ServerWebSocket}, for `addEventListener`'s types. */
+export interface ServerWebSocketEventMap {
+  /** The connection is open: the 101 is written. */
+  open: Event;
+  /** A whole message arrived. */
+  message: MessageEvent;
+  /** The connection is closed. */
+  close: CloseEvent;
+  /** The connection failed (a protocol error, or the transport). */
+  error: Event;
+  /** An extension: the send queue fell back below the transport's high-water mark. */
+  drain: Event;
+}
+
+/** What the socket tells the connection that carries it. */
+interface WebSocketCarrier {
+  send(bytes: Uint8Array): boolean;
+  close(code: number, reason: string): void;
+  terminate(): void;
+  ping(payload: Uint8Array): void;
+}
+
+/** A `CloseEvent`, where the runtime has one (all three do today), else a plain `Event`. */
+function closeEvent(code: number, reason: string, wasClean: boolean): CloseEvent {
+  if (typeof CloseEvent === "function") {
+    return new CloseEvent("close", { code, reason, wasClean });
+  }
+  return Object.assign(new Event("close"), { code, reason, wasClean }) as CloseEvent;
+}
+
+const UTF8_TEXT = new TextEncoder();
+
+/** Opens a socket once its connection is switched (set in ServerWebSocket's static block). */
+let openSocket: (
+  socket: ServerWebSocket,
+  carrier: WebSocketCarrier,
+  extensions: string,
+  log: (entry: LogEntry) => void,
+) => void;
+
+/** What a connection tells its socket (set in ServerWebSocket's static block). */
+let socketEvents: {
+  message(socket: ServerWebSocket, data: string | ArrayBuffer): void;
+  closing(socket: ServerWebSocket): void;
+  buffered(socket: ServerWebSocket, bytes: number): void;
+  drain(socket: ServerWebSocket): void;
+  error(socket: ServerWebSocket): void;
+  closed(socket: ServerWebSocket, code: number, reason: string, wasClean: boolean): void;
+};
+
+/**
+ * The server's end of a WebSocket, as {@linkcode upgradeWebSocket} gives it: the standard
+ * `WebSocket` interface a browser has (`readyState`, `protocol`, `extensions`, `binaryType`,
+ * `bufferedAmount`, `url`, `send`, `close`, the `on…` handlers and `addEventListener` with
+ * `MessageEvent`, `CloseEvent` and `Event`), and three extensions a server needs, marked as such:
+ * `send` returns whether the message went out without queueing (false: wait for `drain`), `ping()`,
+ * and `terminate()`. A listener that throws is logged; the server goes on.
+ */
+export class ServerWebSocket extends EventTarget {
+  /** The connection is being set up (the 101 is not written yet). */
+  static readonly CONNECTING = 0;
+  /** Messages can be sent and received. */
+  static readonly OPEN = 1;
+  /** The closing handshake has begun. */
+  static readonly CLOSING = 2;
+  /** The connection is closed. */
+  static readonly CLOSED = 3;
+  /** The connection is being set up. */
+  readonly CONNECTING = 0;
+  /** Messages can be sent and received. */
+  readonly OPEN = 1;
+  /** The closing handshake has begun. */
+  readonly CLOSING = 2;
+  /** The connection is closed. */
+  readonly CLOSED = 3;
+
+  /** The request's URL with the `ws:` or `wss:` scheme. */
+  readonly url: string;
+  /** The subprotocol accepted, or `""`. */
+  readonly protocol: string;
+  /** The extensions agreed, as sent in `Sec-WebSocket-Extensions` (`""`: none). */
+  readonly extensions: string = "";
+  /** How binary messages are delivered: `"arraybuffer"` (the default) or `"blob"`. */
+  binaryType: "arraybuffer" | "blob" = "arraybuffer";
+  /** Called when the connection opens. */
+  onopen: ((event: Event) => void) | null = null;
+  /** Called with each message. */
+  onmessage: ((event: MessageEvent) => void) | null = null;
+  /** Called once, when the connection is closed. */
+  onclose: ((event: CloseEvent) => void) | null = null;
+  /** Called when the connection fails, before `close`. */
+  onerror: ((event: Event) => void) | null = null;
+  /** An extension: called when the send queue drains after `send` returned false. */
+  ondrain: ((event: Event) => void) | null = null;
+
+  #readyState = 0;
+  #carrier: WebSocketCarrier | null = null;
+  #buffered = 0;
+  /** Sends waiting for a Blob to be read, so that messages keep their order. */
+  #sendChain: Promise<void> | null = null;
+  #log: (entry: LogEntry) => void = logToConsole;
+  readonly #listeners = new Map<string, Map<unknown, EventListener>>();
+
+  /**
+   * Made by {@linkcode upgradeWebSocket}, not by hand: a socket made otherwise never opens.
+   *
+   * @param url The request's URL with the `ws:` or `wss:` scheme.
+   * @param protocol The subprotocol accepted, or `""`.
+   */
+  constructor(url: string, protocol: string) {
+    super();
+    this.url = url;
+    this.protocol = protocol;
+  }
+
+  /** CONNECTING, OPEN, CLOSING or CLOSED (0-3). */
+  get readyState(): number {
+    return this.#readyState;
+  }
+
+  /** Bytes of messages sent but queued, not yet handed to the network. */
+  get bufferedAmount(): number {
+    return this.#buffered;
+  }
+
+  /**
+   * Sends a message: a string as text, bytes as binary, a Blob as binary once read (in order with
+   * the others). After `close()` a message is dropped, as a browser drops it.
+   *
+   * @param data The message.
+   * @returns An extension: true when the message went out without queueing past the transport's
+   * high-water mark; false when it was queued (wait for `drain`) or dropped.
+   * @throws {DOMException} `InvalidStateError` before the connection is open.
+   */
+  send(data: string | ArrayBufferLike | ArrayBufferView | Blob): boolean {
+    if (this.#readyState === 0) {
+      throw new DOMException("Cannot send: the WebSocket is not open yet", "InvalidStateError");
+    }
+    if (this.#readyState !== 1 || this.#carrier === null) return false;
+    if (this.#sendChain !== null || data instanceof Blob) {
+      const chain: Promise<void> = (this.#sendChain ?? Promise.resolve()).then(async () => {
+        const bytes = data instanceof Blob ? new Uint8Array(await data.arrayBuffer()) : data;
+        if (this.#readyState === 1) this.#sendNow(bytes);
+      }).catch((error) =>
+        this.#log({ level: "error", message: "wireserve: WebSocket send failed", error })
+      )
+        .then(() => {
+          if (this.#sendChain === chain) this.#sendChain = null;
+        });
+      this.#sendChain = chain;
+      return false;
+    }
+    return this.#sendNow(data);
+  }
+
+  #sendNow(data: string | ArrayBufferLike | ArrayBufferView): boolean {
+    let frame: Uint8Array;
+    if (typeof data === "string") {
+      frame = encodeWebSocketFrame(OPCODE_TEXT, UTF8_TEXT.encode(data));
+    } else {
+      const bytes = ArrayBuffer.isView(data)
+        ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+        : new Uint8Array(data);
+      frame = encodeWebSocketFrame(OPCODE_BINARY, bytes); // a copy: the caller may reuse its buffer
+    }
+    return (this.#carrier as WebSocketCarrier).send(frame);
+  }
+
+  /**
+   * Starts the closing handshake (RFC 6455 §7.1.2). The `close` event follows once the client
+   * answers (or the close timeout passes).
+   *
+   * @param code 1000, or 3000-4999; none by default (the frame then carries no code).
+   * @param reason At most 123 bytes of UTF-8.
+   * @throws {DOMException} `InvalidAccessError` for another code, `SyntaxError` for a longer reason.
+   */
+  close(code?: number, reason = ""): void {
+    if (code !== undefined && code !== 1000 && !(code >= 3000 && code <= 4999)) {
+      throw new DOMException(
+        `Cannot close: code ${code} is not 1000 or 3000-4999`,
+        "InvalidAccessError",
+      );
+    }
+    if (UTF8_TEXT.encode(reason).length > 123) {
+      throw new DOMException("Cannot close: the reason is over 123 bytes", "SyntaxError");
+    }
+    if (this.#readyState >= 2) return;
+    if (this.#readyState === 0 || this.#carrier === null) {
+      this.#readyState = 2; // closed once the switch happens: it never opens
+      return;
+    }
+    this.#readyState = 2;
+    this.#carrier.close(code ?? CLOSE_NO_STATUS, reason);
+  }
+
+  /**
+   * An extension: sends a ping (RFC 6455 §5.5.2); the client answers with a pong.
+   *
+   * @param data At most 125 bytes of payload.
+   * @throws {RangeError} For a longer payload.
+   */
+  ping(data: string | Uint8Array = new Uint8Array(0)): void {
+    const bytes = typeof data === "string" ? UTF8_TEXT.encode(data) : data;
+    if (bytes.length > 125) throw new RangeError("Cannot ping: the payload is over 125 bytes");
+    if (this.#readyState === 1) this.#carrier?.ping(bytes);
+  }
+
+  /** An extension: drops the connection at once, without the closing handshake (code 1006). */
+  terminate(): void {
+    if (this.#readyState === 3) return;
+    this.#readyState = 2;
+    this.#carrier?.terminate();
+  }
+
+  /**
+   * Adds a listener, as EventTarget's; one that throws is logged, not thrown into the server.
+   *
+   * @param type The event type.
+   * @param listener The listener (a function or an object with `handleEvent`).
+   * @param options As EventTarget's.
+   */
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void {
+    if (listener === null) return;
+    let byListener = this.#listeners.get(type);
+    if (byListener === undefined) this.#listeners.set(type, byListener = new Map());
+    let guarded = byListener.get(listener);
+    if (guarded === undefined) {
+      guarded = (event: Event) => {
+        try {
+          if (typeof listener === "function") listener.call(this, event);
+          else listener.handleEvent(event);
+        } catch (error) {
+          this.#log({
+            level: "error",
+            message: `wireserve: WebSocket ${type} listener failed`,
+            error,
+          });
+        }
+      };
+      byListener.set(listener, guarded);
+    }
+    super.addEventListener(type, guarded, options);
+  }
+
+  /**
+   * Removes a listener added with {@linkcode ServerWebSocket.addEventListener}.
+   *
+   * @param type The event type.
+   * @param listener The listener.
+   * @param options As EventTarget's.
+   */
+  override removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void {
+    const guarded = listener === null ? undefined : this.#listeners.get(type)?.get(listener);
+    if (guarded !== undefined) super.removeEventListener(type, guarded, options);
+  }
+
+  /** Delivers an event to its `on…` handler, then to the listeners. */
+  #emit(event: Event): void {
+    const handler = (this as unknown as Record<string, unknown>)[`on${event.type}`];
+    if (typeof handler === "function") {
+      try {
+        handler.call(this, event);
+      } catch (error) {
+        this.#log({
+          level: "error",
+          message: `wireserve: WebSocket on${event.type} handler failed`,
+          error,
+        });
+      }
+    }
+    this.dispatchEvent(event);
+  }
+
+  static {
+    openSocket = (socket, carrier, extensions, log) => {
+      socket.#carrier = carrier;
+      socket.#log = log;
+      (socket as { extensions: string }).extensions = extensions;
+      if (socket.#readyState === 2) {
+        // close() before the switch: the closing handshake starts at once.
+        carrier.close(CLOSE_NO_STATUS, "");
+        return;
+      }
+      socket.#readyState = 1;
+      socket.#emit(new Event("open"));
+    };
+    socketEvents = {
+      message(socket, data) {
+        if (socket.#readyState !== 1) return;
+        const payload = typeof data === "string" || socket.binaryType === "arraybuffer"
+          ? data
+          : new Blob([data as ArrayBuffer]);
+        socket.#emit(
+          new MessageEvent("message", { data: payload, origin: new URL(socket.url).origin }),
+        );
+      },
+      closing(socket) {
+        if (socket.#readyState < 2) socket.#readyState = 2;
+      },
+      buffered(socket, bytes) {
+        socket.#buffered = bytes;
+      },
+      drain(socket) {
+        socket.#emit(new Event("drain"));
+      },
+      error(socket) {
+        socket.#emit(new Event("error"));
+      },
+      closed(socket, code, reason, wasClean) {
+        if (socket.#readyState === 3) return;
+        socket.#readyState = 3;
+        socket.#carrier = null;
+        socket.#emit(closeEvent(code, reason, wasClean));
+      },
+    };
+  }
+}
+
+/**
+ * A request that cannot be upgraded to a WebSocket, and the answer it should get: 400, or 426
+ * with `Sec-WebSocket-Version: 13` for a version this server does not speak (RFC 6455 §4.4).
+ */
+export class WebSocketUpgradeError extends TypeError {
+  /** The status to answer: 400 or 426. */
+  readonly status: number;
+
+  /**
+   * Makes the error of one refused upgrade.
+   *
+   * @param status 400 or 426.
+   * @param message What is wrong with the request.
+   */
+  constructor(status: number, message: string) {
+    super(message);
+    this.name = "WebSocketUpgradeError";
+    this.status = status;
+  }
+
+  /** The response to send instead of the 101. */
+  get response(): Response {
+    return plainResponse(this.status, this.status === 426 ? { "sec-websocket-version": "13" } : {});
+  }
+}
+
+/**
+ * Accepts a WebSocket upgrade (RFC 6455 §4.2), with `Deno.upgradeWebSocket`'s shape: the handler
+ * returns `response`, the 101, and talks to the client through `socket`. Anything else returned
+ * instead means the upgrade was refused, and `socket` never opens.
+ *
+ * The opening handshake is checked as RFC 6455 §4.2.1 says: a GET, HTTP/1.1, `Upgrade: websocket`,
+ * `Connection` listing `upgrade`, a `Sec-WebSocket-Key` of 16 bytes in base64, and
+ * `Sec-WebSocket-Version: 13`. A request that fails any of these throws a
+ * {@linkcode WebSocketUpgradeError} (a `TypeError`) whose `response` is the answer to give it (400,
+ * or 426 for another version); so does a request that `serve` did not parse.
+ *
+ * @param request The request, as the handler received it.
+ * @param options The subprotocol to accept, and the socket's limits.
+ * @returns The socket and the 101 response.
+ * @throws {WebSocketUpgradeError} For a request that is not a valid upgrade.
+ *
+ * @example
+ * ```ts
+ * import { serve, upgradeWebSocket } from "jsr:@wireserve/wireserve";
+ * serve({ port: 8080 }, (request) => {
+ *   if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") return new Response("hi");
+ *   const { socket, response } = upgradeWebSocket(request);
+ *   socket.onmessage = (event) => socket.send(event.data);
+ *   return response;
+ * });
+ * ```
+ */
+export function upgradeWebSocket(
+  request: Request,
+  options: UpgradeWebSocketOptions = {},
+): { socket: ServerWebSocket; response: Response } {
+  const connection = (request as unknown as { [EXCHANGE]?: HttpConnection })[EXCHANGE];
+  if (connection === undefined) {
+    throw new WebSocketUpgradeError(400, "Cannot upgrade: the request did not come from serve()");
+  }
+  const headers = request.headers;
+  if (request.method !== "GET") {
+    throw new WebSocketUpgradeError(400, "Cannot upgrade: the method is not GET");
+  }
+  if (!connection.isHttp11) {
+    throw new WebSocketUpgradeError(400, "Cannot upgrade: the request is HTTP/1.0");
+  }
+  if (!listsToken(headers.get("upgrade"), "websocket")) {
+    throw new WebSocketUpgradeError(400, "Cannot upgrade: Upgrade does not name websocket");
+  }
+  if (!listsToken(headers.get("connection"), "upgrade")) {
+    throw new WebSocketUpgradeError(400, "Cannot upgrade: Connection does not list upgrade");
+  }
+  const key = headers.get("sec-websocket-key");
+  if (key === null || !WEBSOCKET_KEY.test(key)) {
+    throw new WebSocketUpgradeError(
+      400,
+      "Cannot upgrade: Sec-WebSocket-Key is not 16 bytes of base64",
+    );
+  }
+  if (headers.get("sec-websocket-version") !== "13") {
+    throw new WebSocketUpgradeError(426, "Cannot upgrade: Sec-WebSocket-Version is not 13");
+  }
+  const protocol = options.protocol ?? "";
+  if (protocol !== "") {
+    const offered = (headers.get("sec-websocket-protocol") ?? "").split(",").map(trimOws);
+    if (!offered.includes(protocol)) {
+      throw new TypeError(
+        `Cannot upgrade: the client did not offer the subprotocol ${JSON.stringify(protocol)}`,
+      );
+    }
+  }
+  const settings = webSocketSettings(options);
+  const url = new URL(request.url);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new ServerWebSocket(url.href, protocol);
+  const fields: Record<string, string> = {
+    upgrade: "websocket",
+    "sec-websocket-accept": webSocketAccept(key),
+  };
+  if (protocol !== "") fields["sec-websocket-protocol"] = protocol;
+  const response = switchProtocols(
+    (takeover) => new WebSocketConnection(takeover, socket, settings),
+    fields,
+  );
+  return { socket, response };
+}
+
+/** Checks and resolves the options of upgradeWebSocket. */
+function webSocketSettings(options: UpgradeWebSocketOptions): WebSocketSettings {
+  const whole = (name: string, value: number | undefined, fallback: number) => {
+    const resolved = value ?? fallback;
+    if (!(Number.isInteger(resolved) && resolved >= 1) && resolved !== Infinity) {
+      throw new RangeError(`Cannot upgrade: ${name} must be a positive integer, got ${resolved}`);
+    }
+    return resolved;
+  };
+  return {
+    maxMessageBytes: whole("maxMessageBytes", options.maxMessageBytes, 16 * 1024 * 1024),
+    maxFragments: whole("maxFragments", options.maxFragments, 4096),
+    maxBufferedBytes: whole("maxBufferedBytes", options.maxBufferedBytes, 16 * 1024 * 1024),
+    idleTimeout: whole("idleTimeout", options.idleTimeout, 120_000),
+    closeTimeout: whole("closeTimeout", options.closeTimeout, 10_000),
+  };
+}
+
+/** The socket is open. */
+const WS_OPEN = 1;
+/** A close frame was sent; waiting for the client's. */
+const WS_CLOSE_SENT = 2;
+/** The closing handshake is done (or the connection failed): the TCP connection is ending. */
+const WS_ENDING = 3;
+/** The transport is closed. */
+const WS_CLOSED = 4;
+
+/**
+ * One WebSocket connection after the switch: reads frames, assembles messages (UTF-8 checked as
+ * text arrives), answers pings, runs the closing handshake and its deadline, pings an idle client,
+ * and writes what the socket sends, with its backpressure.
+ */
+class WebSocketConnection implements SwitchedConnection, WebSocketFrameSink, WebSocketCarrier {
+  readonly #transport: TransportConnection;
+  readonly #socket: ServerWebSocket;
+  readonly #settings: WebSocketSettings;
+  readonly #log: (entry: LogEntry) => void;
+  readonly #reader: WebSocketFrameReader;
+  #state = WS_OPEN;
+  /** The frame being read. */
+  #opcode = 0;
+  #fin = false;
+  /** The message being assembled: its opcode (0: none), parts, size, fragments. */
+  #messageOpcode = 0;
+  #parts: Uint8Array[] = [];
+  #messageBytes = 0;
+  #fragments = 0;
+  #text = "";
+  #decoder: TextDecoder | null = null;
+  /** The payload of the control frame being read. */
+  #control: Uint8Array[] = [];
+  /** The code and reason of the client's close frame, once it came. */
+  #closeCode = CLOSE_ABNORMAL;
+  #closeReason = "";
+  #closeReceived = false;
+  /** The code this side sent in its close frame, when it failed the connection. */
+  #failedWith = 0;
+  /** Bytes written since the transport last said it was over its high-water mark. */
+  #queued = 0;
+  #blocked = false;
+  #now = 0;
+  #lastSeen = 0;
+  #pinged = false;
+  #closeDeadline = 0;
+
+  constructor(takeover: ProtocolSwitch, socket: ServerWebSocket, settings: WebSocketSettings) {
+    this.#transport = takeover.transport;
+    this.#socket = socket;
+    this.#settings = settings;
+    this.#log = takeover.log;
+    this.#reader = new WebSocketFrameReader(
+      { maxPayloadBytes: settings.maxMessageBytes, requireMask: true },
+      this,
+    );
+    this.#now = this.#lastSeen = takeover.now;
+    openSocket(socket, this, "", this.#log);
+    if (takeover.buffered.length > 0 && this.#state < WS_ENDING) this.onData(takeover.buffered);
+  }
+
+  //#region input
+
+  onData(chunk: Uint8Array): void {
+    if (this.#state >= WS_ENDING) return; // after a failure nothing more is read
+    this.#lastSeen = this.#now;
+    this.#pinged = false;
+    try {
+      this.#reader.push(chunk);
+    } catch (error) {
+      if (error instanceof WebSocketError) this.#fail(error.code, error.message);
+      else this.#fail(CLOSE_PROTOCOL_ERROR, String(error));
+    }
+  }
+
+  header(header: WebSocketFrameHeader): void {
+    const { opcode } = header;
+    this.#opcode = opcode;
+    this.#fin = header.fin;
+    if (opcode >= OPCODE_CLOSE) {
+      this.#control = [];
+      return;
+    }
+    if (opcode === OPCODE_CONTINUATION) {
+      if (this.#messageOpcode === 0) {
+        throw new WebSocketError(CLOSE_PROTOCOL_ERROR, "Continuation frame without a message");
+      }
+      if (header.rsv1) throw new WebSocketError(CLOSE_PROTOCOL_ERROR, "RSV1 on a continuation");
+    } else {
+      if (this.#messageOpcode !== 0) {
+        throw new WebSocketError(CLOSE_PROTOCOL_ERROR, "New message inside a fragmented one");
+      }
+      this.#messageOpcode = opcode;
+      this.#messageBytes = 0;
+      this.#fragments = 0;
+      this.#parts = [];
+      this.#text = "";
+      this.#decoder = opcode === OPCODE_TEXT ? new TextDecoder("utf-8", { fatal: true }) : null;
+    }
+    if (++this.#fragments > this.#settings.maxFragments) {
+      throw new WebSocketError(
+        CLOSE_TOO_BIG,
+        `Message in over ${this.#settings.maxFragments} frames`,
+      );
+    }
+    this.#messageBytes += header.length;
+    if (this.#messageBytes > this.#settings.maxMessageBytes) {
+      throw new WebSocketError(
+        CLOSE_TOO_BIG,
+        `Message over ${this.#settings.maxMessageBytes} bytes`,
+      );
+    }
+  }
+
+  payload(bytes: Uint8Array): void {
+    if (this.#opcode >= OPCODE_CLOSE) {
+      this.#control.push(bytes.slice());
+    } else if (this.#decoder !== null) {
+      // Checked as it arrives: invalid UTF-8 fails the connection on its first bad byte.
+      try {
+        this.#text += this.#decoder.decode(bytes, { stream: true });
+      } catch {
+        throw new WebSocketError(CLOSE_INVALID_DATA, "Text message is not UTF-8");
+      }
+    } else {
+      // A view of the chunk, which is ours: the reader unmasked it in place.
+      this.#parts.push(bytes);
+    }
+  }
+
+  end(): void {
+    const opcode = this.#opcode;
+    if (opcode >= OPCODE_CLOSE) {
+      const payload = concat(this.#control, this.#control.reduce((n, c) => n + c.length, 0));
+      this.#control = [];
+      this.#onControl(opcode, payload);
+      return;
+    }
+    if (!this.#fin) return;
+    const messageOpcode = this.#messageOpcode;
+    this.#messageOpcode = 0;
+    let data: string | ArrayBuffer;
+    if (messageOpcode === OPCODE_TEXT) {
+      let tail: string;
+      try {
+        tail = (this.#decoder as TextDecoder).decode();
+      } catch {
+        throw new WebSocketError(CLOSE_INVALID_DATA, "Text message ends inside a character");
+      }
+      data = this.#text + tail;
+      this.#text = "";
+      this.#decoder = null;
+    } else {
+      const parts = this.#parts;
+      this.#parts = [];
+      const bytes = new Uint8Array(this.#messageBytes);
+      let offset = 0;
+      for (const part of parts) {
+        bytes.set(part, offset);
+        offset += part.length;
+      }
+      data = bytes.buffer;
+    }
+    if (this.#state === WS_OPEN) socketEvents.message(this.#socket, data);
+  }
+
+  /** A ping, pong or close frame, whole. */
+  #onControl(opcode: number, payload: Uint8Array): void {
+    if (opcode === OPCODE_PING) {
+      if (this.#state === WS_OPEN) this.#write(encodeWebSocketFrame(OPCODE_PONG, payload));
+      return;
+    }
+    if (opcode === OPCODE_PONG) return; // it answered: #lastSeen is already fresh
+    // A close frame: no code, or a valid code and a UTF-8 reason (RFC 6455 §5.5.1, §7.4).
+    let code = CLOSE_NO_STATUS;
+    let reason = "";
+    if (payload.length === 1) {
+      throw new WebSocketError(CLOSE_PROTOCOL_ERROR, "Close frame of one byte");
+    }
+    if (payload.length >= 2) {
+      code = (payload[0] << 8) | payload[1];
+      if (!isValidCloseCode(code)) {
+        throw new WebSocketError(CLOSE_PROTOCOL_ERROR, `Close code ${code} is not valid`);
+      }
+      try {
+        reason = new TextDecoder("utf-8", { fatal: true }).decode(payload.subarray(2));
+      } catch {
+        throw new WebSocketError(CLOSE_INVALID_DATA, "Close reason is not UTF-8");
+      }
+    }
+    this.#closeReceived = true;
+    this.#closeCode = code;
+    this.#closeReason = reason;
+    if (this.#state === WS_OPEN) {
+      // The client closes first: answer with its code (§5.5.1), then end the TCP connection,
+      // which the server closes first (§7.1.1).
+      socketEvents.closing(this.#socket);
+      this.#write(closeFrame(code === CLOSE_NO_STATUS ? 0 : code, ""));
+    }
+    this.#endTransport();
+  }
+
+  onEnd(): void {
+    // The client half-closed: without a close frame that is an abnormal closure.
+    if (this.#state < WS_ENDING) this.#endTransport();
+  }
+
+  onDrain(): void {
+    if (!this.#blocked) return;
+    this.#blocked = false;
+    this.#queued = 0;
+    socketEvents.buffered(this.#socket, 0);
+    if (this.#state === WS_OPEN) socketEvents.drain(this.#socket);
+  }
+
+  onClose(): void {
+    if (this.#state === WS_CLOSED) return;
+    this.#state = WS_CLOSED;
+    const clean = this.#closeReceived && this.#failedWith === 0;
+    const code = this.#failedWith !== 0
+      ? this.#failedWith
+      : this.#closeReceived
+      ? this.#closeCode
+      : CLOSE_ABNORMAL;
+    socketEvents.closed(this.#socket, code, this.#closeReceived ? this.#closeReason : "", clean);
+  }
+
+  //#endregion
+  //#region output and deadlines
+
+  /** Writes a frame, keeping count of what is queued past the transport's high-water mark. */
+  #write(frame: Uint8Array): boolean {
+    if (this.#state >= WS_ENDING) return false;
+    const fits = this.#transport.write(frame);
+    if (!fits || this.#blocked) {
+      this.#blocked = true;
+      this.#queued += frame.length;
+      socketEvents.buffered(this.#socket, this.#queued);
+      if (this.#queued > this.#settings.maxBufferedBytes) {
+        this.#log({ level: "warn", message: "wireserve: WebSocket client too slow, dropped" });
+        this.terminate();
+      }
+      return false;
+    }
+    return true;
+  }
+
+  send(frame: Uint8Array): boolean {
+    return this.#state === WS_OPEN ? this.#write(frame) : false;
+  }
+
+  ping(payload: Uint8Array): void {
+    if (this.#state === WS_OPEN) this.#write(encodeWebSocketFrame(OPCODE_PING, payload));
+  }
+
+  /** The socket's close(): sends the close frame and waits for the client's. */
+  close(code = CLOSE_GOING_AWAY, reason = "going away"): void {
+    if (this.#state !== WS_OPEN) return;
+    socketEvents.closing(this.#socket);
+    this.#write(closeFrame(code === CLOSE_NO_STATUS ? 0 : code, reason));
+    this.#state = WS_CLOSE_SENT;
+    this.#closeDeadline = deadlineAfter(this.#now, this.#settings.closeTimeout);
+  }
+
+  terminate(): void {
+    if (this.#state === WS_CLOSED) return;
+    this.#state = WS_ENDING;
+    this.#transport.destroy();
+  }
+
+  checkTimers(now: number): void {
+    this.#now = now;
+    if (this.#state === WS_CLOSED) return;
+    if (this.#closeDeadline !== 0 && now >= this.#closeDeadline) {
+      this.#closeDeadline = 0;
+      this.terminate(); // the client never answered the close frame, or never read it
+      return;
+    }
+    const idle = this.#settings.idleTimeout;
+    if (this.#state !== WS_OPEN || idle === Infinity) return;
+    if (now - this.#lastSeen >= idle) {
+      if (!this.#pinged) {
+        this.#pinged = true;
+        this.#lastSeen = now;
+        this.#write(encodeWebSocketFrame(OPCODE_PING, EMPTY));
+      } else {
+        this.terminate(); // no byte, not even a pong, for twice the idle time
+      }
+    }
+  }
+
+  /** Fails the connection (RFC 6455 §7.1.7): a close frame with `code`, then the TCP close. */
+  #fail(code: number, message: string): void {
+    if (this.#state >= WS_ENDING) return;
+    this.#log({ level: "warn", message: `wireserve: WebSocket closed with ${code}: ${message}` });
+    socketEvents.error(this.#socket);
+    if (this.#state === WS_OPEN) this.#write(closeFrame(code, ""));
+    this.#failedWith = code;
+    this.#endTransport();
+  }
+
+  /** → WS_ENDING: the close frames are done (or the connection failed); the server closes TCP. */
+  #endTransport(): void {
+    if (this.#state >= WS_ENDING) return;
+    this.#state = WS_ENDING;
+    socketEvents.closing(this.#socket);
+    this.#closeDeadline = deadlineAfter(this.#now, this.#settings.closeTimeout);
+    this.#transport.end(false);
+  }
+
+  //#endregion
+}
+
+/** A close frame with `code` (0: none) and `reason`. */
+function closeFrame(code: number, reason: string): Uint8Array {
+  if (code === 0) return encodeWebSocketFrame(OPCODE_CLOSE, EMPTY);
+  const text = UTF8_TEXT.encode(reason);
+  const payload = new Uint8Array(2 + text.length);
+  payload[0] = code >>> 8;
+  payload[1] = code & 0xff;
+  payload.set(text, 2);
+  return encodeWebSocketFrame(OPCODE_CLOSE, payload);
 }
 
 //#endregion
