@@ -20,9 +20,19 @@
 // static files) and writes them to bench/results/latest.md (the raw numbers to latest.json). The
 // static scenarios need nginx on PATH or in /usr/sbin (Debian's `nginx-light`); without it their
 // nginx column says so and the rest runs.
+//
+// And the price of two middleware-ish features, wireserve and fast only, in their own table with
+// server CPU per response (the server's CPU seconds over a wrk run ÷ the requests wrk counted):
+// json-10k and json-10k-compressed serve the same ~10 KiB JSON body (asked for with
+// `Accept-Encoding: gzip, br` both times), plain and through mod.ts's `compress(handler)`
+// (default options: brotli); plaintext-log is plaintext-50 with `accessLog: { format: "combined",
+// write }` into a sink that discards the text, so the price is the driver's logging work, not a
+// disk or pipe. Ratios compressed ÷ plain and log ÷ plaintext-50 are of the same run.
 
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+// The default import: a named zstdDecompressSync would not load on a Node before 22.15.
+import zlib from "node:zlib";
 import {
   chmodSync,
   existsSync,
@@ -56,6 +66,16 @@ const KIND_RUNTIMES = { adapter: ["node"] };
 const STATIC_KINDS = ["wireserve", "native", "nginx"];
 const ECHO_BYTES = 16 * 1024;
 const PIPELINE_DEPTH = 16;
+/** The servers of the compression and access-log scenarios: only wireserve has those features. */
+const FEATURE_KINDS = ["wireserve", "fast"];
+/** bench/servers.ts's `/json-10k` body, byte for byte (checked against each server). */
+const JSON_10K = Buffer.from(JSON.stringify(
+  Array.from(
+    { length: 145 },
+    (_, id) => ({ id, name: `user ${id}`, email: `user${id}@example.com`, active: id % 3 === 0 }),
+  ),
+));
+const ACCEPT_ENCODING = "gzip, br";
 
 /** The scenarios, in table order. `route` is what the servers are started with. */
 const SCENARIOS = [
@@ -109,8 +129,42 @@ const SCENARIOS = [
     kinds: STATIC_KINDS,
     wrk: ["-c", "50"],
   },
+  {
+    id: "plaintext-log",
+    label: "plaintext `GET /`, keep-alive, 50 conns, access log (combined, discarded)",
+    route: "/",
+    kinds: FEATURE_KINDS,
+    wrk: ["-c", "50"],
+    serverArgs: ["--access-log", "combined"],
+    baseline: "plaintext-50",
+  },
+  {
+    id: "json-10k",
+    label: `${JSON_10K.length.toLocaleString("en-US")} B JSON \`GET /json-10k\`, 50 conns`,
+    route: "/json-10k",
+    kinds: FEATURE_KINDS,
+    wrk: ["-c", "50", "-H", `Accept-Encoding: ${ACCEPT_ENCODING}`],
+    acceptEncoding: ACCEPT_ENCODING,
+    cpuPerResponse: true,
+  },
+  {
+    id: "json-10k-compressed",
+    label: `the same JSON through \`compress(handler)\` (br), 50 conns`,
+    route: "/json-10k",
+    kinds: FEATURE_KINDS,
+    wrk: ["-c", "50", "-H", `Accept-Encoding: ${ACCEPT_ENCODING}`],
+    acceptEncoding: ACCEPT_ENCODING,
+    serverArgs: ["--compress"],
+    contentEncoding: "br",
+    baseline: "json-10k",
+  },
   { id: "idle-rss", label: "idle keep-alive memory", route: "/", rss: true },
 ];
+/** The scenarios of the feature table, and those they are compared with. */
+const FEATURE_SCENARIOS = new Set(
+  SCENARIOS.filter((s) => s.baseline || s.cpuPerResponse).flatMap((s) => [s.id, s.baseline])
+    .filter(Boolean),
+);
 
 /** Whether `runtime` has a server of `kind`. */
 function runsOn(kind, runtime) {
@@ -139,7 +193,8 @@ ceiling), files generated in a temporary directory.
   --quick            1 trial of 2 s: a smoke test
   --scenarios A,B    only these scenarios (${SCENARIOS.map((s) => s.id).join(", ")})
   --kinds A,B        only these servers (${KINDS.join(", ")}; nginx is in static-* only,
-                     fast, ceiling and adapter in the others, adapter on node only)
+                     fast, ceiling and adapter in the others, adapter on node only;
+                     plaintext-log and json-10k* run wireserve and fast only)
   --idle N           idle connections for idle-rss (default 5000)
   --server-cpu N     the core the servers are pinned to (default 0)
   --load-cpu N       the core wrk is pinned to (default 1)`;
@@ -627,8 +682,9 @@ function connect(port) {
 
 const ECHO_BODY = Buffer.alloc(ECHO_BYTES, "a");
 
-function requestFor(route, close = false) {
-  const connection = close ? "Connection: close\r\n" : "";
+function requestFor(route, close = false, acceptEncoding = null) {
+  const connection = (close ? "Connection: close\r\n" : "") +
+    (acceptEncoding === null ? "" : `Accept-Encoding: ${acceptEncoding}\r\n`);
   if (route === "/echo") {
     return Buffer.concat([
       Buffer.from(
@@ -656,7 +712,10 @@ async function checkServer(server, scenario) {
       socket.once("close", r);
     });
     for (let i = 0; i < (close ? 1 : 2); i++) {
-      const response = await exchange(socket, requestFor(server.route, close));
+      const response = await exchange(
+        socket,
+        requestFor(server.route, close, scenario.acceptEncoding ?? null),
+      );
       if (response.status !== 200) problems.push(`status ${response.status}`);
       const type = response.headers["content-type"];
       if (scenario.file) {
@@ -673,6 +732,33 @@ async function checkServer(server, scenario) {
       } else if (server.route === "/") {
         if (response.body.toString() !== "Hello, World!") problems.push("wrong body");
         if (!/^text\/plain/i.test(type ?? "")) problems.push(`content-type ${type ?? "missing"}`);
+      } else if (server.route === "/json-10k") {
+        const coding = response.headers["content-encoding"] ?? null;
+        if (coding !== (scenario.contentEncoding ?? null)) {
+          problems.push(
+            `content-encoding ${coding ?? "none"}, not ${scenario.contentEncoding ?? "none"}`,
+          );
+        }
+        let body = null;
+        try {
+          body = coding === null
+            ? response.body
+            : coding === "br"
+            ? zlib.brotliDecompressSync(response.body)
+            : coding === "gzip"
+            ? zlib.gunzipSync(response.body)
+            : coding === "zstd" && zlib.zstdDecompressSync
+            ? zlib.zstdDecompressSync(response.body)
+            : null;
+        } catch (error) {
+          problems.push(`${coding} body does not decode: ${error.message}`);
+        }
+        if (body !== null && !body.equals(JSON_10K)) problems.push("wrong body");
+        if (!/^application\/json/i.test(type ?? "")) {
+          problems.push(`content-type ${type ?? "missing"}`);
+        }
+        // The body's bytes as sent (compressed or not), for the feature table.
+        server.bodyBytes = response.body.length;
       } else if (server.route === "/json") {
         if (response.body.toString() !== '{"message":"Hello, World!"}') problems.push("wrong body");
         if (!/^application\/json/i.test(type ?? "")) {
@@ -741,9 +827,10 @@ function runWrk(scenario, port, seconds, serverPid) {
         ? (60 * Number(times[1]) + Number(times[2]) + 60 * Number(times[3]) + Number(times[4])) /
           elapsed * 100
         : null;
-      const serverCpu = serverBefore !== null && serverAfter !== null
-        ? (serverAfter - serverBefore) / elapsed * 100
+      const serverCpuSeconds = serverBefore !== null && serverAfter !== null
+        ? serverAfter - serverBefore
         : null;
+      const serverCpu = serverCpuSeconds === null ? null : serverCpuSeconds / elapsed * 100;
       const transfer = /Transfer\/sec:\s+([\d.]+)([KMGT]?B)/.exec(out);
       const number = (re) => {
         const m = re.exec(out);
@@ -758,8 +845,14 @@ function runWrk(scenario, port, seconds, serverPid) {
         transfer: transfer ? Number(transfer[1]) * BYTE_UNITS[transfer[2]] : null,
         wrkCpu,
         serverCpu,
+        serverCpuSeconds,
         load: loadAverage()?.split(" ")[0] ?? null,
         requests: number(/(\d+) requests in/),
+        // Server CPU per response, µs: its CPU time over the run (wrk's start and exit included,
+        // when it has nothing to do) ÷ the responses wrk counted.
+        cpuPerResponse: serverCpuSeconds !== null && number(/(\d+) requests in/) > 0
+          ? serverCpuSeconds * 1e6 / number(/(\d+) requests in/)
+          : null,
         p99: p99 ? parseDuration(p99[1]) : null,
         non2xx: number(/Non-2xx or 3xx responses:\s+(\d+)/) ?? 0,
         errors: socketErrors
@@ -984,7 +1077,10 @@ async function runWrkScenario(runtime, scenario, slot) {
         slot[kind].problems.push(`check: ${problems.join(", ")}`);
         log(`   ${kind}: check: ${problems.join(", ")}`);
       }
-      if (options.warmup > 0) await runWrk(scenario, servers[kind].port, options.warmup);
+      if (options.warmup > 0) {
+        const warm = await runWrk(scenario, servers[kind].port, options.warmup);
+        slot[kind].warmupRequests = warm.requests ?? 0;
+      }
     }
     for (let trial = 0; trial < options.trials; trial++) {
       // Rotate the order from trial to trial, so that drift on a shared machine spreads evenly.
@@ -1014,6 +1110,12 @@ async function runWrkScenario(runtime, scenario, slot) {
               ? `  ${(result.transfer / 2 ** 20).toFixed(1).padStart(7)} MiB/s`
               : "") +
             (result.p99 !== null ? `  p99 ${result.p99.toFixed(2)} ms` : "") +
+            (FEATURE_SCENARIOS.has(scenario.id) && result.cpuPerResponse !== null
+              ? `  ${result.cpuPerResponse.toFixed(1)} µs cpu/resp`
+              : "") +
+            (scenario.acceptEncoding && result.transfer !== null && result.rps
+              ? `  ${Math.round(result.transfer / result.rps)} B/resp`
+              : "") +
             `  cpu server ${cpu(result.serverCpu)}% wrk ${cpu(result.wrkCpu)}%` +
             `  load ${result.load}` +
             (errs.length ? `  [${errs.join(", ")}]` : ""),
@@ -1034,6 +1136,13 @@ async function runWrkScenario(runtime, scenario, slot) {
         );
       }
       await stopServer(server);
+      if (server.bodyBytes !== undefined) slot[kind].bodyBytes = server.bodyBytes;
+      // servers.ts prints what its access-log sink was given on the way out (SIGTERM).
+      const logged = /(\d+) bytes of access log discarded/.exec(server.stderr);
+      if (logged) slot[kind].logBytes = Number(logged[1]);
+      else if (scenario.serverArgs?.includes("--access-log")) {
+        slot[kind].problems.push("no access-log total printed on exit");
+      }
     }
   }
 }
@@ -1117,7 +1226,14 @@ function report(info, versions, wrkVersion, allScenarios, results) {
   const tableKinds = (runtime) =>
     options.kinds.filter((k) => DEFAULT_KINDS.includes(k) && runsOn(k, runtime));
   const tableRuntimes = options.runtimes.filter((r) => tableKinds(r).length > 0);
-  const scenarios = tableRuntimes.length === 0 ? [] : allScenarios.filter((s) => !s.file);
+  // The feature scenarios (wireserve and fast only) have a table of their own.
+  const isFeature = (s) => Boolean(s.baseline || s.cpuPerResponse);
+  const scenarios = tableRuntimes.length === 0
+    ? []
+    : allScenarios.filter((s) => !s.file && !isFeature(s));
+  const featureScenarios = allScenarios.filter((s) =>
+    FEATURE_SCENARIOS.has(s.id) && options.runtimes.some((r) => kindsFor(s, r).length > 0)
+  );
   const staticScenarios = allScenarios.filter((s) =>
     s.file && options.runtimes.some((r) => kindsFor(s, r).length > 0)
   );
@@ -1255,6 +1371,7 @@ function report(info, versions, wrkVersion, allScenarios, results) {
       }
     }
   }
+  if (featureScenarios.some(isFeature)) featureReport(lines, versions, featureScenarios, results);
   if (staticScenarios.length > 0) staticReport(lines, versions, staticScenarios, results);
   lines.push("");
   lines.push(
@@ -1263,6 +1380,111 @@ function report(info, versions, wrkVersion, allScenarios, results) {
       "printed to stderr, a failed response check, or an exit during the run.",
   );
   return `${lines.join("\n")}\n`;
+}
+
+/**
+ * The compression and access-log table: per runtime, wireserve's and fast's req/s and server CPU
+ * per response in each feature scenario and the one it is compared with, bytes per response, and
+ * the ratios to that baseline from the same run.
+ */
+function featureReport(lines, versions, scenarios, results) {
+  const kinds = FEATURE_KINDS.filter((k) => options.kinds.includes(k));
+  const names = { wireserve: "wireserve", fast: "wireserve+FastResponse" };
+  const byId = Object.fromEntries(SCENARIOS.map((s) => [s.id, s]));
+  const mod = (() => {
+    try {
+      const text = readFileSync(join(ROOT, "mod.ts"), "utf8");
+      const m = /BROTLI_PARAM_QUALITY\]: level\("br", options\.level\?\.br, (\d+)/.exec(text);
+      return m ? `brotli quality ${m[1]}` : "brotli, quality unknown";
+    } catch {
+      return "brotli, quality unknown";
+    }
+  })();
+  lines.push("");
+  lines.push("## Compression and access log: throughput and server CPU per response");
+  lines.push("");
+  lines.push(
+    `- json-10k: \`GET /json-10k\`, a ${
+      JSON_10K.length.toLocaleString("en-US")
+    }-byte JSON body (145 users, stringified once) ` +
+      `as a string \`Response\` (fast: \`FastResponse\`), wrk sending \`Accept-Encoding: ${ACCEPT_ENCODING}\`; ` +
+      `json-10k-compressed: the same handler through mod.ts's \`compress(handler)\`, default options (${mod} in mod.ts as run)`,
+  );
+  lines.push(
+    '- plaintext-log: plaintext-50\'s `GET /` with `serve({ accessLog: { format: "combined", write } })`, ' +
+      "`write` a sink that only adds up the text's length (the driver's logging work, no I/O); " +
+      "log bytes are the sink's total ÷ every request the server answered (warm-up and checks included)",
+  );
+  lines.push(
+    "- CPU µs/resp = the server's user + system CPU seconds over a wrk run × 10^6 ÷ the requests wrk " +
+      "counted (median of the trials); wire B/resp = wrk's Transfer/sec ÷ req/s (heads included); " +
+      "body B = the body's bytes as sent, from the response check. Ratios are to the baseline " +
+      "scenario of the same run (req/s: higher is better; CPU: lower is better)",
+  );
+  for (const runtime of options.runtimes) {
+    lines.push("");
+    lines.push(`### ${versions[runtime]}`);
+    lines.push("");
+    const header = [
+      "scenario",
+      "server",
+      "req/s",
+      "server CPU %",
+      "CPU µs/resp",
+      "body B",
+      "wire B/resp",
+      "log B/req",
+      "req/s ÷ baseline",
+      "CPU/resp ÷ baseline",
+      "errors and problems",
+    ];
+    lines.push(`| ${header.join(" | ")} |`);
+    lines.push(
+      `|${header.map((_, i) => (i < 2 || i === header.length - 1 ? "---" : "--:")).join("|")}|`,
+    );
+    for (const scenario of scenarios) {
+      const slot = results[runtime][scenario.id];
+      const base = scenario.baseline && options.scenarios.includes(scenario.baseline)
+        ? results[runtime][scenario.baseline]
+        : null;
+      for (const kind of kinds) {
+        if (!slot?.[kind]) continue;
+        const rps = summarize(slot, kind, (t) => t.rps);
+        const cpu = summarize(slot, kind, (t) => t.cpuPerResponse);
+        const transfer = summarize(slot, kind, (t) => (t.rps ? t.transfer / t.rps : null));
+        const baseRps = base ? summarize(base, kind, (t) => t.rps) : null;
+        const baseCpu = base ? summarize(base, kind, (t) => t.cpuPerResponse) : null;
+        const served = (slot[kind].trials ?? []).reduce((n, t) => n + (t.requests ?? 0), 0) +
+          (slot[kind].warmupRequests ?? 0) + 2;
+        const logPerRequest = slot[kind].logBytes !== undefined
+          ? (slot[kind].logBytes / served).toFixed(0)
+          : "—";
+        const problems = errorSummary(slot, kind);
+        lines.push(
+          `| ${
+            [
+              base ? `${scenario.id} (÷ ${byId[scenario.baseline].id})` : scenario.id,
+              names[kind],
+              fmtRps(rps),
+              (() => {
+                const v = summarize(slot, kind, (t) => t.serverCpu);
+                return v === null ? "—" : String(Math.round(v));
+              })(),
+              cpu === null ? "—" : cpu.toFixed(1),
+              slot[kind].bodyBytes === undefined
+                ? "—"
+                : slot[kind].bodyBytes.toLocaleString("en-US"),
+              transfer === null ? "—" : Math.round(transfer).toLocaleString("en-US"),
+              logPerRequest,
+              base ? fmtRatio(rps, baseRps) : "",
+              base ? fmtRatio(cpu, baseCpu) : "",
+              problems.length ? escapeCell(problems.join("; ")) : "none",
+            ].join(" | ")
+          } |`,
+        );
+      }
+    }
+  }
 }
 
 const NATIVE_FILES = {

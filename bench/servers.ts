@@ -1,7 +1,8 @@
 // The servers the benchmark compares, started on whichever runtime runs this file (Deno, Bun or
 // Node 24), with the same routes and the same response shapes:
 //
-//   deno run --allow-net bench/servers.ts KIND [ROUTE ...] [--close] [--max-seconds N] [--echo-bytes N]
+//   deno run --allow-net bench/servers.ts KIND [ROUTE ...] [--close] [--compress]
+//       [--access-log common|combined|json] [--max-seconds N] [--echo-bytes N]
 //   bun bench/servers.ts KIND [ROUTE ...]
 //   node bench/servers.ts KIND [ROUTE ...]
 //   deno run --allow-net --allow-read=DIR bench/servers.ts wireserve|native --static DIR
@@ -30,13 +31,21 @@
 //              CRLFCRLF, parses nothing): the most any JS server on raw sockets can do there
 //
 // ROUTE (default `/`): `/` answers "Hello, World!" as text/plain;charset=UTF-8, `/json` a small JSON
-// object, `/echo` the request body (read whole) as application/octet-stream. With one route the
+// object, `/json-10k` about 10 KiB of JSON (145 users, 10,352 bytes, stringified once at start and
+// sent as a string with Content-Type application/json: what is priced is sending it, not
+// JSON.stringify), `/echo` the request body (read whole) as application/octet-stream. With one route the
 // handler answers every request with it and looks at nothing (the plain `() => new Response(…)` of
 // issue 5); with several it dispatches on the path and answers 404 otherwise. The ceiling takes one
 // route only and writes that route's response; for `/echo` it writes a fixed body of --echo-bytes
 // (default 16384) bytes, the size the benchmark posts. With --close the ceiling's response carries
 // `connection: close` and it closes the connection after writing it, as a server must when the
 // request says `Connection: close` (the other kinds read that header themselves and ignore --close).
+//
+// --compress (wireserve and fast only) wraps the handler in mod.ts's `compress(handler)` with its
+// default options: brotli for `Accept-Encoding: gzip, br`, bodies of 512 B and more.
+// --access-log FORMAT (wireserve and fast only) starts serve() with `accessLog: { format, write }`,
+// `write` a sink that only adds up the text's length: what is priced is the driver's logging work
+// (gathering, formatting, batching the lines), not a terminal, pipe or disk.
 //
 // --static DIR (instead of routes; wireserve and native only) serves the files directly in DIR,
 // `GET /NAME` → DIR/NAME, as application/octet-stream with a Content-Length:
@@ -52,17 +61,24 @@
 // Exits on SIGTERM, and in any case after --max-seconds (default 900), so a lost server cannot
 // outlive a benchmark by long.
 
-import { FastResponse, serve, serveDir } from "../mod.ts";
+import { compress, FastResponse, serve, serveDir } from "../mod.ts";
 
-type Route = "/" | "/json" | "/echo";
+type Route = "/" | "/json" | "/json-10k" | "/echo";
 type Kind = "wireserve" | "fast" | "native" | "adapter" | "ceiling";
 
-const ROUTES: readonly Route[] = ["/", "/json", "/echo"];
+const ROUTES: readonly Route[] = ["/", "/json", "/json-10k", "/echo"];
 const KINDS: readonly Kind[] = ["wireserve", "fast", "native", "adapter", "ceiling"];
 const HOSTNAME = "127.0.0.1";
 
 const HELLO = "Hello, World!";
 const JSON_BODY = { message: "Hello, World!" };
+/** About 10 KiB of JSON, as an API answers (10,352 bytes; bench/run.mjs checks it byte for byte). */
+const JSON_10K_TEXT = JSON.stringify(
+  Array.from(
+    { length: 145 },
+    (_, id) => ({ id, name: `user ${id}`, email: `user${id}@example.com`, active: id % 3 === 0 }),
+  ),
+);
 const TEXT_TYPE = "text/plain;charset=UTF-8";
 const JSON_TYPE = "application/json";
 const BYTES_TYPE = "application/octet-stream";
@@ -134,7 +150,11 @@ const runtime: "deno" | "bun" | "node" = G.Bun !== undefined
   ? "deno"
   : "node";
 
+/** Run by `exit` first: what a server reports on its way out. */
+const atExit: (() => void)[] = [];
+
 function exit(code: number): never {
+  for (const hook of atExit.splice(0)) hook();
   if (runtime === "deno") return G.Deno!.exit(code);
   return G.process!.exit(code);
 }
@@ -153,11 +173,20 @@ const routes: Route[] = [];
 let maxSeconds = 900;
 let echoBytes = 16 * 1024;
 let close = false;
+let compressed = false;
+let logFormat: "common" | "combined" | "json" | undefined;
 let staticRoot: string | undefined;
 for (let i = 0; i < argv.length; i++) {
   const arg = argv[i];
   if (arg === "--close") close = true;
-  else if (arg === "--static") {
+  else if (arg === "--compress") compressed = true;
+  else if (arg === "--access-log") {
+    const format = argv[++i];
+    if (format !== "common" && format !== "combined" && format !== "json") {
+      fail("--access-log needs common, combined or json");
+    }
+    logFormat = format;
+  } else if (arg === "--static") {
     staticRoot = argv[++i];
     if (!staticRoot) fail("--static needs a directory");
   } else if (arg === "--max-seconds" || arg === "--echo-bytes") {
@@ -173,7 +202,8 @@ for (let i = 0; i < argv.length; i++) {
     fail(
       `unknown argument ${JSON.stringify(arg)}; usage: servers.ts ${KINDS.join("|")} [${
         ROUTES.join(" ")
-      } ...] [--close] [--static DIR] [--max-seconds N] [--echo-bytes N]`,
+      } ...] [--close] [--compress] [--access-log FORMAT] [--static DIR] [--max-seconds N] ` +
+        `[--echo-bytes N]`,
     );
   }
 }
@@ -186,6 +216,12 @@ if (
   (routes.length > 0 || (kind !== "wireserve" && kind !== "native"))
 ) {
   fail("--static is for wireserve and native, without routes");
+}
+if ((compressed || logFormat !== undefined) && kind !== "wireserve" && kind !== "fast") {
+  fail("--compress and --access-log are for wireserve and fast");
+}
+if (staticRoot !== undefined && (compressed || logFormat !== undefined)) {
+  fail("--compress and --access-log are not for --static");
 }
 if (routes.length === 0) routes.push("/");
 if (kind === "ceiling" && routes.length > 1) {
@@ -213,6 +249,7 @@ type FetchHandler = (request: Request) => Response | Promise<Response>;
 const FETCH_ROUTES: Record<Route, FetchHandler> = {
   "/": () => new Response(HELLO),
   "/json": () => Response.json(JSON_BODY),
+  "/json-10k": () => new Response(JSON_10K_TEXT, { headers: { "content-type": JSON_TYPE } }),
   "/echo": async (request) =>
     new Response(await request.arrayBuffer(), { headers: { "content-type": BYTES_TYPE } }),
 };
@@ -235,6 +272,7 @@ const FAST_ROUTES: Record<Route, FetchHandler> = {
     new FastResponse(JSON.stringify(JSON_BODY), {
       headers: { "content-type": RESPONSE_JSON_TYPE },
     }),
+  "/json-10k": () => new FastResponse(JSON_10K_TEXT, { headers: { "content-type": JSON_TYPE } }),
   "/echo": async (request) =>
     new FastResponse(await request.arrayBuffer(), { headers: { "content-type": BYTES_TYPE } }),
 };
@@ -264,6 +302,7 @@ type NodeHandler = (request: NodeRequest, response: NodeResponse) => void;
 const HELLO_LENGTH = String(new TextEncoder().encode(HELLO).byteLength);
 const JSON_TEXT = JSON.stringify(JSON_BODY);
 const JSON_LENGTH = String(new TextEncoder().encode(JSON_TEXT).byteLength);
+const JSON_10K_LENGTH = String(new TextEncoder().encode(JSON_10K_TEXT).byteLength);
 
 function concat(chunks: Uint8Array[]): Uint8Array {
   let length = 0;
@@ -285,6 +324,10 @@ const NODE_ROUTES: Record<Route, NodeHandler> = {
   "/json": (_request, response) => {
     response.writeHead(200, { "content-type": JSON_TYPE, "content-length": JSON_LENGTH });
     response.end(JSON_TEXT);
+  },
+  "/json-10k": (_request, response) => {
+    response.writeHead(200, { "content-type": JSON_TYPE, "content-length": JSON_10K_LENGTH });
+    response.end(JSON_10K_TEXT);
   },
   "/echo": (request, response) => {
     const chunks: Uint8Array[] = [];
@@ -379,8 +422,14 @@ function fixedResponse(route: Route): Uint8Array {
     ? new TextEncoder().encode(HELLO)
     : route === "/json"
     ? new TextEncoder().encode(JSON_TEXT)
+    : route === "/json-10k"
+    ? new TextEncoder().encode(JSON_10K_TEXT)
     : new Uint8Array(echoBytes).fill(0x61);
-  const type = route === "/" ? TEXT_TYPE : route === "/json" ? JSON_TYPE : BYTES_TYPE;
+  const type = route === "/"
+    ? TEXT_TYPE
+    : route === "/json" || route === "/json-10k"
+    ? JSON_TYPE
+    : BYTES_TYPE;
   const head = new TextEncoder().encode(
     `HTTP/1.1 200 OK\r\ncontent-type: ${type}\r\ncontent-length: ${body.byteLength}\r\n` +
       `date: ${new Date().toUTCString()}\r\n${close ? "connection: close\r\n" : ""}\r\n`,
@@ -629,7 +678,22 @@ if (staticRoot !== undefined) {
     server.ready.then((addr) => listening(addr.port), (error) => fail(String(error)));
   } else await startNativeStatic();
 } else if (kind === "wireserve" || kind === "fast") {
-  const server = serve({ hostname: HOSTNAME, port: 0 }, fetchHandler(kind === "fast"));
+  const handler = fetchHandler(kind === "fast");
+  let logBytes = 0;
+  const server = serve(
+    {
+      hostname: HOSTNAME,
+      port: 0,
+      ...(logFormat === undefined ? {} : {
+        accessLog: { format: logFormat, write: (text: string) => void (logBytes += text.length) },
+      }),
+    },
+    compressed ? compress(handler) : handler,
+  );
+  if (logFormat !== undefined) {
+    // The sink's total on the way out (SIGTERM), for bench/run.mjs: proof the log was written.
+    atExit.push(() => console.error(`servers.ts: ${logBytes} bytes of access log discarded`));
+  }
   server.ready.then((addr) => listening(addr.port), (error) => fail(String(error)));
 } else if (kind === "native") {
   if (runtime === "deno") {
