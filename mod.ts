@@ -4456,6 +4456,9 @@ export class WebSocketFrameReader {
   #masked = false;
   /** Payload bytes of the current frame read so far, for the mask's position. */
   #offset = 0;
+  /** The declared length of the frame whose header is being read, once checked. */
+  #length = 0;
+  #lengthKnown = false;
 
   /**
    * Makes a reader for one connection's frames.
@@ -4505,15 +4508,45 @@ export class WebSocketFrameReader {
     if (this.#headerLength < 2) return at;
     const first = header[0];
     const second = header[1];
-    if (this.#headerLength === 2 && at <= chunk.length) this.#checkFirstBytes(first, second);
+    if (!this.#lengthKnown) this.#checkFirstBytes(first, second); // once per header: idempotent
     const length7 = second & 0x7f;
     const lengthBytes = length7 === 126 ? 2 : length7 === 127 ? 8 : 0;
     const masked = (second & 0x80) !== 0;
-    const size = 2 + lengthBytes + (masked ? 4 : 0);
+    // The length is checked as soon as its bytes are here, before the mask (fail fast).
+    const lengthEnd = 2 + lengthBytes;
+    while (this.#headerLength < lengthEnd && at < chunk.length) {
+      header[this.#headerLength++] = chunk[at++];
+    }
+    if (this.#headerLength < lengthEnd) return at;
+    if (!this.#lengthKnown) {
+      this.#length = this.#checkLength(length7);
+      this.#lengthKnown = true;
+    }
+    const size = lengthEnd + (masked ? 4 : 0);
     while (this.#headerLength < size && at < chunk.length) {
       header[this.#headerLength++] = chunk[at++];
     }
     if (this.#headerLength < size) return at;
+    const length = this.#length;
+    this.#masked = masked;
+    if (masked) this.#mask.set(header.subarray(2 + lengthBytes, 6 + lengthBytes));
+    this.#headerLength = 0;
+    this.#lengthKnown = false;
+    this.#offset = 0;
+    this.#remaining = length;
+    this.#sink.header({
+      fin: (first & 0x80) !== 0,
+      rsv1: (first & 0x40) !== 0,
+      opcode: first & 0x0f,
+      length,
+    });
+    if (length === 0) this.#endFrame();
+    return at;
+  }
+
+  /** The payload length in the header being read: minimal, in range, within the limit. */
+  #checkLength(length7: number): number {
+    const header = this.#header;
     let length = length7;
     if (length7 === 126) {
       length = (header[2] << 8) | header[3];
@@ -4539,19 +4572,7 @@ export class WebSocketFrameReader {
         `Frame of ${length} bytes is over ${this.#options.maxPayloadBytes}`,
       );
     }
-    this.#masked = masked;
-    if (masked) this.#mask.set(header.subarray(2 + lengthBytes, 6 + lengthBytes));
-    this.#headerLength = 0;
-    this.#offset = 0;
-    this.#remaining = length;
-    this.#sink.header({
-      fin: (first & 0x80) !== 0,
-      rsv1: (first & 0x40) !== 0,
-      opcode: first & 0x0f,
-      length,
-    });
-    if (length === 0) this.#endFrame();
-    return at;
+    return length;
   }
 
   /** The checks the first two bytes allow, made as soon as they are here (fail fast). */

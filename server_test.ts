@@ -32,6 +32,7 @@ import "./test/static.ts";
 import "./test/compress.ts";
 import "./test/interim.ts";
 import "./test/access_log.ts";
+import "./test/websocket.ts";
 import "./test/browser.ts";
 import "./test/hostile.ts";
 import "./test/cli.ts";
