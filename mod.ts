@@ -4737,6 +4737,29 @@ export interface UpgradeWebSocketOptions {
    * @default {10000}
    */
   closeTimeout?: number;
+  /**
+   * permessage-deflate (RFC 7692), when the client offers it: `true`, or the smallest message
+   * worth compressing and the level. Off by default, as in `ws` and `Bun.serve`
+   * (`Deno.upgradeWebSocket` has none): it costs CPU per message and, for a client that keeps
+   * its compression context (browsers do), up to 32 KiB of window per socket.
+   * @default {false}
+   */
+  compression?: boolean | WebSocketCompressionOptions;
+}
+
+/** The settings of permessage-deflate, for {@linkcode UpgradeWebSocketOptions.compression}. */
+export interface WebSocketCompressionOptions {
+  /**
+   * Messages under this many bytes are sent uncompressed: below it deflate saves little and
+   * costs a call. `ws` uses 1 KiB.
+   * @default {1024}
+   */
+  threshold?: number;
+  /**
+   * The deflate level, 1-9.
+   * @default {6}
+   */
+  level?: number;
 }
 
 /** The resolved limits of one WebSocket. */
@@ -4746,6 +4769,87 @@ interface WebSocketSettings {
   maxBufferedBytes: number;
   idleTimeout: number;
   closeTimeout: number;
+  /** permessage-deflate's settings, or null when it is off. */
+  compression: { threshold: number; level: number } | null;
+}
+
+/** What was agreed for permessage-deflate with one client. */
+interface DeflateAgreement {
+  /** The response's `Sec-WebSocket-Extensions` value. */
+  header: string;
+  /** The server's window: 2^bits (the client may ask for a smaller one). */
+  serverWindowBits: number;
+  /** Whether the client starts each message with an empty window (no window kept here). */
+  clientNoContextTakeover: boolean;
+}
+
+/**
+ * Chooses the first permessage-deflate offer this server can accept (RFC 7692 §5, §7.1): known
+ * parameters only, each at most once, window bits 9-15 (zlib cannot compress with an 8-bit raw
+ * window). The server always adds `server_no_context_takeover` (§7.1.1.1 lets it): each message it
+ * sends is compressed on its own, so it keeps no compressor state per socket.
+ */
+function negotiateDeflate(header: string | null): DeflateAgreement | null {
+  if (header === null) return null;
+  for (const offer of header.split(",")) {
+    const [name, ...params] = offer.split(";").map(trimOws);
+    if (name.toLowerCase() !== "permessage-deflate") continue;
+    const seen = new Set<string>();
+    let valid = true;
+    let serverWindowBits = 15;
+    let clientNoContextTakeover = false;
+    for (const param of params) {
+      const equals = param.indexOf("=");
+      const key = trimOws(equals === -1 ? param : param.slice(0, equals)).toLowerCase();
+      let value = equals === -1 ? null : trimOws(param.slice(equals + 1));
+      if (value !== null && value.length >= 2 && value.startsWith('"') && value.endsWith('"')) {
+        value = value.slice(1, -1);
+      }
+      if (seen.has(key)) valid = false;
+      seen.add(key);
+      const bits = value !== null && /^(?:9|1[0-5])$/.test(value) ? Number(value) : 0;
+      if (key === "server_no_context_takeover" || key === "client_no_context_takeover") {
+        if (value !== null) valid = false;
+        if (key === "client_no_context_takeover") clientNoContextTakeover = true;
+      } else if (key === "server_max_window_bits") {
+        if (bits === 0) valid = false;
+        serverWindowBits = bits;
+      } else if (key === "client_max_window_bits") {
+        if (value !== null && !/^(?:[89]|1[0-5])$/.test(value)) valid = false;
+      } else {
+        valid = false;
+      }
+    }
+    if (!valid) continue;
+    let agreed = "permessage-deflate; server_no_context_takeover";
+    if (seen.has("server_max_window_bits")) {
+      agreed += `; server_max_window_bits=${serverWindowBits}`;
+    }
+    if (clientNoContextTakeover) agreed += "; client_no_context_takeover";
+    return { header: agreed, serverWindowBits, clientNoContextTakeover };
+  }
+  return null;
+}
+
+/** The end of every message compressed with a sync flush, taken off before sending (RFC 7692 §7.2.1). */
+const DEFLATE_TAIL = new Uint8Array([0x00, 0x00, 0xff, 0xff]);
+/** The most a client's window holds: 2^15 bytes. */
+const DEFLATE_WINDOW = 32 * 1024;
+
+/**
+ * A deflate stored block holding `window`: inflated before a message, it gives the inflater the
+ * client's context (the bytes the message may refer back to) on every runtime. zlib's
+ * `dictionary` option would do the same, but Deno's inflateRawSync ignores it for raw streams.
+ */
+function storedBlock(window: Uint8Array): Uint8Array {
+  const block = new Uint8Array(5 + window.length);
+  block[0] = 0x00; // BFINAL 0, BTYPE 00 (stored), padding to the byte
+  block[1] = window.length & 0xff;
+  block[2] = window.length >>> 8;
+  block[3] = ~window.length & 0xff;
+  block[4] = (~window.length >>> 8) & 0xff;
+  block.set(window, 5);
+  return block;
 }
 
 /** The events of a {@linkcode ServerWebSocket}, for `addEventListener`'s types. */
@@ -4764,7 +4868,7 @@ export interface ServerWebSocketEventMap {
 
 /** What the socket tells the connection that carries it. */
 interface WebSocketCarrier {
-  send(bytes: Uint8Array): boolean;
+  send(opcode: number, payload: Uint8Array): boolean;
   close(code: number, reason: string): void;
   terminate(): void;
   ping(payload: Uint8Array): void;
@@ -4904,16 +5008,13 @@ export class ServerWebSocket extends EventTarget {
   }
 
   #sendNow(data: string | ArrayBufferLike | ArrayBufferView): boolean {
-    let frame: Uint8Array;
-    if (typeof data === "string") {
-      frame = encodeWebSocketFrame(OPCODE_TEXT, UTF8_TEXT.encode(data));
-    } else {
-      const bytes = ArrayBuffer.isView(data)
-        ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
-        : new Uint8Array(data);
-      frame = encodeWebSocketFrame(OPCODE_BINARY, bytes); // a copy: the caller may reuse its buffer
-    }
-    return (this.#carrier as WebSocketCarrier).send(frame);
+    const carrier = this.#carrier as WebSocketCarrier;
+    if (typeof data === "string") return carrier.send(OPCODE_TEXT, UTF8_TEXT.encode(data));
+    // The frame is a copy: the caller may reuse its buffer.
+    const bytes = ArrayBuffer.isView(data)
+      ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+      : new Uint8Array(data);
+    return carrier.send(OPCODE_BINARY, bytes);
   }
 
   /**
@@ -5176,8 +5277,12 @@ export function upgradeWebSocket(
     "sec-websocket-accept": webSocketAccept(key),
   };
   if (protocol !== "") fields["sec-websocket-protocol"] = protocol;
+  const deflate = settings.compression === null
+    ? null
+    : negotiateDeflate(headers.get("sec-websocket-extensions"));
+  if (deflate !== null) fields["sec-websocket-extensions"] = deflate.header;
   const response = switchProtocols(
-    (takeover) => new WebSocketConnection(takeover, socket, settings),
+    (takeover) => new WebSocketConnection(takeover, socket, settings, deflate),
     fields,
   );
   return { socket, response };
@@ -5198,7 +5303,25 @@ function webSocketSettings(options: UpgradeWebSocketOptions): WebSocketSettings 
     maxBufferedBytes: whole("maxBufferedBytes", options.maxBufferedBytes, 16 * 1024 * 1024),
     idleTimeout: whole("idleTimeout", options.idleTimeout, 120_000),
     closeTimeout: whole("closeTimeout", options.closeTimeout, 10_000),
+    compression: compressionSettings(options.compression),
   };
+}
+
+/** Checks and resolves the compression option of upgradeWebSocket. */
+function compressionSettings(
+  option: boolean | WebSocketCompressionOptions | undefined,
+): { threshold: number; level: number } | null {
+  if (option === undefined || option === false) return null;
+  const { threshold = 1024, level = 6 } = option === true ? {} : option;
+  if (!Number.isInteger(threshold) || threshold < 0) {
+    throw new RangeError(
+      `Cannot upgrade: compression threshold must be a whole number, got ${threshold}`,
+    );
+  }
+  if (!Number.isInteger(level) || level < 1 || level > 9) {
+    throw new RangeError(`Cannot upgrade: compression level must be 1-9, got ${level}`);
+  }
+  return { threshold, level };
 }
 
 /** The socket is open. */
@@ -5247,18 +5370,30 @@ class WebSocketConnection implements SwitchedConnection, WebSocketFrameSink, Web
   #lastSeen = 0;
   #pinged = false;
   #closeDeadline = 0;
+  /** permessage-deflate as agreed, or null. */
+  readonly #deflate: DeflateAgreement | null;
+  /** The message being read is compressed (RSV1 on its first frame). */
+  #compressed = false;
+  /** The last bytes the client's messages inflated to: its compression context. */
+  #window: Uint8Array = EMPTY;
 
-  constructor(takeover: ProtocolSwitch, socket: ServerWebSocket, settings: WebSocketSettings) {
+  constructor(
+    takeover: ProtocolSwitch,
+    socket: ServerWebSocket,
+    settings: WebSocketSettings,
+    deflate: DeflateAgreement | null,
+  ) {
     this.#transport = takeover.transport;
     this.#socket = socket;
     this.#settings = settings;
+    this.#deflate = deflate;
     this.#log = takeover.log;
     this.#reader = new WebSocketFrameReader(
-      { maxPayloadBytes: settings.maxMessageBytes, requireMask: true },
+      { maxPayloadBytes: settings.maxMessageBytes, requireMask: true, allowRsv1: deflate !== null },
       this,
     );
     this.#now = this.#lastSeen = takeover.now;
-    openSocket(socket, this, "", this.#log);
+    openSocket(socket, this, deflate?.header ?? "", this.#log);
     if (takeover.buffered.length > 0 && this.#state < WS_ENDING) this.onData(takeover.buffered);
   }
 
@@ -5298,7 +5433,11 @@ class WebSocketConnection implements SwitchedConnection, WebSocketFrameSink, Web
       this.#fragments = 0;
       this.#parts = [];
       this.#text = "";
-      this.#decoder = opcode === OPCODE_TEXT ? new TextDecoder("utf-8", { fatal: true }) : null;
+      this.#compressed = header.rsv1;
+      // Compressed text is checked once inflated; plain text as it arrives.
+      this.#decoder = opcode === OPCODE_TEXT && !header.rsv1
+        ? new TextDecoder("utf-8", { fatal: true })
+        : null;
     }
     if (++this.#fragments > this.#settings.maxFragments) {
       throw new WebSocketError(
@@ -5317,7 +5456,7 @@ class WebSocketConnection implements SwitchedConnection, WebSocketFrameSink, Web
 
   payload(bytes: Uint8Array): void {
     if (this.#opcode >= OPCODE_CLOSE) {
-      this.#control.push(bytes.slice());
+      this.#control.push(new Uint8Array(bytes)); // a copy (on Node, Buffer's slice is a view)
     } else if (this.#decoder !== null) {
       // Checked as it arrives: invalid UTF-8 fails the connection on its first bad byte.
       try {
@@ -5343,7 +5482,19 @@ class WebSocketConnection implements SwitchedConnection, WebSocketFrameSink, Web
     const messageOpcode = this.#messageOpcode;
     this.#messageOpcode = 0;
     let data: string | ArrayBuffer;
-    if (messageOpcode === OPCODE_TEXT) {
+    if (this.#compressed) {
+      const bytes = this.#inflate();
+      if (messageOpcode === OPCODE_TEXT) {
+        try {
+          data = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+        } catch {
+          throw new WebSocketError(CLOSE_INVALID_DATA, "Text message is not UTF-8");
+        }
+      } else {
+        // A copy, not Buffer's slice (a view): the message is what the handler gets to keep.
+        data = new Uint8Array(bytes).buffer;
+      }
+    } else if (messageOpcode === OPCODE_TEXT) {
       let tail: string;
       try {
         tail = (this.#decoder as TextDecoder).decode();
@@ -5365,6 +5516,43 @@ class WebSocketConnection implements SwitchedConnection, WebSocketFrameSink, Web
       data = bytes.buffer;
     }
     if (this.#state === WS_OPEN) socketEvents.message(this.#socket, data);
+  }
+
+  /**
+   * Inflates the compressed message in #parts (RFC 7692 §7.2.2), with the client's context in
+   * front of it unless it agreed to none. The limit applies to the inflated size while inflating:
+   * a small message that would inflate past maxMessageBytes is stopped there (1009).
+   */
+  #inflate(): Uint8Array {
+    const parts = this.#parts;
+    this.#parts = [];
+    const window = this.#window;
+    const prefix = window.length === 0 ? EMPTY : storedBlock(window);
+    const input = concat(
+      [prefix, ...parts, DEFLATE_TAIL],
+      prefix.length + this.#messageBytes + DEFLATE_TAIL.length,
+    );
+    let output: Uint8Array;
+    try {
+      output = nodeZlib.inflateRawSync(input, {
+        finishFlush: nodeZlib.constants.Z_SYNC_FLUSH,
+        maxOutputLength: window.length + this.#settings.maxMessageBytes,
+      });
+    } catch (error) {
+      if (error instanceof RangeError) {
+        throw new WebSocketError(
+          CLOSE_TOO_BIG,
+          `Message inflates past ${this.#settings.maxMessageBytes} bytes`,
+        );
+      }
+      throw new WebSocketError(CLOSE_INVALID_DATA, "Compressed message does not inflate");
+    }
+    const message = output.subarray(window.length);
+    if (!(this.#deflate as DeflateAgreement).clientNoContextTakeover) {
+      // A copy of the last 32 KiB: a view would keep the whole message alive.
+      this.#window = new Uint8Array(output.subarray(Math.max(0, output.length - DEFLATE_WINDOW)));
+    }
+    return message;
   }
 
   /** A ping, pong or close frame, whole. */
@@ -5448,8 +5636,23 @@ class WebSocketConnection implements SwitchedConnection, WebSocketFrameSink, Web
     return true;
   }
 
-  send(frame: Uint8Array): boolean {
-    return this.#state === WS_OPEN ? this.#write(frame) : false;
+  send(opcode: number, payload: Uint8Array): boolean {
+    if (this.#state !== WS_OPEN) return false;
+    const compression = this.#settings.compression;
+    if (this.#deflate !== null && compression !== null && payload.length >= compression.threshold) {
+      // Each message on its own (server_no_context_takeover), ended with a sync flush whose
+      // empty block the receiver adds back.
+      const deflated = nodeZlib.deflateRawSync(payload, {
+        level: compression.level,
+        windowBits: this.#deflate.serverWindowBits,
+        finishFlush: nodeZlib.constants.Z_SYNC_FLUSH,
+      });
+      const body = deflated.length >= 4 ? deflated.subarray(0, deflated.length - 4) : deflated;
+      return this.#write(
+        encodeWebSocketFrame(opcode, body.length === 0 ? new Uint8Array(1) : body, true, true),
+      );
+    }
+    return this.#write(encodeWebSocketFrame(opcode, payload));
   }
 
   ping(payload: Uint8Array): void {

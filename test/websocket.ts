@@ -12,6 +12,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import * as zlib from "node:zlib";
 import {
   encodeWebSocketFrame,
   isValidCloseCode,
@@ -646,6 +647,170 @@ describe("WebSocket through the driver", () => {
   });
 });
 
+describe("permessage-deflate (RFC 7692) through the driver", () => {
+  /** The 101's Sec-WebSocket-Extensions for an offer, with compression on or off. */
+  async function agreed(offer: string | null, compression = true): Promise<string | undefined> {
+    const { server, connect } = memoryServer(
+      (request) => upgradeWebSocket(request, { compression }).response,
+      { shutdownTimeout: 50 },
+    );
+    const connection = connect();
+    const extra = offer === null ? "" : `Sec-WebSocket-Extensions: ${offer}\r\n`;
+    connection.send(HANDSHAKE.replace("\r\n\r\n", `\r\n${extra}\r\n`));
+    await waitUntil(() => connection.output().includes("\r\n\r\n"), "the 101");
+    await server.shutdown();
+    return /sec-websocket-extensions: ([^\r]*)\r\n/.exec(connection.output())?.[1];
+  }
+
+  const offers: Array<[string | null, string | undefined]> = [
+    ["permessage-deflate", "permessage-deflate; server_no_context_takeover"],
+    [
+      "permessage-deflate; client_max_window_bits",
+      "permessage-deflate; server_no_context_takeover",
+    ],
+    [
+      "permessage-deflate; server_max_window_bits=10",
+      "permessage-deflate; server_no_context_takeover; server_max_window_bits=10",
+    ],
+    [
+      "permessage-deflate; client_no_context_takeover",
+      "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+    ],
+    [
+      "permessage-deflate; server_max_window_bits=8, permessage-deflate",
+      "permessage-deflate; server_no_context_takeover",
+    ],
+    ["permessage-deflate; unknown=1", undefined],
+    ["permessage-deflate; server_no_context_takeover; server_no_context_takeover", undefined],
+    ["permessage-deflate; server_max_window_bits=16", undefined],
+    ["permessage-deflate; client_max_window_bits=07", undefined],
+    ["x-webkit-deflate-frame", undefined],
+    [null, undefined],
+  ];
+  for (const [offer, expected] of offers) {
+    test(`offer ${JSON.stringify(offer)} gets ${expected ?? "no extension"} (RFC 7692 §7.1)`, async () => {
+      assert.equal(await agreed(offer), expected);
+    });
+  }
+
+  test("with compression off, an offer is declined", async () => {
+    assert.equal(await agreed("permessage-deflate", false), undefined);
+  });
+
+  /** A client compressor that keeps its context, as browsers do. */
+  function clientDeflater(): (text: string) => Promise<Uint8Array> {
+    const stream = zlib.createDeflateRaw();
+    const out: Uint8Array[] = [];
+    stream.on("data", (chunk: Uint8Array) => out.push(chunk));
+    return (text) =>
+      new Promise<Uint8Array>((resolve) => {
+        stream.write(new TextEncoder().encode(text));
+        stream.flush(zlib.constants.Z_SYNC_FLUSH, () => {
+          const bytes = join(...out.splice(0));
+          resolve(bytes.subarray(0, bytes.length - 4)); // without 00 00 ff ff
+        });
+      });
+  }
+
+  /** The frames in `text` (server frames, unmasked), with their RSV1. */
+  function framesOf(text: string): Array<{ rsv1: boolean; opcode: number; payload: Uint8Array }> {
+    const frames: Array<{ rsv1: boolean; opcode: number; payload: Uint8Array }> = [];
+    let rsv1 = false;
+    let opcode = 0;
+    let pieces: Uint8Array[] = [];
+    new WebSocketFrameReader({ maxPayloadBytes: 1 << 24, requireMask: false, allowRsv1: true }, {
+      header: (h) => {
+        rsv1 = h.rsv1;
+        opcode = h.opcode;
+        pieces = [];
+      },
+      payload: (bytes) => pieces.push(bytes.slice()),
+      end: () => frames.push({ rsv1, opcode, payload: join(...pieces) }),
+    }).push(bytesOf(text));
+    return frames;
+  }
+
+  /** A memory connection switched with permessage-deflate offered, and where its frames start. */
+  async function deflateConnection(options: UpgradeWebSocketOptions, echo = true) {
+    const { server, connect } = memoryServer((request) => {
+      const { socket, response } = upgradeWebSocket(request, options);
+      if (echo) socket.onmessage = (event) => socket.send(event.data);
+      return response;
+    }, { shutdownTimeout: 50, onLog() {} });
+    const connection = connect();
+    connection.send(
+      HANDSHAKE.replace("\r\n\r\n", "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
+    );
+    await waitUntil(() => connection.output().includes("\r\n\r\n"), "the 101");
+    const headEnd = connection.output().indexOf("\r\n\r\n") + 4;
+    return { server, connection, frames: () => framesOf(connection.output().slice(headEnd)) };
+  }
+
+  test("compressed messages with the client's context inflate; big answers go compressed", async () => {
+    const { server, connection, frames } = await deflateConnection({
+      compression: { threshold: 100 },
+    });
+    const deflate = clientDeflater();
+    const long = "the quick brown fox jumps over the lazy dog. ".repeat(40);
+    connection.sendBytes(clientFrame(1, await deflate(long), { rsv: 4 }));
+    // The second refers back into the first: only the context kept here inflates it.
+    connection.sendBytes(clientFrame(1, await deflate(long + "!"), { rsv: 4 }));
+    connection.sendBytes(clientFrame(1, await deflate("short"), { rsv: 4 }));
+    await waitUntil(() => frames().length === 3, "three answers");
+    const answers = frames();
+    assert.deepEqual(answers.map((f) => f.rsv1), [true, true, false]);
+    const inflate = (payload: Uint8Array) =>
+      new TextDecoder().decode(
+        zlib.inflateRawSync(join(payload, new Uint8Array([0, 0, 0xff, 0xff])), {
+          finishFlush: zlib.constants.Z_SYNC_FLUSH,
+        }),
+      );
+    assert.equal(inflate(answers[0].payload), long);
+    assert.equal(inflate(answers[1].payload), long + "!");
+    assert.equal(new TextDecoder().decode(answers[2].payload), "short");
+    assert.ok(answers[0].payload.length < long.length / 5, `${answers[0].payload.length} bytes`);
+    await server.shutdown();
+  });
+
+  test("a small message that inflates past maxMessageBytes fails with 1009 (a bomb)", async () => {
+    const { server, connection } = await deflateConnection({
+      compression: true,
+      maxMessageBytes: 100_000,
+    });
+    const bomb = zlib.deflateRawSync(new Uint8Array(10_000_000), {
+      finishFlush: zlib.constants.Z_SYNC_FLUSH,
+    });
+    assert.ok(bomb.length < 20_000, `${bomb.length} bytes`);
+    connection.sendBytes(clientFrame(2, bomb.subarray(0, bomb.length - 4), { rsv: 4 }));
+    await waitUntil(
+      () => connection.output().endsWith(serverFrame(8, closePayload(1009))),
+      "the 1009",
+    );
+    await server.shutdown();
+  });
+
+  const broken: Array<[string, Uint8Array[], number]> = [
+    ["compressed data that does not inflate", [
+      clientFrame(1, new Uint8Array([0xff, 0xff, 0xff]), { rsv: 4 }),
+    ], 1007],
+    ["RSV1 on a continuation", [
+      clientFrame(1, "a", { fin: false }),
+      clientFrame(0, "b", { rsv: 4 }),
+    ], 1002],
+  ];
+  for (const [name, sent, code] of broken) {
+    test(`${name} fails with ${code}`, async () => {
+      const { server, connection } = await deflateConnection({ compression: true });
+      for (const frame of sent) connection.sendBytes(frame);
+      await waitUntil(
+        () => connection.output().endsWith(serverFrame(8, closePayload(code))),
+        `the ${code}`,
+      );
+      await server.shutdown();
+    });
+  }
+});
+
 //#endregion
 //#region Layer 3: real clients
 
@@ -657,7 +822,7 @@ async function listenEcho(transport: "deno" | "bun" | "node", handler?: Handler)
       if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
         return new Response("plain");
       }
-      const { socket, response } = upgradeWebSocket(request);
+      const { socket, response } = upgradeWebSocket(request, { compression: true });
       socket.onmessage = (event) => socket.send(event.data);
       return response;
     }),
@@ -698,11 +863,18 @@ for (const transport of transportsHere()) {
       }
     });
 
-    test("the ws package (in a Node process) and Python's websockets", async () => {
+    test("the ws package (in a Node process) and Python's websockets, with and without permessage-deflate", async () => {
       const { server, port } = await listenEcho(transport);
       try {
-        for (const [binary, script] of [[NODE, WS_CLIENT], ["/usr/bin/python3", PY_CLIENT]]) {
-          const exit = await startProcess(binary, [script, `ws://127.0.0.1:${port}/`], {
+        for (
+          const [binary, script, mode] of [
+            [NODE, WS_CLIENT, "plain"],
+            [NODE, WS_CLIENT, "deflate"],
+            ["/usr/bin/python3", PY_CLIENT, "plain"],
+            ["/usr/bin/python3", PY_CLIENT, "deflate"],
+          ]
+        ) {
+          const exit = await startProcess(binary, [script, `ws://127.0.0.1:${port}/`, mode], {
             ms: 15_000,
           }).exited;
           assert.equal(exit.code, 0, `${script}: ${exit.stdout}${exit.stderr}`);
