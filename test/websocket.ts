@@ -13,6 +13,8 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import * as zlib from "node:zlib";
+import { Hono } from "hono";
+import { defineWebSocketHelper, WSContext } from "hono/ws";
 import {
   encodeWebSocketFrame,
   isValidCloseCode,
@@ -884,6 +886,71 @@ for (const transport of transportsHere()) {
         await server.shutdown();
       }
     });
+  });
+}
+
+//#endregion
+
+//#region Hono
+
+/**
+ * Hono's `upgradeWebSocket` on wireserve: the few lines of `hono/deno`'s adapter with
+ * `Deno.upgradeWebSocket` replaced by wireserve's (the README shows the same code).
+ */
+const honoUpgradeWebSocket = defineWebSocketHelper(async (c, events, options) => {
+  if (c.req.header("upgrade")?.toLowerCase() !== "websocket") return;
+  const { response, socket } = upgradeWebSocket(c.req.raw, options);
+  const context = new WSContext({
+    send: (source) => socket.send(source),
+    close: (code, reason) => socket.close(code, reason),
+    raw: socket,
+    get readyState() {
+      return socket.readyState as 0 | 1 | 2 | 3;
+    },
+    get protocol() {
+      return socket.protocol;
+    },
+    url: new URL(socket.url),
+  });
+  socket.onopen = (event) => events.onOpen?.(event, context);
+  socket.onmessage = (event) => events.onMessage?.(event, context);
+  socket.onclose = (event) => events.onClose?.(event, context);
+  socket.onerror = (event) => events.onError?.(event, context);
+  return response;
+});
+
+for (const transport of transportsHere()) {
+  test(`Hono's upgradeWebSocket runs on wireserve over ${transport}`, async () => {
+    const app = new Hono();
+    const closes: number[] = [];
+    app.get("/", (c) => c.text("plain"));
+    app.get(
+      "/ws/:room",
+      honoUpgradeWebSocket((c) => ({
+        onMessage(event, ws) {
+          ws.send(`${c.req.param("room")}: ${event.data}`);
+        },
+        onClose(event) {
+          closes.push((event as CloseEvent).code);
+        },
+      })),
+    );
+    const { server, port } = await listenEcho(transport, (request) => app.fetch(request));
+    try {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/ws/lobby`);
+      const reply = await new Promise<string>((resolve, reject) => {
+        ws.onopen = () => ws.send("hi");
+        ws.onmessage = (event) => resolve(String(event.data));
+        ws.onerror = () => reject(new Error("client error"));
+      });
+      assert.equal(reply, "lobby: hi");
+      ws.close(1000);
+      await waitUntil(() => closes.length === 1, "the close on the server");
+      assert.deepEqual(closes, [1000]);
+      assert.equal(await (await fetch(`http://127.0.0.1:${port}/`)).text(), "plain");
+    } finally {
+      await server.shutdown();
+    }
   });
 }
 
