@@ -39,7 +39,8 @@
  * | FastResponse | a `Response` whose string or bytes body is written without a stream |
  * | Client address and access log | `clientAddress` behind trusted proxies; `formatAccessLogEntry`, the batched log writer |
  * | Transport contract | `TransportConnection`, `ConnectionEvents`, `Transport`, the rules both sides keep |
- * | Connection driver | the state machine of one connection (its theory of operation heads it), `switchProtocols` |
+ * | Connection driver | the state machine of one connection (its theory of operation heads it), `switchProtocols`, `sendEarlyHints` |
+ * | WebSocket | RFC 6455 and permessage-deflate on the switch seam: the frame reader and writer, `upgradeWebSocket`, `ServerWebSocket` |
  * | Transport adapters | `Deno.listen`, `Bun.listen`, `node:net` and their TLS forms |
  * | serve() | options, the sweep that checks deadlines, caps, shutdown |
  * | Router | `Router`: method and path patterns, 404 / 405 |
@@ -67,7 +68,7 @@
  *   and `formatAccessLogEntry`;
  * - a CLI flag: `parseArguments` and `USAGE` in CLI.
  *
- * Not here yet: HTTP/2, WebSocket.
+ * Not here yet: HTTP/2.
  *
  * Run it as a program to serve the demo site, or a directory: `deno run -A mod.ts [DIR]`,
  * `bun mod.ts [DIR]` or `node mod.ts [DIR]`.
