@@ -4487,11 +4487,7 @@ export class WebSocketFrameReader {
       }
       const take = Math.min(this.#remaining, chunk.length - at);
       const piece = chunk.subarray(at, at + take);
-      if (this.#masked) {
-        const mask = this.#mask;
-        let offset = this.#offset;
-        for (let i = 0; i < piece.length; i++) piece[i] ^= mask[offset++ & 3];
-      }
+      if (this.#masked) unmask(piece, this.#mask, this.#offset);
       this.#offset += take;
       this.#remaining -= take;
       at += take;
@@ -4604,6 +4600,41 @@ export class WebSocketFrameReader {
   #endFrame(): void {
     this.#remaining = -1;
     this.#sink.end();
+  }
+}
+
+/** Whether this machine stores a 32-bit word's low byte first (every one wireserve runs on does). */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/**
+ * XORs `piece` with the 4-byte mask, starting at mask position `offset`, in place: a word at a
+ * time over the aligned middle, a byte at a time around it. A byte at a time throughout cost
+ * about three times the native servers' CPU per 64 KiB message.
+ */
+function unmask(piece: Uint8Array, mask: Uint8Array, offset: number): void {
+  const length = piece.length;
+  let i = 0;
+  while (i < length && ((piece.byteOffset + i) & 3) !== 0) {
+    piece[i] ^= mask[(offset + i) & 3];
+    i++;
+  }
+  const words = (length - i) >>> 2;
+  if (words > 0) {
+    const at = offset + i;
+    const b0 = mask[at & 3];
+    const b1 = mask[(at + 1) & 3];
+    const b2 = mask[(at + 2) & 3];
+    const b3 = mask[(at + 3) & 3];
+    const word = LITTLE_ENDIAN
+      ? (b0 | b1 << 8 | b2 << 16 | b3 << 24)
+      : (b0 << 24 | b1 << 16 | b2 << 8 | b3);
+    const view = new Uint32Array(piece.buffer, piece.byteOffset + i, words);
+    for (let w = 0; w < words; w++) view[w] ^= word;
+    i += words * 4;
+  }
+  while (i < length) {
+    piece[i] ^= mask[(offset + i) & 3];
+    i++;
   }
 }
 
@@ -4949,6 +4980,8 @@ export class ServerWebSocket extends EventTarget {
   ondrain: ((event: Event) => void) | null = null;
 
   #readyState = 0;
+  /** The origin of `url`, for each MessageEvent. */
+  readonly #origin: string;
   #carrier: WebSocketCarrier | null = null;
   #buffered = 0;
   /** Sends waiting for a Blob to be read, so that messages keep their order. */
@@ -4966,6 +4999,7 @@ export class ServerWebSocket extends EventTarget {
     super();
     this.url = url;
     this.protocol = protocol;
+    this.#origin = new URL(url).origin;
   }
 
   /** CONNECTING, OPEN, CLOSING or CLOSED (0-3). */
@@ -5151,7 +5185,7 @@ export class ServerWebSocket extends EventTarget {
           ? data
           : new Blob([data as ArrayBuffer]);
         socket.#emit(
-          new MessageEvent("message", { data: payload, origin: new URL(socket.url).origin }),
+          new MessageEvent("message", { data: payload, origin: socket.#origin }),
         );
       },
       closing(socket) {
@@ -5356,6 +5390,7 @@ class WebSocketConnection implements SwitchedConnection, WebSocketFrameSink, Web
   #fragments = 0;
   #text = "";
   #decoder: TextDecoder | null = null;
+  #textDecoder: TextDecoder | null = null;
   /** The payload of the control frame being read. */
   #control: Uint8Array[] = [];
   /** The code and reason of the client's close frame, once it came. */
@@ -5436,8 +5471,9 @@ class WebSocketConnection implements SwitchedConnection, WebSocketFrameSink, Web
       this.#text = "";
       this.#compressed = header.rsv1;
       // Compressed text is checked once inflated; plain text as it arrives.
+      // One decoder per connection: a decode without `stream` at a message's end resets it.
       this.#decoder = opcode === OPCODE_TEXT && !header.rsv1
-        ? new TextDecoder("utf-8", { fatal: true })
+        ? this.#textDecoder ??= new TextDecoder("utf-8", { fatal: true })
         : null;
     }
     if (++this.#fragments > this.#settings.maxFragments) {

@@ -195,6 +195,20 @@ describe("WebSocket frames, pure", () => {
     }
   });
 
+  test("unmasking is exact at every alignment and mask position", () => {
+    const payload = new Uint8Array(1000).map((_, i) => (i * 131 + 7) & 0xff);
+    const expected = textOf(payload);
+    for (let lead = 0; lead < 8; lead++) {
+      for (let split = 1; split < 40; split++) {
+        // `lead` bytes before the frame shift its payload's alignment in the buffer.
+        const buffer = join(new Uint8Array(lead), clientFrame(2, payload));
+        const frame = buffer.subarray(lead);
+        const frames = readAll([frame.subarray(0, 8 + split), frame.subarray(8 + split)]);
+        assert.equal(frames[0].payload, expected, `lead ${lead}, split ${split}`);
+      }
+    }
+  });
+
   test("the reader gives the same frames byte by byte", () => {
     const copy = stream.slice(0, 500); // the first frames: byte by byte is slow for 70 KB
     const expected = readAll([copy.slice()]);
