@@ -95,7 +95,6 @@ const log = (message) => process.stderr.write(`${message}\n`);
 // ---------------------------------------------------------------------------------------------
 // The load generator (`--worker echo|idle`): runs under Node 24 with the ws package.
 
-
 function workerArgs(args) {
   const o = {};
   for (let i = 0; i < args.length; i++) {
@@ -134,7 +133,9 @@ async function worker(args) {
 
   if (mode === "echo") {
     const binary = o.type === "binary";
-    const payload = binary ? randomBytes(Number(o.bytes)) : Buffer.from(textPayload(Number(o.bytes)));
+    const payload = binary
+      ? randomBytes(Number(o.bytes))
+      : Buffer.from(textPayload(Number(o.bytes)));
     const sendOptions = { binary };
     const conns = Number(o.conns);
     const window = Number(o.window);
@@ -181,7 +182,10 @@ async function worker(args) {
     const large = randomBytes(64 * 1024);
     const echo = (ws, payload, binary) =>
       new Promise((resolveEcho, reject) => {
-        ws.once("message", (data) => (payload.equals(data) ? resolveEcho() : reject(new Error("echo differed"))));
+        ws.once(
+          "message",
+          (data) => (payload.equals(data) ? resolveEcho() : reject(new Error("echo differed"))),
+        );
         ws.send(payload, { binary });
       });
     await Promise.all(
@@ -410,7 +414,13 @@ async function quietCores(options, maxMs = options.quietWait * 1000) {
     };
     if (reading.server === null || (reading.server <= 0.1 && reading.load <= 0.1)) break;
     if (Date.now() - started > maxMs) break;
-    if (!quietCores.waited) log(`  waiting for quiet cores (server core ${pct(reading.server)}, load core ${pct(reading.load)} busy)`);
+    if (!quietCores.waited) {
+      log(
+        `  waiting for quiet cores (server core ${pct(reading.server)}, load core ${
+          pct(reading.load)
+        } busy)`,
+      );
+    }
     quietCores.waited = true;
   }
   quietCores.waited = false;
@@ -428,7 +438,10 @@ function vmRssKiB(pid) {
 
 /** The soft open-file limit a child gets after RAISE_LIMIT. */
 function raisedOpenFiles() {
-  const out = tryExec("bash", ["-c", 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; ulimit -n']);
+  const out = tryExec("bash", [
+    "-c",
+    'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; ulimit -n',
+  ]);
   return out === null || out === "unlimited" ? Infinity : Number(out);
 }
 
@@ -462,7 +475,14 @@ function serverCommand(runtime, kind, maxSeconds) {
   const script = join(BENCH, "ws_servers.ts");
   const args = [kind, "--max-seconds", String(maxSeconds)];
   if (runtime === "deno") {
-    return [join(BIN, "deno"), "run", "--allow-net=127.0.0.1", "--v8-flags=--expose-gc", script, ...args];
+    return [
+      join(BIN, "deno"),
+      "run",
+      "--allow-net=127.0.0.1",
+      "--v8-flags=--expose-gc",
+      script,
+      ...args,
+    ];
   }
   if (runtime === "node") return [join(BIN, "node"), "--expose-gc", script, ...args];
   return [join(BIN, "bun"), script, ...args];
@@ -538,7 +558,9 @@ function startWorker(options, mode, args) {
   });
   const fail = () => {
     for (const waiter of w.waiters.splice(0)) {
-      waiter.reject(new Error(`load generator exited (${w.exited}): ${w.stderr.trim().slice(-2000)}`));
+      waiter.reject(
+        new Error(`load generator exited (${w.exited}): ${w.stderr.trim().slice(-2000)}`),
+      );
     }
   };
   child.on("exit", (code, signal) => {
@@ -607,11 +629,16 @@ async function settledRss(server) {
 async function runThroughput(options, server, scenario) {
   const binary = scenario === "large";
   const w = startWorker(options, "echo", [
-    "--port", String(server.port),
-    "--conns", String(options.conns),
-    "--window", String(options.window),
-    "--bytes", String(binary ? options.largeBytes : options.smallBytes),
-    "--type", binary ? "binary" : "text",
+    "--port",
+    String(server.port),
+    "--conns",
+    String(options.conns),
+    "--window",
+    String(options.window),
+    "--bytes",
+    String(binary ? options.largeBytes : options.smallBytes),
+    "--type",
+    binary ? "binary" : "text",
   ]);
   try {
     const ready = await w.next(60_000);
@@ -638,7 +665,9 @@ async function runThroughput(options, server, scenario) {
         messages,
         seconds,
         rate: messages / seconds,
-        serverCpuMicrosPerMessage: serverCpu !== null && messages > 0 ? (serverCpu * 1e6) / messages : null,
+        serverCpuMicrosPerMessage: serverCpu !== null && messages > 0
+          ? (serverCpu * 1e6) / messages
+          : null,
         serverBusy: serverCpu !== null ? serverCpu / seconds : null,
         clientBusy: (after.cpuMicros - before.cpuMicros) / 1e6 / seconds,
         // Everything on the cores (other processes, and softirq the kernel charges to no one).
@@ -692,7 +721,9 @@ async function runIdle(options, server, count) {
 // Report
 
 const fmtInt = (v) => (v === null || v === undefined ? "—" : Math.round(v).toLocaleString("en-US"));
-const fmt1 = (v) => (v === null || v === undefined ? "—" : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2));
+const fmt1 = (
+  v,
+) => (v === null || v === undefined ? "—" : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2));
 const pct = (v) => (v === null || v === undefined ? "?" : `${Math.round(v * 100)}%`);
 const ratio = (a, b) => (a == null || b == null || b === 0 ? "—" : `${(a / b).toFixed(2)}×`);
 
@@ -729,7 +760,9 @@ function report(info, results, options) {
   lines.push(
     `- throughput: ${options.conns} connections × ${options.window} messages in flight, ${options.warmup} s warm-up, ` +
       `median of ${options.trials} trial(s) of ${options.duration} s, a fresh server per scenario; ` +
-      `client masks ${options.zeroMask ? "with a zero key (--zero-mask)" : "with random keys (as browsers do)"}; compression off`,
+      `client masks ${
+        options.zeroMask ? "with a zero key (--zero-mask)" : "with random keys (as browsers do)"
+      }; compression off`,
   );
   lines.push(
     `- idle: RSS growth (VmRSS after a settle and a full GC in the server) ÷ sockets still open, fresh server`,
@@ -761,21 +794,49 @@ function report(info, results, options) {
         if (value?.error) notes.push(`${scenario} ${kind}: FAILED: ${value.error}`);
         s[kind] = summarize(value);
         if (s[kind]?.bad) notes.push(`${scenario} ${kind}: ${s[kind].bad} echoes differed`);
-        if (s[kind]?.closed) notes.push(`${scenario} ${kind}: ${s[kind].closed} connections closed (${s[kind].firstError})`);
+        if (s[kind]?.closed) {
+          notes.push(
+            `${scenario} ${kind}: ${s[kind].closed} connections closed (${s[kind].firstError})`,
+          );
+        }
       }
-      const cell = (kind) => (s[kind] ? fmtInt(s[kind].rate) : options.kinds.includes(kind) ? "failed" : "—");
-      lines.push(`| ${label} | ${cell("wireserve")} | ${cell("native")} | ${ratio(s.wireserve?.rate, s.native?.rate)} |`);
+      const cell = (
+        kind,
+      ) => (s[kind] ? fmtInt(s[kind].rate) : options.kinds.includes(kind) ? "failed" : "—");
+      lines.push(
+        `| ${label} | ${cell("wireserve")} | ${cell("native")} | ${
+          ratio(s.wireserve?.rate, s.native?.rate)
+        } |`,
+      );
       if (scenario === "large") {
-        const mib = (kind) => (s[kind] ? fmtInt((s[kind].rate * options.largeBytes) / 1048576) : "—");
-        lines.push(`| ${label.replace("msgs/s", "MiB/s echoed")} | ${mib("wireserve")} | ${mib("native")} | ${ratio(s.wireserve?.rate, s.native?.rate)} |`);
+        const mib = (
+          kind,
+        ) => (s[kind] ? fmtInt((s[kind].rate * options.largeBytes) / 1048576) : "—");
+        lines.push(
+          `| ${label.replace("msgs/s", "MiB/s echoed")} | ${mib("wireserve")} | ${
+            mib("native")
+          } | ${ratio(s.wireserve?.rate, s.native?.rate)} |`,
+        );
       }
       const cpuCell = (kind) =>
-        s[kind] ? `${fmt1(s[kind].cpu)} (server ${pct(s[kind].serverBusy)}, core ${pct(s[kind].serverCoreBusy)})` : "—";
+        s[kind]
+          ? `${fmt1(s[kind].cpu)} (server ${pct(s[kind].serverBusy)}, core ${
+            pct(s[kind].serverCoreBusy)
+          })`
+          : "—";
       lines.push(
-        `| ${label.replace("msgs/s", "server CPU µs/msg")} (lower is better) | ${cpuCell("wireserve")} | ${cpuCell("native")} | ${ratio(s.wireserve?.cpu, s.native?.cpu)} |`,
+        `| ${label.replace("msgs/s", "server CPU µs/msg")} (lower is better) | ${
+          cpuCell("wireserve")
+        } | ${cpuCell("native")} | ${ratio(s.wireserve?.cpu, s.native?.cpu)} |`,
       );
-      const clientCell = (kind) => (s[kind] ? `${pct(s[kind].clientBusy)} (core ${pct(s[kind].loadCoreBusy)})` : "—");
-      lines.push(`| ${label.replace("msgs/s", "load generator CPU")} | ${clientCell("wireserve")} | ${clientCell("native")} | |`);
+      const clientCell = (
+        kind,
+      ) => (s[kind] ? `${pct(s[kind].clientBusy)} (core ${pct(s[kind].loadCoreBusy)})` : "—");
+      lines.push(
+        `| ${label.replace("msgs/s", "load generator CPU")} | ${clientCell("wireserve")} | ${
+          clientCell("native")
+        } | |`,
+      );
     }
     if (options.scenarios.includes("idle")) {
       const m = {};
@@ -792,12 +853,24 @@ function report(info, results, options) {
           if (value.gc !== "gc") notes.push(`idle ${kind}: no GC in the server (${value.gc})`);
         }
       }
-      const kib = (kind) => (m[kind] ? fmt1(m[kind].perSocketKiB) : options.kinds.includes(kind) ? "failed" : "—");
+      const kib = (
+        kind,
+      ) => (m[kind] ? fmt1(m[kind].perSocketKiB) : options.kinds.includes(kind) ? "failed" : "—");
       lines.push(
-        `| ${fmtInt(options.idleUsed ?? options.idle)} idle WebSockets, KiB per socket (lower is better) | ${kib("wireserve")} | ${kib("native")} | ${ratio(m.wireserve?.perSocketKiB, m.native?.perSocketKiB)} |`,
+        `| ${
+          fmtInt(options.idleUsed ?? options.idle)
+        } idle WebSockets, KiB per socket (lower is better) | ${kib("wireserve")} | ${
+          kib("native")
+        } | ${ratio(m.wireserve?.perSocketKiB, m.native?.perSocketKiB)} |`,
       );
-      const rss = (kind) => (m[kind] ? `${fmtInt(m[kind].baselineKiB / 1024)} → ${fmtInt(m[kind].loadedKiB / 1024)}` : "—");
-      lines.push(`| RSS MiB before → with the idle sockets | ${rss("wireserve")} | ${rss("native")} | |`);
+      const rss = (
+        kind,
+      ) => (m[kind]
+        ? `${fmtInt(m[kind].baselineKiB / 1024)} → ${fmtInt(m[kind].loadedKiB / 1024)}`
+        : "—");
+      lines.push(
+        `| RSS MiB before → with the idle sockets | ${rss("wireserve")} | ${rss("native")} | |`,
+      );
     }
     lines.push("");
     for (const note of notes) lines.push(`- ${note}`);
@@ -817,7 +890,9 @@ async function main() {
   const limit = raisedOpenFiles();
   if (options.scenarios.includes("idle") && limit < options.idle + 200) {
     options.idleUsed = Math.max(100, limit - 200);
-    log(`ws.mjs: open-file limit ${limit}: idle uses ${options.idleUsed} sockets, not ${options.idle}`);
+    log(
+      `ws.mjs: open-file limit ${limit}: idle uses ${options.idleUsed} sockets, not ${options.idle}`,
+    );
   }
   const versions = {};
   for (const runtime of options.runtimes) versions[runtime] = runtimeVersion(runtime);
@@ -825,15 +900,20 @@ async function main() {
   const dirty = tryExec("git", ["-C", ROOT, "status", "--porcelain", "--", "mod.ts"]);
   let sha = "";
   try {
-    sha = createHash("sha256").update(readFileSync(join(ROOT, "mod.ts"))).digest("hex").slice(0, 12);
+    sha = createHash("sha256").update(readFileSync(join(ROOT, "mod.ts"))).digest("hex").slice(
+      0,
+      12,
+    );
   } catch { /* none */ }
   let model = "unknown";
   try {
-    model = /^model name\s*:\s*(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1].trim() ?? model;
+    model = /^model name\s*:\s*(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1].trim() ??
+      model;
   } catch { /* not Linux */ }
   let wsVersion = "?";
   try {
-    wsVersion = JSON.parse(readFileSync(join(ROOT, "node_modules", "ws", "package.json"), "utf8")).version;
+    wsVersion =
+      JSON.parse(readFileSync(join(ROOT, "node_modules", "ws", "package.json"), "utf8")).version;
   } catch { /* none */ }
   const info = {
     date: new Date().toISOString(),
@@ -858,7 +938,9 @@ async function main() {
         let server;
         const background = await quietCores(options);
         if (background.server > 0.1 || background.load > 0.1) {
-          const note = `${runtime} ${scenario} ${kind}: started on busy cores (server core ${pct(background.server)}, load core ${pct(background.load)} busy before the run): another process was running`;
+          const note = `${runtime} ${scenario} ${kind}: started on busy cores (server core ${
+            pct(background.server)
+          }, load core ${pct(background.load)} busy before the run): another process was running`;
           log(`  ${note}`);
           (results.busy ??= []).push(note);
         }
@@ -867,16 +949,26 @@ async function main() {
           results[runtime][scenario][kind] = scenario === "idle"
             ? await runIdle(options, server, options.idleUsed ?? options.idle)
             : await runThroughput(options, server, scenario);
-          if (server.exited !== null) throw new Error(`the server exited (${server.exited}): ${server.stderr.trim()}`);
+          if (server.exited !== null) {
+            throw new Error(`the server exited (${server.exited}): ${server.stderr.trim()}`);
+          }
           const r = results[runtime][scenario][kind];
           if (scenario === "idle") {
-            log(`  ${fmt1(r.perSocketKiB)} KiB/socket (${r.open} open; RSS ${r.baselineKiB} → ${r.loadedKiB} KiB)`);
+            log(
+              `  ${
+                fmt1(r.perSocketKiB)
+              } KiB/socket (${r.open} open; RSS ${r.baselineKiB} → ${r.loadedKiB} KiB)`,
+            );
           } else {
             for (const t of r) {
               log(
-                `  ${fmtInt(t.rate)} msgs/s, server ${fmt1(t.serverCpuMicrosPerMessage)} µs/msg (server ${pct(t.serverBusy)}, its core ${pct(t.serverCoreBusy)}), client ${pct(t.clientBusy)} (its core ${pct(t.loadCoreBusy)})${
-                  t.bad ? `, ${t.bad} bad echoes` : ""
-                }${t.closed ? `, ${t.closed} closed` : ""}`,
+                `  ${fmtInt(t.rate)} msgs/s, server ${
+                  fmt1(t.serverCpuMicrosPerMessage)
+                } µs/msg (server ${pct(t.serverBusy)}, its core ${pct(t.serverCoreBusy)}), client ${
+                  pct(t.clientBusy)
+                } (its core ${pct(t.loadCoreBusy)})${t.bad ? `, ${t.bad} bad echoes` : ""}${
+                  t.closed ? `, ${t.closed} closed` : ""
+                }`,
               );
             }
           }
@@ -896,7 +988,10 @@ async function main() {
   console.log(markdown);
   mkdirSync(RESULTS, { recursive: true });
   writeFileSync(join(RESULTS, "ws-latest.md"), `${markdown}\n`);
-  writeFileSync(join(RESULTS, "ws-latest.json"), `${JSON.stringify({ info, options, results }, null, 2)}\n`);
+  writeFileSync(
+    join(RESULTS, "ws-latest.json"),
+    `${JSON.stringify({ info, options, results }, null, 2)}\n`,
+  );
   log(`ws.mjs: wrote ${relative(process.cwd(), join(RESULTS, "ws-latest.md"))}`);
 }
 

@@ -97,7 +97,9 @@ for (let i = 0; i < argv.length; i++) {
   const arg = argv[i];
   if (arg === "--max-seconds") {
     maxSeconds = Number(argv[++i]);
-    if (!Number.isInteger(maxSeconds) || maxSeconds < 1) fail("--max-seconds needs a positive integer");
+    if (!Number.isInteger(maxSeconds) || maxSeconds < 1) {
+      fail("--max-seconds needs a positive integer");
+    }
   } else if ((arg === "wireserve" || arg === "native") && kind === undefined) kind = arg;
   else fail(`unknown argument ${JSON.stringify(arg)}; usage: ws_servers.ts wireserve|native`);
 }
@@ -146,15 +148,18 @@ if (kind === "wireserve") {
   server.ready.then((addr) => listening(addr.port));
 } else if (runtime === "deno") {
   const deno = G.Deno!;
-  deno.serve({ hostname: HOSTNAME, port: 0, onListen: ({ port }) => listening(port) }, (request) => {
-    if (isGc(request)) return new Response(collect());
-    if (request.headers.get("upgrade") === null) return notUpgrade();
-    const { socket, response } = deno.upgradeWebSocket(request);
-    socket.binaryType = "arraybuffer";
-    socket.onmessage = (e) => socket.send(e.data);
-    socket.onerror = () => {};
-    return response;
-  });
+  deno.serve(
+    { hostname: HOSTNAME, port: 0, onListen: ({ port }) => listening(port) },
+    (request) => {
+      if (isGc(request)) return new Response(collect());
+      if (request.headers.get("upgrade") === null) return notUpgrade();
+      const { socket, response } = deno.upgradeWebSocket(request);
+      socket.binaryType = "arraybuffer";
+      socket.onmessage = (e) => socket.send(e.data);
+      socket.onerror = () => {};
+      return response;
+    },
+  );
 } else if (runtime === "bun") {
   const server = G.Bun!.serve({
     hostname: HOSTNAME,

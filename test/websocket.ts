@@ -27,11 +27,11 @@ import {
   WebSocketUpgradeError,
 } from "../mod.ts";
 import type { Handler, LogEntry, UpgradeWebSocketOptions, WebSocketFrameHeader } from "../mod.ts";
+import type { MemoryConnection } from "./helpers.ts";
 import {
   bytesOf,
   delay,
   ManualClock,
-  MemoryConnection,
   memoryServer,
   runtimeName,
   startProcess,
@@ -911,7 +911,7 @@ for (const transport of transportsHere()) {
  * Hono's `upgradeWebSocket` on wireserve: the few lines of `hono/deno`'s adapter with
  * `Deno.upgradeWebSocket` replaced by wireserve's (the README shows the same code).
  */
-const honoUpgradeWebSocket = defineWebSocketHelper(async (c, events, options) => {
+const honoUpgradeWebSocket = defineWebSocketHelper((c, events, options) => {
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") return;
   const { response, socket } = upgradeWebSocket(c.req.raw, options);
   const context = new WSContext({
