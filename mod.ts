@@ -4884,20 +4884,6 @@ function storedBlock(window: Uint8Array): Uint8Array {
   return block;
 }
 
-/** The events of a {@linkcode ServerWebSocket}, for `addEventListener`'s types. */
-export interface ServerWebSocketEventMap {
-  /** The connection is open: the 101 is written. */
-  open: Event;
-  /** A whole message arrived. */
-  message: MessageEvent;
-  /** The connection is closed. */
-  close: CloseEvent;
-  /** The connection failed (a protocol error, or the transport). */
-  error: Event;
-  /** An extension: the send queue fell back below the transport's high-water mark. */
-  drain: Event;
-}
-
 /** What the socket tells the connection that carries it. */
 interface WebSocketCarrier {
   send(opcode: number, payload: Uint8Array): boolean;
