@@ -38,17 +38,17 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
-  readdirSync,
   readFileSync,
   realpathSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
 import net from "node:net";
-import { cpus, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { cpuSeconds, median, NPROC, tryExec, vmRssKiB } from "./proc.mjs";
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(BENCH, "..");
@@ -278,23 +278,7 @@ function usage(message) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (message) => process.stderr.write(`${message}\n`);
 
-function median(values) {
-  const v = values.filter((x) => typeof x === "number" && Number.isFinite(x)).sort((a, b) => a - b);
-  if (v.length === 0) return null;
-  const mid = v.length >> 1;
-  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
-}
-
-function tryExec(file, args) {
-  try {
-    return execFileSync(file, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
-  } catch {
-    return null;
-  }
-}
-
 const HAVE_TASKSET = tryExec("taskset", ["-V"]) !== null || tryExec("which", ["taskset"]);
-const NPROC = Number(tryExec("nproc", [])) || cpus().length;
 const PIN = HAVE_TASKSET && NPROC >= 2;
 
 function pinned(cpu, command) {
@@ -402,37 +386,6 @@ function nginxVersion() {
 
 // ---------------------------------------------------------------------------------------------
 // CPU time, to tell a saturated server from a saturated wrk
-
-const CLK_TCK = Number(tryExec("getconf", ["CLK_TCK"])) || 100;
-
-/** The pids of `pid` and everything below it (Linux /proc), or just `pid` where unknown. */
-function processTree(pid) {
-  const pids = [pid];
-  for (let i = 0; i < pids.length; i++) {
-    try {
-      for (const task of readdirSync(`/proc/${pids[i]}/task`)) {
-        const children = readFileSync(`/proc/${pids[i]}/task/${task}/children`, "utf8");
-        for (const child of children.split(" ")) if (child.trim()) pids.push(Number(child));
-      }
-    } catch { /* gone, or not Linux */ }
-  }
-  return pids;
-}
-
-/** User + system CPU seconds of `pid` and its descendants; null where /proc cannot say. */
-function cpuSeconds(pid) {
-  let ticks = 0;
-  let known = false;
-  for (const p of processTree(pid)) {
-    try {
-      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
-      known = true;
-    } catch { /* gone */ }
-  }
-  return known ? ticks / CLK_TCK : null;
-}
 
 function loadAverage() {
   return tryExec("cat", ["/proc/loadavg"])?.split(" ").slice(0, 3).join(" ") ?? null;
@@ -872,15 +825,6 @@ function runWrk(scenario, port, seconds, serverPid) {
 
 // ---------------------------------------------------------------------------------------------
 // Idle memory
-
-function vmRssKiB(pid) {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) : null;
-  } catch {
-    return null;
-  }
-}
 
 function openFilesLimit() {
   try {

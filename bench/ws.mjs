@@ -48,15 +48,15 @@
 // client (`ulimit -n`, as far as the hard limit allows); with a limit under --idle + 200 the idle
 // scenario uses fewer sockets and says so. Linux only for CPU and RSS (/proc); taskset optional.
 
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import { cpus } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import process from "node:process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { cpuSeconds, median, NPROC, tryExec, vmRssKiB } from "./proc.mjs";
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(BENCH, "..");
@@ -321,55 +321,9 @@ function parseOptions() {
   return options;
 }
 
-function tryExec(file, args) {
-  try {
-    return execFileSync(file, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
-  } catch {
-    return null;
-  }
-}
-
-function median(values) {
-  const v = values.filter((x) => typeof x === "number" && Number.isFinite(x)).sort((a, b) => a - b);
-  if (v.length === 0) return null;
-  const mid = v.length >> 1;
-  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
-}
-
-const CLK_TCK = Number(tryExec("getconf", ["CLK_TCK"])) || 100;
-const NPROC = Number(tryExec("nproc", [])) || cpus().length;
 const PIN = tryExec("which", ["taskset"]) !== null && NPROC >= 2;
 const CHILD_ENV = { ...process.env, DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" };
 const RAISE_LIMIT = 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"';
-
-/** The pids of `pid` and everything below it (Linux /proc). */
-function processTree(pid) {
-  const pids = [pid];
-  for (let i = 0; i < pids.length; i++) {
-    try {
-      for (const task of readdirSync(`/proc/${pids[i]}/task`)) {
-        const children = readFileSync(`/proc/${pids[i]}/task/${task}/children`, "utf8");
-        for (const child of children.split(" ")) if (child.trim()) pids.push(Number(child));
-      }
-    } catch { /* gone, or not Linux */ }
-  }
-  return pids;
-}
-
-/** User + system CPU seconds of `pid` and its descendants; null where /proc cannot say. */
-function cpuSeconds(pid) {
-  let ticks = 0;
-  let known = false;
-  for (const p of processTree(pid)) {
-    try {
-      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
-      known = true;
-    } catch { /* gone */ }
-  }
-  return known ? ticks / CLK_TCK : null;
-}
 
 /** Per-core jiffies from /proc/stat: { cpuN: { busy, total } }, or null off Linux. */
 function coreTimes() {
@@ -425,15 +379,6 @@ async function quietCores(options, maxMs = options.quietWait * 1000) {
   }
   quietCores.waited = false;
   return reading;
-}
-
-function vmRssKiB(pid) {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) : null;
-  } catch {
-    return null;
-  }
 }
 
 /** The soft open-file limit a child gets after RAISE_LIMIT. */
