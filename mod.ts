@@ -470,6 +470,18 @@ function trimOws(text: string): string {
   return text.slice(start, end);
 }
 
+/**
+ * Whether a comma-separated field value (`Connection`, `Upgrade`, `Vary`, `Cache-Control`) lists
+ * `token`, a lower-case token, as an element of its own, in any case.
+ */
+function listsToken(value: string | null, token: string): boolean {
+  if (value === null) return false;
+  for (const element of value.split(",")) {
+    if (trimOws(element).toLowerCase() === token) return true;
+  }
+  return false;
+}
+
 /** `HEAD ` at the start of a request line. */
 const HEAD_SP = ASCII_ENCODER.encode("HEAD ");
 
@@ -599,13 +611,21 @@ export class HttpError extends Error {
   }
 }
 
+/**
+ * Whether a character may stand as it is inside a quoted message or log field: printable ASCII
+ * but `"` and `\`. Everything else is written `\xHH` (here and in the access log).
+ */
+function isLogSafe(code: number): boolean {
+  return code >= 0x20 && code < 0x7f && code !== 0x22 && code !== 0x5c;
+}
+
 /** Shows at most 64 bytes of peer input in an error message, with control bytes escaped. */
 function quoteBytes(buf: Uint8Array, start: number, end: number): string {
   let text = "";
   const stop = Math.min(end, start + 64);
   for (let i = start; i < stop; i++) {
     const byte = buf[i];
-    text += byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c
+    text += isLogSafe(byte)
       ? String.fromCharCode(byte)
       : `\\x${byte.toString(16).padStart(2, "0")}`;
   }
@@ -1779,12 +1799,7 @@ const HOP_BY_HOP = new Set(["connection", "content-length", "keep-alive", "trans
  * ```
  */
 export function asksToClose(headers: Headers): boolean {
-  const value = headers.get("connection");
-  if (value === null) return false;
-  for (const option of value.split(",")) {
-    if (trimOws(option).toLowerCase() === "close") return true;
-  }
-  return false;
+  return listsToken(headers.get("connection"), "close");
 }
 
 /**
@@ -2446,11 +2461,6 @@ function formatCommonLogTime(milliseconds: number): string {
     `${two(date.getUTCHours())}:${two(date.getUTCMinutes())}:${two(date.getUTCSeconds())} +0000`;
 }
 
-/** Whether a character may stand in a quoted log field as it is: printable ASCII but `"` and `\`. */
-function isLogSafe(code: number): boolean {
-  return code >= 0x20 && code < 0x7f && code !== 0x22 && code !== 0x5c;
-}
-
 /**
  * Escapes text for a quoted log field, as Apache does: control characters, `"`, `\` and anything
  * past 0x7e as `\xHH` (`\uHHHH` past 0xff, which request bytes decoded as latin1 never are).
@@ -3106,15 +3116,18 @@ function deadlineAfter(now: number, milliseconds: number): number {
   return milliseconds === Infinity ? 0 : now + milliseconds;
 }
 
-/** A new access log record for a request whose head has arrived (or was refused: null). */
-function exchangeRecord(head: RequestHead | null, peer: string): ExchangeRecord {
+/**
+ * A new access log record for a request whose head has arrived, or (head null) one the parser
+ * refused, whose request line is then given as read from the raw bytes.
+ */
+function exchangeRecord(head: RequestHead | null, peer: string, line = ""): ExchangeRecord {
   return {
     time: Date.now(),
     started: performance.now(),
     head,
     client: peer,
     line: head === null
-      ? ""
+      ? line
       : escapeLogField(`${head.method} ${head.target} HTTP/1.${head.version}`),
     status: 0,
     bytes: 0,
@@ -3535,8 +3548,11 @@ class HttpConnection implements ConnectionEvents {
     this.#request = request;
     (request as unknown as { [EXCHANGE]?: HttpConnection })[EXCHANGE] = this;
     const record = this.#record;
-    const trusting = this.#options.accessLog?.client;
-    if (record !== null && trusting != null) record.client = trusting(request, this.#info);
+    if (record !== null) {
+      // Behind trusted proxies the log names the forwarded client, which needs the Request.
+      const trusting = (this.#options.accessLog as AccessLog).client;
+      if (trusting !== null) record.client = trusting(request, this.#info);
+    }
     void this.#answer(head, request); // it never rejects: failures end in #fail
   }
 
@@ -4109,10 +4125,11 @@ class HttpConnection implements ConnectionEvents {
         HeadReader.isHeadRequest(this.#buffer, this.#start, this.#end));
     if (this.#options.accessLog !== null) {
       // A request the parser refused has no record yet: its line is taken from the raw bytes.
-      const record = this.#record ??= {
-        ...exchangeRecord(null, this.#info.remoteAddr.hostname),
-        line: loggedRequestLine(this.#buffer, this.#start, this.#end),
-      };
+      const record = this.#record ??= exchangeRecord(
+        null,
+        this.#info.remoteAddr.hostname,
+        loggedRequestLine(this.#buffer, this.#start, this.#end),
+      );
       record.status = status;
       record.bytes = forHead ? 0 : statusBody(status).length;
       record.reason = reason;
@@ -4716,15 +4733,6 @@ export function webSocketAccept(key: string): string {
   return createHash("sha1").update(key + WEBSOCKET_GUID).digest("base64");
 }
 
-/** Whether a comma-separated field value lists `token` (any case). */
-function listsToken(value: string | null, token: string): boolean {
-  if (value === null) return false;
-  for (const element of value.split(",")) {
-    if (trimOws(element).toLowerCase() === token) return true;
-  }
-  return false;
-}
-
 /** A base64 value of exactly 16 bytes: 22 characters and `==` (RFC 6455 §4.1). */
 const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
 
@@ -4900,8 +4908,6 @@ function closeEvent(code: number, reason: string, wasClean: boolean): CloseEvent
   return Object.assign(new Event("close"), { code, reason, wasClean }) as CloseEvent;
 }
 
-const UTF8_TEXT = new TextEncoder();
-
 /** Opens a socket once its connection is switched (set in ServerWebSocket's static block). */
 let openSocket: (
   socket: ServerWebSocket,
@@ -5030,7 +5036,7 @@ export class ServerWebSocket extends EventTarget {
 
   #sendNow(data: string | ArrayBufferLike | ArrayBufferView): boolean {
     const carrier = this.#carrier as WebSocketCarrier;
-    if (typeof data === "string") return carrier.send(OPCODE_TEXT, UTF8_TEXT.encode(data));
+    if (typeof data === "string") return carrier.send(OPCODE_TEXT, encodeUtf8(data));
     // The frame is a copy: the caller may reuse its buffer.
     const bytes = ArrayBuffer.isView(data)
       ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
@@ -5053,7 +5059,7 @@ export class ServerWebSocket extends EventTarget {
         "InvalidAccessError",
       );
     }
-    if (UTF8_TEXT.encode(reason).length > 123) {
+    if (encodeUtf8(reason).length > 123) {
       throw new DOMException("Cannot close: the reason is over 123 bytes", "SyntaxError");
     }
     if (this.#readyState >= 2) return;
@@ -5072,7 +5078,7 @@ export class ServerWebSocket extends EventTarget {
    * @throws {RangeError} For a longer payload.
    */
   ping(data: string | Uint8Array = new Uint8Array(0)): void {
-    const bytes = typeof data === "string" ? UTF8_TEXT.encode(data) : data;
+    const bytes = typeof data === "string" ? encodeUtf8(data) : data;
     if (bytes.length > 125) throw new RangeError("Cannot ping: the payload is over 125 bytes");
     if (this.#readyState === 1) this.#carrier?.ping(bytes);
   }
@@ -5743,7 +5749,7 @@ class WebSocketConnection implements SwitchedConnection, WebSocketFrameSink, Web
 /** A close frame with `code` (0: none) and `reason`. */
 function closeFrame(code: number, reason: string): Uint8Array {
   if (code === 0) return encodeWebSocketFrame(OPCODE_CLOSE, EMPTY);
-  const text = UTF8_TEXT.encode(reason);
+  const text = encodeUtf8(reason);
   const payload = new Uint8Array(2 + text.length);
   payload[0] = code >>> 8;
   payload[1] = code & 0xff;
@@ -8872,17 +8878,12 @@ function isCompressibleType(mediaType: string): boolean {
 
 /** `Cache-Control` forbids transforming the content (RFC 9111 §5.2.2.6, §5.2.1.6). */
 function forbidsTransform(cacheControl: string | null): boolean {
-  return cacheControl !== null && /(?:^|,)[ \t]*no-transform[ \t]*(?:,|$)/i.test(cacheControl);
+  return listsToken(cacheControl, "no-transform");
 }
 
 /** Whether a `Vary` value already covers `Accept-Encoding` (or everything). */
 function variesByEncoding(vary: string | null): boolean {
-  if (vary === null) return false;
-  for (const name of vary.split(",")) {
-    const token = trimOws(name).toLowerCase();
-    if (token === "*" || token === "accept-encoding") return true;
-  }
-  return false;
+  return listsToken(vary, "accept-encoding") || listsToken(vary, "*");
 }
 
 /** The resolved settings of one `compress` middleware. */
