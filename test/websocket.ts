@@ -657,9 +657,27 @@ describe("WebSocket through the driver", () => {
     });
   }
 
-  test("a request serve() did not parse, or a subprotocol not offered, is a TypeError", () => {
+  test("a request serve() did not parse, or a subprotocol not offered, is a TypeError", async () => {
     const request = new Request("http://a/", { headers: { upgrade: "websocket" } });
     assert.throws(() => upgradeWebSocket(request), WebSocketUpgradeError);
+    let thrown: unknown;
+    const { server, connect } = memoryServer((req) => {
+      try {
+        return upgradeWebSocket(req, { protocol: "chat" }).response;
+      } catch (error) {
+        thrown = error;
+        return new Response("no", { status: 400 });
+      }
+    });
+    const connection = connect();
+    connection.send(HANDSHAKE.replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: superchat\r\n\r\n"));
+    await waitUntil(() => connection.output().includes("\r\n\r\n"), "a response");
+    assert.ok(
+      thrown instanceof TypeError && /subprotocol "chat"/.test(thrown.message),
+      String(thrown),
+    );
+    assert.match(connection.output(), /^HTTP\/1\.1 400 /);
+    await server.shutdown();
   });
 });
 
