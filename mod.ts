@@ -106,6 +106,20 @@ export interface ConnInfo {
   readonly localAddr: NetAddr;
   /** Whether the connection is encrypted (TLS). */
   readonly secure: boolean;
+  /**
+   * Set when the connection came through a load balancer that speaks the PROXY protocol (the
+   * `proxyProtocol` option): the header it sent, and the balancer's own address. `remoteAddr` and
+   * `localAddr` are then the client's, from the header.
+   */
+  readonly proxy?: ProxyInfo;
+}
+
+/** What a PROXY protocol header told the server about a connection: {@linkcode ConnInfo.proxy}. */
+export interface ProxyInfo {
+  /** The TCP peer that sent the header: the load balancer. */
+  readonly peer: NetAddr;
+  /** The header, as {@linkcode parseProxyHeader} read it: addresses, TLVs, the client's TLS. */
+  readonly header: ProxyProtocolHeader;
 }
 
 /** A request handler, the same shape as `Deno.serve`'s and `Bun.serve`'s `fetch`. */
@@ -2610,6 +2624,520 @@ function accessLogOptions(
 }
 
 //#endregion
+//#region PROXY protocol
+
+// The PROXY protocol (HAProxy's doc/proxy-protocol.txt, versions 1 and 2): a load balancer that
+// relays a TCP connection first writes a header saying whose connection it is, and then the
+// client's own bytes. This region is pure (the header parser, the address matcher); the gate that
+// reads a header off a new connection is in serve().
+
+/** One type-length-value field of a PROXY protocol version 2 header (§2.2). */
+export interface ProxyTlv {
+  /** The type: `0x01` ALPN, `0x02` authority, `0x05` unique ID, `0x20` TLS, `0xE0`–`0xEF` custom… */
+  readonly type: number;
+  /** The value's bytes. */
+  readonly value: Uint8Array;
+}
+
+/** What a version 2 header's TLS field (`PP2_TYPE_SSL`, §2.2.5) says of the client's connection. */
+export interface ProxyTlsInfo {
+  /** The client's connection to the proxy was TLS (`PP2_CLIENT_SSL`). */
+  readonly secure: boolean;
+  /** The client presented a certificate, on this connection or an earlier one of its session. */
+  readonly clientCertificate: boolean;
+  /** The client's certificate was presented and verified (the field's `verify` is zero). */
+  readonly verified: boolean;
+  /** The TLS version, such as `"TLSv1.3"`, when the proxy sent it. */
+  readonly version: string | null;
+  /** The cipher, such as `"TLS_AES_128_GCM_SHA256"`, when the proxy sent it. */
+  readonly cipher: string | null;
+  /** The Common Name of the client certificate's subject, when the proxy sent it. */
+  readonly commonName: string | null;
+}
+
+/** A PROXY protocol header: the result of {@linkcode parseProxyHeader}. */
+export interface ProxyProtocolHeader {
+  /** 1 for the text form, 2 for the binary one. */
+  readonly version: 1 | 2;
+  /**
+   * `"PROXY"`: relayed on behalf of a client. `"LOCAL"`: a connection the proxy opened itself (a
+   * health check), whose endpoints are the real ones. A version 1 `UNKNOWN` line is `"PROXY"` with
+   * no addresses.
+   */
+  readonly command: "PROXY" | "LOCAL";
+  /**
+   * The client's address, or null when the header gives none a TCP server can use (`LOCAL`,
+   * `UNKNOWN`, the unspecified family, UDP, Unix sockets): the connection's own peer stands then.
+   */
+  readonly source: NetAddr | null;
+  /** The address the client connected to, or null with `source`. */
+  readonly destination: NetAddr | null;
+  /** Version 2's TLV fields in wire order (the TLS field's sub-fields inside its own value). */
+  readonly tlvs: readonly ProxyTlv[];
+  /** The application protocol the client chose with the proxy (`PP2_TYPE_ALPN`), such as `"h2"`. */
+  readonly alpn: string | null;
+  /** The host name the client asked the proxy for (`PP2_TYPE_AUTHORITY`, TLS's SNI). */
+  readonly authority: string | null;
+  /** What the TLS field says of the client's TLS connection to the proxy. */
+  readonly tls: ProxyTlsInfo | null;
+  /** Bytes the header occupies. */
+  readonly size: number;
+}
+
+/** How a PROXY protocol header can be wrong; the connection is closed without a response. */
+export type ProxyProtocolErrorCode =
+  | "NOT_PROXY_PROTOCOL"
+  | "INVALID_HEADER"
+  | "HEADER_TOO_LARGE"
+  | "CHECKSUM_MISMATCH";
+
+/**
+ * A PROXY protocol header that is not one: "any sequence which does not exactly match the protocol
+ * must be discarded and cause the receiver to abort the connection" (§2.1).
+ */
+export class ProxyProtocolError extends Error {
+  /** Which rule was broken. */
+  readonly code: ProxyProtocolErrorCode;
+  /**
+   * Makes the error for one broken rule.
+   *
+   * @param code Which rule was broken.
+   * @param message What was wrong, for logs.
+   */
+  constructor(code: ProxyProtocolErrorCode, message: string) {
+    super(message);
+    this.name = "ProxyProtocolError";
+    this.code = code;
+  }
+}
+
+/** The 12 bytes a version 2 header starts with (§2.2). */
+const PROXY_V2_SIGNATURE = Uint8Array.of(
+  0x0d,
+  0x0a,
+  0x0d,
+  0x0a,
+  0x00,
+  0x0d,
+  0x0a,
+  0x51,
+  0x55,
+  0x49,
+  0x54,
+  0x0a,
+);
+/** `"PROXY "`, the start of a version 1 line. */
+const PROXY_V1_PREFIX = Uint8Array.of(0x50, 0x52, 0x4f, 0x58, 0x59, 0x20);
+/**
+ * The longest version 1 line, CRLF included (§2.1: "PROXY UNKNOWN" with two full IPv6 addresses
+ * and ports); "if the CRLF sequence is not found in the first 107 characters, the receiver should
+ * declare the line invalid".
+ */
+const PROXY_V1_MAX_BYTES = 107;
+/**
+ * The default limit of a version 2 header, TLVs included. The format allows 65,551 bytes; what
+ * proxies send (addresses, ALPN, SNI, a TLS field, AWS's endpoint ID) is a few hundred.
+ */
+const PROXY_DEFAULT_MAX_BYTES = 4096;
+
+const PP2_TYPE_ALPN = 0x01;
+const PP2_TYPE_AUTHORITY = 0x02;
+const PP2_TYPE_CRC32C = 0x03;
+const PP2_TYPE_SSL = 0x20;
+const PP2_SUBTYPE_SSL_VERSION = 0x21;
+const PP2_SUBTYPE_SSL_CN = 0x22;
+const PP2_SUBTYPE_SSL_CIPHER = 0x23;
+
+/**
+ * Parses a PROXY protocol header (version 1 or 2) at the start of `buf`: the bytes a connection
+ * from a load balancer begins with. Returns null while the header is incomplete; the bytes past
+ * `size` are the client's own. Throws as soon as the bytes cannot be a header, so that a
+ * connection that does not speak the protocol is dropped at its first packet.
+ *
+ * @param buf The connection's first bytes.
+ * @param maxBytes The largest version 2 header accepted (a version 1 line is at most 107 bytes).
+ * @returns The header, or null if more bytes are needed.
+ * @throws {ProxyProtocolError} If the bytes are not a valid header.
+ *
+ * @example
+ * ```ts
+ * import { parseProxyHeader } from "jsr:@wireserve/wireserve";
+ * const bytes = new TextEncoder().encode("PROXY TCP4 192.0.2.7 10.0.0.1 51000 443\r\nGET / HTTP/1.1\r\n");
+ * const header = parseProxyHeader(bytes);
+ * console.log(header?.source); // { hostname: "192.0.2.7", port: 51000, transport: "tcp" }
+ * ```
+ */
+export function parseProxyHeader(
+  buf: Uint8Array,
+  maxBytes: number = PROXY_DEFAULT_MAX_BYTES,
+): ProxyProtocolHeader | null {
+  // The two forms differ in their first byte; each is rejected at the first byte that departs
+  // from its signature, not when the buffer is full.
+  const signature = buf[0] === 0x0d ? PROXY_V2_SIGNATURE : PROXY_V1_PREFIX;
+  const known = Math.min(buf.length, signature.length);
+  for (let i = 0; i < known; i++) {
+    if (buf[i] !== signature[i]) {
+      throw new ProxyProtocolError(
+        "NOT_PROXY_PROTOCOL",
+        `Cannot read a PROXY protocol header: the connection begins ${quoteBytes(buf, 0, 16)}`,
+      );
+    }
+  }
+  if (buf.length < signature.length) return null;
+  return signature === PROXY_V2_SIGNATURE ? parseProxyV2(buf, maxBytes) : parseProxyV1(buf);
+}
+
+/** Version 1: `PROXY TCP4|TCP6|UNKNOWN source destination sourcePort destinationPort CRLF`. */
+function parseProxyV1(buf: Uint8Array): ProxyProtocolHeader | null {
+  const stop = Math.min(buf.length, PROXY_V1_MAX_BYTES);
+  let end = -1;
+  for (let i = PROXY_V1_PREFIX.length; i < stop; i++) {
+    const byte = buf[i];
+    if (byte === 0x0d && i + 1 < buf.length) {
+      // "The receiver must not tolerate a single CR or LF character to end the line."
+      if (buf[i + 1] !== 0x0a) throw invalidProxyV1(buf, i + 2);
+      end = i;
+      break;
+    }
+    if (byte < 0x20 && byte !== 0x0d || byte > 0x7e) throw invalidProxyV1(buf, i + 1);
+  }
+  if (end === -1) {
+    if (buf.length < PROXY_V1_MAX_BYTES) return null;
+    throw new ProxyProtocolError(
+      "HEADER_TOO_LARGE",
+      `Cannot read a PROXY protocol header: no CRLF in the first ${PROXY_V1_MAX_BYTES} bytes`,
+    );
+  }
+  const fields = decodeLatin1(buf, 0, end).split(" ");
+  const size = end + 2;
+  // "The receiver must ignore anything presented before the CRLF is found" after UNKNOWN (§2.1).
+  if (fields[1] === "UNKNOWN") return proxyHeader(1, "PROXY", null, null, [], size);
+  const family = fields[1] === "TCP4" ? 4 : fields[1] === "TCP6" ? 6 : 0;
+  if (fields.length !== 6 || family === 0) throw invalidProxyV1(buf, size);
+  const source = parseIpAddress(fields[2]);
+  const destination = parseIpAddress(fields[3]);
+  const sourcePort = parsePort(fields[4]);
+  const destinationPort = parsePort(fields[5]);
+  if (
+    source === null || destination === null || source.length !== destination.length ||
+    (source.length === 4) !== (family === 4) || sourcePort < 0 || destinationPort < 0
+  ) {
+    throw invalidProxyV1(buf, size);
+  }
+  return proxyHeader(
+    1,
+    "PROXY",
+    toNetAddr(formatIpAddress(source), sourcePort),
+    toNetAddr(formatIpAddress(destination), destinationPort),
+    [],
+    size,
+  );
+}
+
+function invalidProxyV1(buf: Uint8Array, end: number): ProxyProtocolError {
+  return new ProxyProtocolError(
+    "INVALID_HEADER",
+    `Cannot read a PROXY protocol header: not a valid version 1 line: ${quoteBytes(buf, 0, end)}`,
+  );
+}
+
+function invalidProxyV2(why: string): ProxyProtocolError {
+  return new ProxyProtocolError("INVALID_HEADER", `Cannot read a PROXY protocol header: ${why}`);
+}
+
+/** A decimal port as version 1 writes it: 0 to 65535, no sign, no leading zero; -1 if not. */
+function parsePort(text: string): number {
+  if (!/^(?:0|[1-9][0-9]{0,4})$/.test(text)) return -1;
+  const port = Number(text);
+  return port <= 65535 ? port : -1;
+}
+
+/** Version 2: the signature, version and command, family and protocol, length, addresses, TLVs. */
+function parseProxyV2(buf: Uint8Array, maxBytes: number): ProxyProtocolHeader | null {
+  if (buf.length < 16) return null;
+  const versionCommand = buf[12];
+  const familyProtocol = buf[13];
+  // "The receiver must only accept" version 2; other commands "must" drop the connection; families
+  // and protocols past the assigned ones "must be rejected as invalid" (§2.2).
+  if (versionCommand >> 4 !== 2) throw invalidProxyV2(`version ${versionCommand >> 4}`);
+  const command = versionCommand & 0x0f;
+  if (command > 1) throw invalidProxyV2(`command ${command}`);
+  const family = familyProtocol >> 4;
+  const protocol = familyProtocol & 0x0f;
+  if (family > 3 || protocol > 2) {
+    throw invalidProxyV2(`family and protocol 0x${familyProtocol.toString(16)}`);
+  }
+  const size = 16 + (buf[14] << 8 | buf[15]);
+  if (size > maxBytes) {
+    throw new ProxyProtocolError(
+      "HEADER_TOO_LARGE",
+      `Cannot read a PROXY protocol header: ${size} bytes, over the limit of ${maxBytes}`,
+    );
+  }
+  if (buf.length < size) return null;
+  // LOCAL: "the receiver must accept this connection as valid and must use the real connection
+  // endpoints and discard the protocol block including the family".
+  if (command === 0) return proxyHeader(2, "LOCAL", null, null, [], size);
+  const addressBytes = [0, 12, 36, 216][family];
+  if (size - 16 < addressBytes) throw invalidProxyV2(`${size - 16} bytes of addresses`);
+  const tlvs = parseTlvs(buf, 16 + addressBytes, size);
+  for (const tlv of tlvs) {
+    if (tlv.type === PP2_TYPE_CRC32C) checkProxyChecksum(buf, size, tlv.value);
+  }
+  // TCP over IPv4 or IPv6 is what this server can use; for the other valid combinations the
+  // receiver "falls back to the UNSPEC mode", the connection's real endpoints.
+  let source: NetAddr | null = null;
+  let destination: NetAddr | null = null;
+  if ((family === 1 || family === 2) && protocol === 1) {
+    const length = family === 1 ? 4 : 16;
+    const ports = 16 + 2 * length;
+    source = toNetAddr(
+      formatIpAddress(buf.subarray(16, 16 + length)),
+      buf[ports] << 8 | buf[ports + 1],
+    );
+    destination = toNetAddr(
+      formatIpAddress(buf.subarray(16 + length, ports)),
+      buf[ports + 2] << 8 | buf[ports + 3],
+    );
+  }
+  return proxyHeader(2, "PROXY", source, destination, tlvs, size);
+}
+
+/** TLV fields from `start` to `end`, as views of `buf`; each must fit exactly. */
+function parseTlvs(buf: Uint8Array, start: number, end: number): ProxyTlv[] {
+  const tlvs: ProxyTlv[] = [];
+  for (let i = start; i < end;) {
+    if (i + 3 > end) throw invalidProxyV2("a TLV field is cut short");
+    const valueEnd = i + 3 + (buf[i + 1] << 8 | buf[i + 2]);
+    if (valueEnd > end) throw invalidProxyV2("a TLV field runs past the header");
+    tlvs.push({ type: buf[i], value: buf.subarray(i + 3, valueEnd) });
+    i = valueEnd;
+  }
+  return tlvs;
+}
+
+/**
+ * The CRC32c field (§2.2.3): "the receiver MUST … replace the 32 bits of the checksum field in the
+ * received PROXY header with all '0's and calculate a CRC32c checksum value of the whole PROXY
+ * header", and drop the connection when the two differ.
+ */
+function checkProxyChecksum(buf: Uint8Array, size: number, field: Uint8Array): void {
+  if (field.length !== 4) throw invalidProxyV2("a CRC32c field that is not 4 bytes");
+  const sent = (field[0] << 24 | field[1] << 16 | field[2] << 8 | field[3]) >>> 0;
+  const header = buf.slice(0, size);
+  const offset = field.byteOffset - buf.byteOffset;
+  header.fill(0, offset, offset + 4);
+  if (crc32c(header) !== sent) {
+    throw new ProxyProtocolError(
+      "CHECKSUM_MISMATCH",
+      "Cannot read a PROXY protocol header: its CRC32c checksum does not match",
+    );
+  }
+}
+
+let crc32cTable: Uint32Array | null = null;
+
+/** CRC-32C (Castagnoli, RFC 4960 Appendix B), the checksum version 2 headers may carry. */
+function crc32c(bytes: Uint8Array): number {
+  const table = crc32cTable ??= Uint32Array.from({ length: 256 }, (_, n) => {
+    for (let bit = 0; bit < 8; bit++) n = n & 1 ? 0x82f63b78 ^ (n >>> 1) : n >>> 1;
+    return n;
+  });
+  let crc = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) crc = table[(crc ^ bytes[i]) & 0xff] ^ (crc >>> 8);
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+const UTF8_FATAL = new TextDecoder("utf-8", { fatal: true });
+
+/** Builds the header record, decoding the TLVs this server knows and copying every value. */
+function proxyHeader(
+  version: 1 | 2,
+  command: "PROXY" | "LOCAL",
+  source: NetAddr | null,
+  destination: NetAddr | null,
+  views: ProxyTlv[],
+  size: number,
+): ProxyProtocolHeader {
+  let alpn: string | null = null;
+  let authority: string | null = null;
+  let tls: ProxyTlsInfo | null = null;
+  const tlvs = views.map(({ type, value }) => ({ type, value: value.slice() }));
+  for (const { type, value } of tlvs) {
+    if (type === PP2_TYPE_ALPN) alpn = decodeLatin1(value, 0, value.length);
+    else if (type === PP2_TYPE_AUTHORITY) authority = decodeProxyText(value);
+    else if (type === PP2_TYPE_SSL) tls = parseProxyTls(value);
+  }
+  return { version, command, source, destination, tlvs, alpn, authority, tls, size };
+}
+
+function decodeProxyText(value: Uint8Array): string {
+  try {
+    return UTF8_FATAL.decode(value);
+  } catch {
+    throw invalidProxyV2("a text TLV field that is not UTF-8");
+  }
+}
+
+/** `struct pp2_tlv_ssl { uint8_t client; uint32_t verify; struct pp2_tlv sub_tlv[0]; }` (§2.2.5). */
+function parseProxyTls(value: Uint8Array): ProxyTlsInfo {
+  if (value.length < 5) throw invalidProxyV2("a TLS field shorter than 5 bytes");
+  const client = value[0];
+  const verify = value[1] | value[2] | value[3] | value[4];
+  let version: string | null = null;
+  let cipher: string | null = null;
+  let commonName: string | null = null;
+  for (const { type, value: text } of parseTlvs(value, 5, value.length)) {
+    if (type === PP2_SUBTYPE_SSL_VERSION) version = decodeProxyText(text);
+    else if (type === PP2_SUBTYPE_SSL_CIPHER) cipher = decodeProxyText(text);
+    else if (type === PP2_SUBTYPE_SSL_CN) commonName = decodeProxyText(text);
+  }
+  const clientCertificate = (client & 0x06) !== 0; // PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS
+  return {
+    secure: (client & 0x01) !== 0,
+    clientCertificate,
+    verified: clientCertificate && verify === 0,
+    version,
+    cipher,
+    commonName,
+  };
+}
+
+/**
+ * An IPv4 or IPv6 address in text as its 4 or 16 bytes, or null. Strict: IPv4 as four decimal
+ * numbers without leading zeros; IPv6 in RFC 4291 §2.2 text (one `::` at most, an IPv4 tail
+ * allowed), without a zone. The same rules on every runtime, where each `node:net.isIP` differs.
+ */
+function parseIpAddress(text: string): Uint8Array | null {
+  return text.includes(":") ? parseIpv6(text) : parseIpv4(text);
+}
+
+function parseIpv4(text: string): Uint8Array | null {
+  const parts = text.split(".");
+  if (parts.length !== 4) return null;
+  const bytes = new Uint8Array(4);
+  for (let i = 0; i < 4; i++) {
+    if (!/^(?:0|[1-9][0-9]{0,2})$/.test(parts[i])) return null;
+    const value = Number(parts[i]);
+    if (value > 255) return null;
+    bytes[i] = value;
+  }
+  return bytes;
+}
+
+function parseIpv6(text: string): Uint8Array | null {
+  const halves = text.split("::");
+  if (halves.length > 2) return null;
+  const groups: number[][] = [];
+  for (const half of halves) {
+    const words: number[] = [];
+    const parts = half === "" ? [] : half.split(":");
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i];
+      if (i === parts.length - 1 && half === halves[halves.length - 1] && part.includes(".")) {
+        const ipv4 = parseIpv4(part);
+        if (ipv4 === null) return null;
+        words.push(ipv4[0] << 8 | ipv4[1], ipv4[2] << 8 | ipv4[3]);
+      } else if (/^[0-9a-fA-F]{1,4}$/.test(part)) {
+        words.push(parseInt(part, 16));
+      } else {
+        return null;
+      }
+    }
+    groups.push(words);
+  }
+  const [head, tail = []] = groups;
+  const missing = 8 - head.length - tail.length;
+  if (halves.length === 1 ? missing !== 0 : missing < 1) return null;
+  const words = [...head, ...new Array<number>(halves.length === 1 ? 0 : missing).fill(0), ...tail];
+  const bytes = new Uint8Array(16);
+  for (let i = 0; i < 8; i++) {
+    bytes[2 * i] = words[i] >> 8;
+    bytes[2 * i + 1] = words[i] & 0xff;
+  }
+  return bytes;
+}
+
+/**
+ * Writes 4 or 16 address bytes as text: dotted decimal, or IPv6 as RFC 5952 recommends (lower
+ * case, no leading zeros, the longest run of two or more zero groups as `::`). An IPv4-mapped IPv6
+ * address is written as its IPv4 address, as the connection's own peer is.
+ */
+function formatIpAddress(bytes: Uint8Array): string {
+  if (bytes.length === 4) return bytes.join(".");
+  let mapped = bytes[10] === 0xff && bytes[11] === 0xff;
+  for (let i = 0; i < 10; i++) mapped &&= bytes[i] === 0;
+  if (mapped) return bytes.subarray(12).join(".");
+  const words: number[] = [];
+  for (let i = 0; i < 16; i += 2) words.push(bytes[i] << 8 | bytes[i + 1]);
+  let bestStart = -1;
+  let bestLength = 1;
+  for (let i = 0; i < 8;) {
+    let j = i;
+    while (j < 8 && words[j] === 0) j++;
+    if (j - i > bestLength) {
+      bestStart = i;
+      bestLength = j - i;
+    }
+    i = j === i ? i + 1 : j;
+  }
+  const hex = words.map((word) => word.toString(16));
+  if (bestStart === -1) return hex.join(":");
+  return `${hex.slice(0, bestStart).join(":")}::${hex.slice(bestStart + bestLength).join(":")}`;
+}
+
+/**
+ * A test of whether an address is in a list of addresses and CIDR blocks (`"10.0.0.0/8"`,
+ * `"192.0.2.1"`, `"2001:db8::/32"`, `"::1"`). An IPv4-mapped IPv6 address matches as its IPv4
+ * address. Throws a TypeError for an entry that is not one.
+ */
+function addressMatcher(list: readonly string[], what: string): (hostname: string) => boolean {
+  const blocks = list.map((entry) => {
+    const [address, prefix, extra] = entry.split("/");
+    const full = parseIpAddress(address);
+    const length = prefix === undefined ? NaN : /^\d{1,3}$/.test(prefix) ? Number(prefix) : -1;
+    if (full === null || extra !== undefined || length < 0 || length > full.length * 8) {
+      throw new TypeError(`Cannot use ${what}: ${JSON.stringify(entry)} is not an address or CIDR`);
+    }
+    const bytes = unmapIpv4(full);
+    // A mapped block (::ffff:10.0.0.0/104) is the IPv4 block it maps (10.0.0.0/8).
+    const bits = (Number.isNaN(length) ? full.length * 8 : length) -
+      (full.length - bytes.length) * 8;
+    return { bytes, bits: Math.max(bits, 0) };
+  });
+  return (hostname) => {
+    const parsed = parseIpAddress(hostname);
+    if (parsed === null) return false;
+    const address = unmapIpv4(parsed);
+    return blocks.some(({ bytes, bits }) => {
+      if (bytes.length !== address.length) return false;
+      const whole = bits >> 3;
+      for (let i = 0; i < whole; i++) if (bytes[i] !== address[i]) return false;
+      const mask = 0xff00 >> (bits & 7) & 0xff;
+      return mask === 0 || (bytes[whole] & mask) === (address[whole] & mask);
+    });
+  };
+}
+
+/** The IPv4 address inside an IPv4-mapped IPv6 one (`::ffff:a.b.c.d`), else the bytes as they are. */
+function unmapIpv4(bytes: Uint8Array): Uint8Array {
+  if (bytes.length !== 16 || bytes[10] !== 0xff || bytes[11] !== 0xff) return bytes;
+  for (let i = 0; i < 10; i++) if (bytes[i] !== 0) return bytes;
+  return bytes.subarray(12);
+}
+
+/** A NetAddr with the IPv4-mapped IPv6 prefix removed, as Deno.serve reports addresses. */
+function toNetAddr(hostname: string, port: number): NetAddr {
+  return {
+    hostname: hostname.startsWith("::ffff:") && hostname.includes(".")
+      ? hostname.slice(7)
+      : hostname,
+    port,
+    transport: "tcp",
+  };
+}
+
+//#endregion
 //#region Transport contract
 
 // What the driver and a transport adapter promise each other; every adapter below, and the
@@ -2670,6 +3198,8 @@ export interface TransportConnection {
   readonly localAddr: NetAddr;
   /** Whether the bytes travel over TLS. */
   readonly secure: boolean;
+  /** What a PROXY protocol header said, when one came first (a wrapper sets it, not an adapter). */
+  readonly proxy?: ProxyInfo;
   /**
    * Queues bytes for sending; the adapter takes ownership of them. Returns false once more than a
    * high-water mark is queued: the caller should then wait for `onDrain` before writing more, so
@@ -3108,6 +3638,10 @@ class ConnectionInfo implements ConnInfo {
 
   get localAddr(): NetAddr {
     return this.#transport.localAddr;
+  }
+
+  get proxy(): ProxyInfo | undefined {
+    return this.#transport.proxy;
   }
 }
 
@@ -6292,19 +6826,141 @@ const TRANSPORTS: Readonly<Record<TransportName, Transport>> = {
   node: listenNode,
 };
 
-/** A NetAddr with the IPv4-mapped IPv6 prefix removed, as Deno.serve reports addresses. */
-function toNetAddr(hostname: string, port: number): NetAddr {
-  return {
-    hostname: hostname.startsWith("::ffff:") && hostname.includes(".")
-      ? hostname.slice(7)
-      : hostname,
-    port,
-    transport: "tcp",
-  };
-}
-
 //#endregion
 //#region serve()
+
+/** The PROXY protocol on a listener: which peers may send the header, and its limits. */
+export interface ProxyProtocolOptions {
+  /**
+   * The load balancers allowed to connect: addresses and CIDR blocks, IPv4 or IPv6
+   * (`"10.0.0.0/8"`, `"192.0.2.1"`, `"fd00::/8"`). A connection from any other peer is closed at
+   * once, unread: a client that can reach the port directly could otherwise claim any address.
+   */
+  trusted: readonly string[];
+  /**
+   * Milliseconds the header may take to arrive once the connection is open. A balancer writes it
+   * at once, with the connection; this only bounds a peer that never does.
+   * @default {5000}
+   */
+  timeout?: number;
+  /**
+   * The largest version 2 header accepted, TLVs included (a version 1 line is at most 107 bytes).
+   * @default {4096}
+   */
+  maxHeaderBytes?: number;
+}
+
+/**
+ * Reads the PROXY protocol header off a new connection before anything else sees a byte of it,
+ * then passes the connection on with the client's addresses. The protocol's safety rules: the
+ * header is required, never guessed at; only trusted peers may send it (checked by the caller
+ * before the gate exists); a malformed, oversized, late or cut-short header closes the connection
+ * without an answer, because nothing that follows it can be trusted to be HTTP.
+ */
+class ProxyProtocolGate implements ConnectionEvents {
+  #transport: TransportConnection;
+  #maxBytes: number;
+  #received: Uint8Array = EMPTY;
+  #events: ConnectionEvents | null = null;
+  #pass: (connection: TransportConnection) => ConnectionEvents;
+  #onDone: (gate: ProxyProtocolGate) => void;
+  readonly deadline: number;
+
+  constructor(
+    transport: TransportConnection,
+    maxBytes: number,
+    deadline: number,
+    pass: (connection: TransportConnection) => ConnectionEvents,
+    onDone: (gate: ProxyProtocolGate) => void,
+  ) {
+    this.#transport = transport;
+    this.#maxBytes = maxBytes;
+    this.deadline = deadline;
+    this.#pass = pass;
+    this.#onDone = onDone;
+  }
+
+  onData(chunk: Uint8Array): void {
+    if (this.#events !== null) return this.#events.onData(chunk);
+    // Bounded: the parser throws once more than a header's worth has arrived without one.
+    const received = this.#received.length === 0
+      ? chunk
+      : concat([this.#received, chunk], this.#received.length + chunk.length);
+    let header: ProxyProtocolHeader | null;
+    try {
+      header = parseProxyHeader(received, this.#maxBytes);
+    } catch {
+      return this.drop();
+    }
+    if (header === null) {
+      this.#received = received;
+      return;
+    }
+    this.#received = EMPTY;
+    this.#onDone(this);
+    const events = this.#events = this.#pass(new ProxiedConnection(this.#transport, header));
+    if (header.size < received.length) events.onData(received.subarray(header.size));
+  }
+
+  onEnd(): void {
+    if (this.#events !== null) this.#events.onEnd();
+    else this.drop(); // the header was cut short
+  }
+
+  onDrain(): void {
+    this.#events?.onDrain();
+  }
+
+  onClose(): void {
+    if (this.#events !== null) this.#events.onClose();
+    else this.#onDone(this);
+  }
+
+  /** Closes a connection whose header has not (all) arrived. */
+  drop(): void {
+    if (this.#events === null) this.#transport.destroy();
+  }
+}
+
+/**
+ * A connection whose PROXY protocol header has been read: the client's addresses from the header
+ * (the peer's own where it gave none), and everything else from the connection itself.
+ */
+class ProxiedConnection implements TransportConnection {
+  readonly remoteAddr: NetAddr;
+  readonly localAddr: NetAddr;
+  readonly secure: boolean;
+  readonly proxy: ProxyInfo;
+  #transport: TransportConnection;
+
+  constructor(transport: TransportConnection, header: ProxyProtocolHeader) {
+    this.#transport = transport;
+    this.remoteAddr = header.source ?? transport.remoteAddr;
+    this.localAddr = header.destination ?? transport.localAddr;
+    this.secure = transport.secure;
+    this.proxy = { peer: transport.remoteAddr, header };
+  }
+
+  write(bytes: Uint8Array): boolean {
+    return this.#transport.write(bytes);
+  }
+
+  pause(): void {
+    this.#transport.pause();
+  }
+
+  resume(): void {
+    this.#transport.resume();
+  }
+
+  end(linger?: boolean): void {
+    this.#transport.end(linger);
+  }
+
+  destroy(): void {
+    this.#transport.destroy();
+  }
+}
 
 /** Options for {@linkcode serve}. The limits of {@linkcode Limits} are options too. */
 export interface ServeOptions extends Partial<Limits>, Partial<Timeouts> {
@@ -6391,6 +7047,16 @@ export interface ServeOptions extends Partial<Limits>, Partial<Timeouts> {
    * @default {false}
    */
   accessLog?: boolean | AccessLogFormat | AccessLogOptions;
+  /**
+   * Expect a PROXY protocol header (version 1 or 2, HAProxy's) at the start of every connection,
+   * from the load balancers `trusted` names, and take the client's address from it:
+   * `info.remoteAddr` is then the client, `info.proxy` has the header (TLVs included) and the
+   * balancer's address. The header is required: a connection without a valid one, or from a peer
+   * not trusted, is closed without an answer. It comes before the TLS handshake when `cert` is
+   * set. `maxConnectionsPerClient`, `rateLimit` and the access log see the client from the header;
+   * `trustProxy` (for `X-Forwarded-For`) then applies to that address. Off by default.
+   */
+  proxyProtocol?: ProxyProtocolOptions;
 }
 
 /** A running server, returned by {@linkcode serve}. */
@@ -6503,6 +7169,16 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   const tls = options.cert !== undefined && options.key !== undefined
     ? { cert: options.cert, key: options.key }
     : undefined;
+  const proxyProtocol = options.proxyProtocol === undefined ? null : {
+    trusted: addressMatcher(options.proxyProtocol.trusted, "proxyProtocol.trusted"),
+    timeout: checkTimeout("proxyProtocol.timeout", options.proxyProtocol.timeout ?? 5000),
+    maxHeaderBytes: checkInteger(
+      "proxyProtocol.maxHeaderBytes",
+      options.proxyProtocol.maxHeaderBytes ?? PROXY_DEFAULT_MAX_BYTES,
+      232, // the largest address block (two Unix paths) and the 16 bytes before it
+      16 + 0xffff,
+    ),
+  };
   const clock = new CoarseClock(options.clock ?? SYSTEM_CLOCK);
   const log = options.onLog ?? logToConsole;
   // The default onError logs and answers a plain 500: details belong in the log, not the response.
@@ -6539,6 +7215,8 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   }
 
   const connections = new Set<HttpConnection>();
+  // Connections whose PROXY protocol header has not arrived yet.
+  const gates = new Set<ProxyProtocolGate>();
   const perClient = new Map<string, number>();
   let listener: TransportListener | null = null;
   let shuttingDown = false;
@@ -6547,16 +7225,17 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
 
   // One timer for every connection's deadlines: a sweep a few times per shortest timeout, instead
   // of a timer set and cleared per connection per request.
-  const shortest = Math.min(...Object.values(timeouts));
+  const shortest = Math.min(...Object.values(timeouts), proxyProtocol?.timeout ?? Infinity);
   const tick = Math.max(10, Math.min(1000, Math.floor(shortest / 4)));
   const stopSweep = (options.clock ?? SYSTEM_CLOCK).every(tick, () => {
     const now = clock.update();
     for (const connection of connections) connection.checkTimers(now);
+    for (const gate of gates) if (gate.deadline !== 0 && now >= gate.deadline) gate.drop();
   });
   let shutdownTimer: ReturnType<typeof setTimeout> | undefined;
 
   const checkFinished = () => {
-    if (shuttingDown && listener !== null && connections.size === 0) {
+    if (shuttingDown && listener !== null && connections.size === 0 && gates.size === 0) {
       stopSweep();
       clearTimeout(shutdownTimer);
       accessLog?.flush(); // the last entries are written by the time finished resolves
@@ -6603,6 +7282,30 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     connections.add(httpConnection);
     return httpConnection;
   };
+  // With the PROXY protocol, a connection from a trusted balancer is accepted once its header is
+  // read, as the client the header names (the caps above count that client); any other is closed.
+  const onGateDone = (gate: ProxyProtocolGate) => {
+    gates.delete(gate);
+    checkFinished();
+  };
+  const acceptConnection = proxyProtocol === null ? accept : (
+    connection: TransportConnection,
+  ): ConnectionEvents => {
+    if (shuttingDown || !proxyProtocol.trusted(connection.remoteAddr.hostname)) {
+      connection.destroy();
+      return IGNORED_EVENTS;
+    }
+    const deadline = deadlineAfter(clock.now, proxyProtocol.timeout);
+    const gate = new ProxyProtocolGate(
+      connection,
+      proxyProtocol.maxHeaderBytes,
+      deadline,
+      accept,
+      onGateDone,
+    );
+    gates.add(gate);
+    return gate;
+  };
   const bound = (result: TransportListener): NetAddr => {
     listener = result;
     options.onListen?.(result.addr);
@@ -6612,6 +7315,7 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   const closeAll = () => {
     listener?.close();
     for (const connection of connections) connection.close();
+    for (const gate of gates) gate.drop();
     if (shutdownTimeout !== Infinity && connections.size > 0) {
       shutdownTimer = setTimeout(() => {
         for (const connection of connections) connection.destroy();
@@ -6627,7 +7331,12 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   try {
     const handshake = Math.min(timeouts.headTimeout, timeouts.idleTimeout);
     const handshakeTimeout = handshake === Infinity ? undefined : handshake;
-    listening = Promise.resolve(transport({ hostname, port, tls, handshakeTimeout }, accept));
+    listening = Promise.resolve(
+      transport(
+        { hostname, port, tls, handshakeTimeout },
+        acceptConnection,
+      ),
+    );
   } catch (error) {
     listening = Promise.reject(error);
   }
