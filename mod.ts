@@ -79,7 +79,7 @@
 import * as nodeNet from "node:net";
 import * as nodeTls from "node:tls";
 import { createHash } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { lstatSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { setImmediate } from "node:timers";
 import * as nodeDns from "node:dns/promises";
 import * as nodeFs from "node:fs/promises";
@@ -88,7 +88,7 @@ import nodeProcess from "node:process";
 
 //#region Public types
 
-/** A network address: the listening address of a server or the peer of a connection. */
+/** A TCP address: the listening address of a server or the peer of a connection. */
 export interface NetAddr {
   /** The IP address, e.g. `"127.0.0.1"` or `"::1"`. */
   hostname: string;
@@ -98,12 +98,29 @@ export interface NetAddr {
   transport: "tcp";
 }
 
-/** What a handler learns about the connection a request arrived on. */
-export interface ConnInfo {
+/** A Unix domain socket address, as `Deno.UnixAddr` is. */
+export interface UnixAddr {
+  /** The socket file's path; `""` for a client's end, which has none. */
+  path: string;
+  /** Always `"unix"`. */
+  transport: "unix";
+}
+
+/** Any address a wireserve connection can have. */
+export type Addr = NetAddr | UnixAddr;
+
+/**
+ * What a handler learns about the connection a request arrived on. The addresses are TCP ones
+ * (`NetAddr`) by default; a server on a Unix socket (`serve({ path })`) passes `ConnInfo<Addr>`,
+ * whose addresses are `UnixAddr` unless a PROXY protocol header named a TCP client.
+ *
+ * @typeParam A The type of the addresses.
+ */
+export interface ConnInfo<A extends Addr = NetAddr> {
   /** The address of the client. */
-  readonly remoteAddr: NetAddr;
+  readonly remoteAddr: A;
   /** The local address the client connected to. */
-  readonly localAddr: NetAddr;
+  readonly localAddr: A;
   /** Whether the connection is encrypted (TLS). */
   readonly secure: boolean;
   /**
@@ -116,14 +133,21 @@ export interface ConnInfo {
 
 /** What a PROXY protocol header told the server about a connection: {@linkcode ConnInfo.proxy}. */
 export interface ProxyInfo {
-  /** The TCP peer that sent the header: the load balancer. */
-  readonly peer: NetAddr;
+  /** The peer that sent the header: the load balancer. */
+  readonly peer: Addr;
   /** The header, as {@linkcode parseProxyHeader} read it: addresses, TLVs, the client's TLS. */
   readonly header: ProxyProtocolHeader;
 }
 
-/** A request handler, the same shape as `Deno.serve`'s and `Bun.serve`'s `fetch`. */
-export type Handler = (request: Request, info: ConnInfo) => Response | Promise<Response>;
+/**
+ * A request handler, the same shape as `Deno.serve`'s and `Bun.serve`'s `fetch`.
+ *
+ * @typeParam Info What the server passes as the second argument.
+ */
+export type Handler<Info extends ConnInfo<Addr> = ConnInfo> = (
+  request: Request,
+  info: Info,
+) => Response | Promise<Response>;
 
 /** The size limits the parser and the connection driver enforce. Every limit is finite. */
 export interface Limits {
@@ -2324,11 +2348,11 @@ export type ProxyHeader = "x-forwarded-for" | "forwarded";
  */
 export function clientAddress(
   request: Request,
-  info: ConnInfo,
+  info: ConnInfo<Addr>,
   trustProxy?: TrustProxy,
   header: ProxyHeader = "x-forwarded-for",
 ): string {
-  const peer = info.remoteAddr.hostname;
+  const peer = addressName(info.remoteAddr);
   if (trustProxy === undefined) return peer;
   const trusted = typeof trustProxy === "function"
     ? trustProxy
@@ -2566,7 +2590,7 @@ class AccessLog {
   readonly #write: (text: string) => void;
   readonly #onError: (error: unknown) => void;
   /** Finds the client of a request; null when the peer is the client. */
-  readonly client: ((request: Request, info: ConnInfo) => string) | null;
+  readonly client: ((request: Request, info: ConnInfo<Addr>) => string) | null;
   #pending = "";
   #scheduled = false;
 
@@ -3137,6 +3161,14 @@ function toNetAddr(hostname: string, port: number): NetAddr {
   };
 }
 
+/**
+ * An address as one string, for the access log and per-client accounting: the IP address, or
+ * `unix:` and the path for a Unix socket (a client's end has none: `unix:`, as nginx logs it).
+ */
+function addressName(addr: Addr): string {
+  return addr.transport === "tcp" ? addr.hostname : `unix:${addr.path}`;
+}
+
 //#endregion
 //#region Transport contract
 
@@ -3160,6 +3192,8 @@ export interface ListenOptions {
   hostname: string;
   /** The port to bind; 0 picks a free one. */
   port: number;
+  /** A Unix socket file to listen on instead of `hostname` and `port`. */
+  path?: string;
   /** PEM certificate chain and key: listen for TLS instead of plain TCP. */
   tls?: { cert: string; key: string };
   /**
@@ -3172,7 +3206,7 @@ export interface ListenOptions {
 /** A listening socket, as a transport adapter presents it. */
 export interface TransportListener {
   /** The bound address (with the real port when 0 was asked for). */
-  readonly addr: NetAddr;
+  readonly addr: Addr;
   /** Stops accepting connections; open ones are not touched. */
   close(): void;
 }
@@ -3193,9 +3227,9 @@ export type Transport = (
  */
 export interface TransportConnection {
   /** The client's address. */
-  readonly remoteAddr: NetAddr;
+  readonly remoteAddr: Addr;
   /** The local address the client connected to. */
-  readonly localAddr: NetAddr;
+  readonly localAddr: Addr;
   /** Whether the bytes travel over TLS. */
   readonly secure: boolean;
   /** What a PROXY protocol header said, when one came first (a wrapper sets it, not an adapter). */
@@ -3356,7 +3390,7 @@ class CoarseClock {
 
 /** The options the connection driver works with, all resolved. */
 interface DriverOptions extends Limits, Timeouts {
-  handler: Handler;
+  handler: Handler<ConnInfo<Addr>>;
   onError: (error: unknown, request: Request) => Response | Promise<Response>;
   log: (entry: LogEntry) => void;
   maxRequestsPerConnection: number;
@@ -3480,7 +3514,7 @@ export interface ProtocolSwitch {
   /** The request that asked for the switch. */
   readonly request: Request;
   /** The connection's addresses. */
-  readonly info: ConnInfo;
+  readonly info: ConnInfo<Addr>;
   /** The server's clock now, as its sweep passes to `checkTimers`. */
   readonly now: number;
   /** The server's log (`onLog`), for what the protocol has to report. */
@@ -3623,7 +3657,7 @@ export function sendEarlyHints(request: Request, headers: HeadersInit): boolean 
  * handler asks for them (a system call on Node), not for every connection; a class rather than an
  * object of getter closures, because every idle connection holds one.
  */
-class ConnectionInfo implements ConnInfo {
+class ConnectionInfo implements ConnInfo<Addr> {
   #transport: TransportConnection;
   readonly secure: boolean;
 
@@ -3632,11 +3666,11 @@ class ConnectionInfo implements ConnInfo {
     this.secure = transport.secure;
   }
 
-  get remoteAddr(): NetAddr {
+  get remoteAddr(): Addr {
     return this.#transport.remoteAddr;
   }
 
-  get localAddr(): NetAddr {
+  get localAddr(): Addr {
     return this.#transport.localAddr;
   }
 
@@ -3677,7 +3711,7 @@ function exchangeRecord(head: RequestHead | null, peer: string, line = ""): Exch
 class HttpConnection implements ConnectionEvents {
   #transport: TransportConnection;
   #options: DriverOptions;
-  #info: ConnInfo;
+  #info: ConnInfo<Addr>;
   #onClosed: (connection: HttpConnection) => void;
   #state = READING_HEAD;
   /** Unread input is `#buffer[#start, #end)`. */
@@ -3800,7 +3834,7 @@ class HttpConnection implements ConnectionEvents {
 
   /** The client's address, for per-client accounting. */
   get remoteHost(): string {
-    return this.#info.remoteAddr.hostname;
+    return addressName(this.#info.remoteAddr);
   }
 
   /** Drops the connection at once (shutdown's grace period is over). */
@@ -4031,7 +4065,7 @@ class HttpConnection implements ConnectionEvents {
   #startRequest(head: RequestHead): void {
     this.#requestCount++;
     if (this.#options.accessLog !== null) {
-      this.#record = exchangeRecord(head, this.#info.remoteAddr.hostname);
+      this.#record = exchangeRecord(head, addressName(this.#info.remoteAddr));
     }
     const { method } = head;
     this.#answeringHead = method === "HEAD";
@@ -4095,7 +4129,7 @@ class HttpConnection implements ConnectionEvents {
     const url = effectiveRequestUrl(
       head,
       this.#info.secure,
-      head.host === "" ? formatHost(this.#info.localAddr) : "",
+      head.host === "" ? authorityOf(this.#info.localAddr) : "",
     );
     // A GET or HEAD body has no meaning (RFC 9110 §9.3.1) and fetch's Request cannot carry one:
     // it is read and dropped to keep the framing.
@@ -4661,7 +4695,7 @@ class HttpConnection implements ConnectionEvents {
       // A request the parser refused has no record yet: its line is taken from the raw bytes.
       const record = this.#record ??= exchangeRecord(
         null,
-        this.#info.remoteAddr.hostname,
+        addressName(this.#info.remoteAddr),
         loggedRequestLine(this.#buffer, this.#start, this.#end),
       );
       record.status = status;
@@ -4859,6 +4893,14 @@ function concat(pieces: Uint8Array[], length: number): Uint8Array {
 function formatHost(addr: NetAddr): string {
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return `${host}:${addr.port}`;
+}
+
+/**
+ * The authority of a request URL that names none (an HTTP/1.0 request without `Host`): the local
+ * address, or `localhost` on a Unix socket, as curl writes for `--unix-socket`.
+ */
+function authorityOf(addr: Addr): string {
+  return addr.transport === "tcp" ? formatHost(addr) : "localhost";
 }
 
 /** A short plain-text response, for errors and the default 500. */
@@ -6307,10 +6349,9 @@ const FIRST_READ_BUFFER_BYTES = 2 * 1024;
 // The few runtime APIs used, declared structurally: no @types packages, and each runtime's own
 // declarations stay compatible with these.
 
-interface DenoAddr {
-  hostname: string;
-  port: number;
-}
+type DenoAddr =
+  | { transport: "tcp"; hostname: string; port: number }
+  | { transport: "unix"; path: string | null };
 interface DenoConn {
   readonly remoteAddr: DenoAddr;
   readonly localAddr: DenoAddr;
@@ -6326,7 +6367,12 @@ interface DenoListener {
   close(): void;
 }
 interface DenoNamespace {
-  listen(options: { hostname: string; port: number; transport: "tcp" }): DenoListener;
+  listen(
+    options: { hostname: string; port: number; transport: "tcp" } | {
+      path: string;
+      transport: "unix";
+    },
+  ): DenoListener;
   listenTls(options: {
     hostname: string;
     port: number;
@@ -6351,14 +6397,15 @@ interface BunSocket {
   setNoDelay?(noDelay?: boolean): void;
 }
 interface BunListener {
-  readonly hostname: string;
-  readonly port: number;
+  readonly hostname?: string;
+  readonly port?: number;
   stop(closeActive?: boolean): void;
 }
 interface BunNamespace {
   listen(options: {
-    hostname: string;
-    port: number;
+    hostname?: string;
+    port?: number;
+    unix?: string;
     allowHalfOpen: boolean;
     tls?: { cert: string; key: string; ALPNProtocols: string };
     socket: {
@@ -6382,8 +6429,13 @@ const listenDeno: Transport = (options, accept) => {
   if (deno === undefined) {
     throw new TypeError("Cannot listen with the deno transport: Deno is not available");
   }
-  const { hostname, port, tls } = options;
-  const listener = tls === undefined
+  const { hostname, port, tls, path } = options;
+  if (tls !== undefined && path !== undefined) {
+    throw new TypeError("Cannot listen with the deno transport: Deno has no TLS on Unix sockets");
+  }
+  const listener = path !== undefined
+    ? deno.listen({ path, transport: "unix" })
+    : tls === undefined
     ? deno.listen({ hostname, port, transport: "tcp" })
     : deno.listenTls({ hostname, port, ...tls, alpnProtocols: ["http/1.1"] });
   const secure = tls !== undefined;
@@ -6405,7 +6457,7 @@ const listenDeno: Transport = (options, accept) => {
     }
   })();
   return {
-    addr: toNetAddr(listener.addr.hostname, listener.addr.port),
+    addr: fromDenoAddr(listener.addr),
     close: () => {
       closed = true;
       try {
@@ -6414,6 +6466,16 @@ const listenDeno: Transport = (options, accept) => {
     },
   };
 };
+
+/** The address of a Unix socket's client end: unnamed, as clients' ends almost always are. */
+const UNIX_CLIENT_ADDR: UnixAddr = { transport: "unix", path: "" };
+
+/** Deno's address as wireserve's: IPv4-mapped IPv6 unmapped; a client's unnamed Unix end is `""`. */
+function fromDenoAddr(addr: DenoAddr): Addr {
+  return addr.transport === "unix"
+    ? { transport: "unix", path: addr.path ?? "" }
+    : toNetAddr(addr.hostname, addr.port);
+}
 
 class DenoConnection implements TransportConnection {
   readonly secure: boolean;
@@ -6429,8 +6491,8 @@ class DenoConnection implements TransportConnection {
   #wake: (() => void) | null = null;
   #linger: ReturnType<typeof setTimeout> | undefined;
   #peerEnded = false;
-  #remoteAddr: NetAddr | undefined;
-  #localAddr: NetAddr | undefined;
+  #remoteAddr: Addr | undefined;
+  #localAddr: Addr | undefined;
 
   constructor(conn: DenoConn, secure: boolean) {
     this.#conn = conn;
@@ -6441,14 +6503,12 @@ class DenoConnection implements TransportConnection {
   }
 
   // Converted when first asked for (most handlers never do), then kept.
-  get remoteAddr(): NetAddr {
-    const conn = this.#conn;
-    return this.#remoteAddr ??= toNetAddr(conn.remoteAddr.hostname, conn.remoteAddr.port);
+  get remoteAddr(): Addr {
+    return this.#remoteAddr ??= fromDenoAddr(this.#conn.remoteAddr);
   }
 
-  get localAddr(): NetAddr {
-    const conn = this.#conn;
-    return this.#localAddr ??= toNetAddr(conn.localAddr.hostname, conn.localAddr.port);
+  get localAddr(): Addr {
+    return this.#localAddr ??= fromDenoAddr(this.#conn.localAddr);
   }
 
   start(events: ConnectionEvents): void {
@@ -6567,21 +6627,21 @@ const listenBun: Transport = (options, accept) => {
   }
   // Bun's listener reports the name it was given as its address ("localhost"), where Deno and
   // node:net report the address bound: resolve a name first, as node:net does.
-  if (nodeNet.isIP(options.hostname) === 0) {
+  const { path } = options;
+  if (path === undefined && nodeNet.isIP(options.hostname) === 0) {
     return nodeDns.lookup(options.hostname).then(({ address }) =>
       listenBun({ ...options, hostname: address }, accept)
     );
   }
   const listener = bun.listen({
-    hostname: options.hostname,
-    port: options.port,
+    ...(path === undefined ? { hostname: options.hostname, port: options.port } : { unix: path }),
     // Half-open: a client may send its request and FIN, and still deserves the response.
     allowHalfOpen: true,
     // ALPN protocol lists are length-prefixed strings on the wire; Bun takes them in that form.
     tls: options.tls && { ...options.tls, ALPNProtocols: "\x08http/1.1" },
     socket: {
       open(socket) {
-        const connection = new BunConnection(socket, options.tls !== undefined);
+        const connection = new BunConnection(socket, options.tls !== undefined, path ?? null);
         socket.data = connection;
         connection.events = accept(connection);
       },
@@ -6596,7 +6656,9 @@ const listenBun: Transport = (options, accept) => {
     },
   });
   return {
-    addr: toNetAddr(listener.hostname, listener.port),
+    addr: path === undefined
+      ? toNetAddr(listener.hostname ?? "", listener.port ?? 0)
+      : { transport: "unix", path },
     close: () => listener.stop(false),
   };
 };
@@ -6612,24 +6674,28 @@ class BunConnection implements TransportConnection {
   #closed = false;
   #peerEnded = false;
   #linger: ReturnType<typeof setTimeout> | undefined;
-  #remoteAddr: NetAddr | undefined;
-  #localAddr: NetAddr | undefined;
+  #remoteAddr: Addr | undefined;
+  #localAddr: Addr | undefined;
 
-  constructor(socket: BunSocket, secure: boolean) {
+  constructor(socket: BunSocket, secure: boolean, unixPath: string | null) {
     this.#socket = socket;
     this.secure = secure;
+    if (unixPath !== null) {
+      this.#remoteAddr = UNIX_CLIENT_ADDR;
+      this.#localAddr = { transport: "unix", path: unixPath };
+    }
     try {
       socket.setNoDelay?.(true);
     } catch { /* not supported */ }
   }
 
   // Read when first asked for (most handlers never do), then kept: an idle connection holds less.
-  get remoteAddr(): NetAddr {
+  get remoteAddr(): Addr {
     const socket = this.#socket;
     return this.#remoteAddr ??= toNetAddr(socket.remoteAddress ?? "", socket.remotePort ?? 0);
   }
 
-  get localAddr(): NetAddr {
+  get localAddr(): Addr {
     const socket = this.#socket;
     return this.#localAddr ??= toNetAddr(socket.localAddress ?? "", socket.localPort ?? 0);
   }
@@ -6717,9 +6783,9 @@ class BunConnection implements TransportConnection {
 
 /** Node (and any runtime's `node:net`): streams with `write() === false` and `'drain'`. */
 const listenNode: Transport = (options, accept) => {
-  const { tls } = options;
+  const { tls, path } = options;
   const onConnection = (socket: nodeNet.Socket) => {
-    const connection = new NodeConnection(socket, tls !== undefined);
+    const connection = new NodeConnection(socket, tls !== undefined, path ?? null);
     connection.start(accept(connection));
   };
   // For TLS, the connection listener fires after the handshake ("secureConnection").
@@ -6736,11 +6802,14 @@ const listenNode: Transport = (options, accept) => {
   server.on("tlsClientError", (_error: Error, socket: nodeNet.Socket) => socket.destroy());
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen({ host: options.hostname, port: options.port }, () => {
+    const where = path === undefined ? { host: options.hostname, port: options.port } : { path };
+    server.listen(where, () => {
       server.off("error", reject);
       const address = server.address() as nodeNet.AddressInfo;
       resolve({
-        addr: toNetAddr(address.address, address.port),
+        addr: path === undefined
+          ? toNetAddr(address.address, address.port)
+          : { transport: "unix", path },
         close: () => server.close(),
       });
     });
@@ -6752,21 +6821,25 @@ class NodeConnection implements TransportConnection {
   #socket: nodeNet.Socket;
   #ending = false;
   #linger: ReturnType<typeof setTimeout> | undefined;
-  #remoteAddr: NetAddr | undefined;
-  #localAddr: NetAddr | undefined;
+  #remoteAddr: Addr | undefined;
+  #localAddr: Addr | undefined;
 
-  constructor(socket: nodeNet.Socket, secure: boolean) {
+  constructor(socket: nodeNet.Socket, secure: boolean, unixPath: string | null) {
     this.#socket = socket;
     this.secure = secure;
+    if (unixPath !== null) {
+      this.#remoteAddr = UNIX_CLIENT_ADDR;
+      this.#localAddr = { transport: "unix", path: unixPath };
+    }
   }
 
   // Each address is a system call (getpeername, getsockname): made only when someone asks.
-  get remoteAddr(): NetAddr {
+  get remoteAddr(): Addr {
     const socket = this.#socket;
     return this.#remoteAddr ??= toNetAddr(socket.remoteAddress ?? "", socket.remotePort ?? 0);
   }
 
-  get localAddr(): NetAddr {
+  get localAddr(): Addr {
     const socket = this.#socket;
     return this.#localAddr ??= toNetAddr(socket.localAddress ?? "", socket.localPort ?? 0);
   }
@@ -6835,6 +6908,8 @@ export interface ProxyProtocolOptions {
    * The load balancers allowed to connect: addresses and CIDR blocks, IPv4 or IPv6
    * (`"10.0.0.0/8"`, `"192.0.2.1"`, `"fd00::/8"`). A connection from any other peer is closed at
    * once, unread: a client that can reach the port directly could otherwise claim any address.
+   * On a Unix socket, `"unix"` trusts every peer: the socket file's permissions decide who can
+   * connect.
    */
   trusted: readonly string[];
   /**
@@ -6927,8 +7002,8 @@ class ProxyProtocolGate implements ConnectionEvents {
  * (the peer's own where it gave none), and everything else from the connection itself.
  */
 class ProxiedConnection implements TransportConnection {
-  readonly remoteAddr: NetAddr;
-  readonly localAddr: NetAddr;
+  readonly remoteAddr: Addr;
+  readonly localAddr: Addr;
   readonly secure: boolean;
   readonly proxy: ProxyInfo;
   #transport: TransportConnection;
@@ -6974,6 +7049,8 @@ export interface ServeOptions extends Partial<Limits>, Partial<Timeouts> {
    * @default {"0.0.0.0"}
    */
   hostname?: string;
+  /** Only in {@linkcode UnixServeOptions}: a Unix socket instead of a port. */
+  path?: undefined;
   /** Aborting it shuts the server down, as {@linkcode Server.shutdown} does. */
   signal?: AbortSignal;
   /** Called once the server listens, with the bound address. */
@@ -7059,14 +7136,43 @@ export interface ServeOptions extends Partial<Limits>, Partial<Timeouts> {
   proxyProtocol?: ProxyProtocolOptions;
 }
 
-/** A running server, returned by {@linkcode serve}. */
-export interface Server {
+/**
+ * Options for {@linkcode serve} on a Unix domain socket (`serve({ path })`, as `Deno.serve`
+ * takes it): a reverse proxy on the same machine (nginx's `proxy_pass http://unix:/run/app.sock`)
+ * reaches the server without a TCP port. Handlers get `ConnInfo<Addr>`: the addresses are
+ * `UnixAddr`, or the client's `NetAddr` from a PROXY protocol header.
+ *
+ * A socket file left by a server that crashed is replaced: when the path exists, `serve` connects
+ * to it first, and only if nobody answers (the file is stale) removes it and listens. A live
+ * server there, or a file that is not a socket, makes `ready` reject with `EADDRINUSE`. The file
+ * is removed when the server shuts down.
+ */
+export interface UnixServeOptions
+  extends Omit<ServeOptions, "port" | "hostname" | "path" | "onListen"> {
+  /** The socket file's path. */
+  path: string;
+  /**
+   * The socket file's permissions, set as soon as it exists: a client needs write permission to
+   * connect, so `0o660` lets the file's group (nginx's user, say) in, `0o666` everyone. Without
+   * it the file has what the process's umask leaves.
+   */
+  mode?: number;
+  /** Called once the server listens, with the socket's address. */
+  onListen?: (addr: UnixAddr) => void;
+}
+
+/**
+ * A running server, returned by {@linkcode serve}.
+ *
+ * @typeParam A The type of its address: `NetAddr`, or `UnixAddr` on a Unix socket.
+ */
+export interface Server<A extends Addr = NetAddr> {
   /**
    * The bound address, numeric (`hostname: "localhost"` gives `127.0.0.1`, or `::1` where the
    * name resolves to that first). Throws until `ready` resolves, on every runtime: `node:net`
    * binds asynchronously, so no runtime reports an address earlier.
    */
-  readonly addr: NetAddr;
+  readonly addr: A;
   /**
    * Resolves with the bound address once the server listens. If it cannot listen (a port in
    * use, one it may not bind), it rejects, on every runtime, with an `Error` whose message says
@@ -7074,7 +7180,7 @@ export interface Server {
    * `serve()` itself throws only for options it rejects. Await it, or the failure is an unhandled
    * rejection.
    */
-  readonly ready: Promise<NetAddr>;
+  readonly ready: Promise<A>;
   /**
    * Resolves once the server has shut down and every connection is closed (at once if it never
    * listened).
@@ -7143,9 +7249,33 @@ export function serve(options: ServeOptions, handler: Handler): Server;
  * @returns The running server.
  */
 export function serve(handler: Handler): Server;
-export function serve(first: ServeOptions | Handler, second?: Handler): Server {
-  const options: ServeOptions = typeof first === "function" ? {} : first;
-  const handler = typeof first === "function" ? first : second;
+/**
+ * Serves HTTP/1.1 on a Unix domain socket: each request goes to `handler`.
+ *
+ * @param options The socket's path and mode, limits, hooks; see {@linkcode UnixServeOptions}.
+ * @param handler Answers each request; its addresses are `UnixAddr` (or, with `proxyProtocol`,
+ * the client's `NetAddr`).
+ * @returns The running server, whose address is the socket's.
+ *
+ * @example Serving on a socket file for nginx
+ * ```ts
+ * import { serve } from "jsr:@wireserve/wireserve";
+ * const server = serve({ path: "/tmp/app.sock", mode: 0o660 }, () => new Response("hi"));
+ * console.log((await server.ready).path); // "/tmp/app.sock"
+ * await server.shutdown();
+ * ```
+ */
+export function serve(
+  options: UnixServeOptions,
+  handler: Handler<ConnInfo<Addr>>,
+): Server<UnixAddr>;
+export function serve(
+  first: ServeOptions | UnixServeOptions | Handler,
+  second?: Handler | Handler<ConnInfo<Addr>>,
+): Server<Addr> {
+  const options = (typeof first === "function" ? {} : first) as AnyServeOptions;
+  // On TCP every address is a NetAddr, so a TCP handler may take ConnInfo and still be given this.
+  const handler = (typeof first === "function" ? first : second) as Handler<ConnInfo<Addr>>;
   if (typeof handler !== "function") {
     throw new TypeError("Cannot serve: the handler is not a function");
   }
@@ -7157,6 +7287,13 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   }
   const port = checkInteger("port", options.port ?? DEFAULT_PORT, 0, 65535);
   const hostname = options.hostname ?? DEFAULT_HOSTNAME;
+  const path = options.path;
+  if (path !== undefined && (typeof path !== "string" || path === "" || path.includes("\0"))) {
+    throw new TypeError(`Cannot serve: path ${JSON.stringify(path)} is not a file path`);
+  }
+  const mode = options.mode === undefined
+    ? undefined
+    : checkInteger("mode", options.mode, 0, 0o777);
   const maxConnections = checkInteger("maxConnections", options.maxConnections ?? 10_000, 1);
   const maxPerClient = options.maxConnectionsPerClient === undefined ||
       options.maxConnectionsPerClient === Infinity
@@ -7170,7 +7307,11 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     ? { cert: options.cert, key: options.key }
     : undefined;
   const proxyProtocol = options.proxyProtocol === undefined ? null : {
-    trusted: addressMatcher(options.proxyProtocol.trusted, "proxyProtocol.trusted"),
+    trusted: addressMatcher(
+      options.proxyProtocol.trusted.filter((entry) => entry !== "unix"),
+      "proxyProtocol.trusted",
+    ),
+    trustUnix: options.proxyProtocol.trusted.includes("unix"),
     timeout: checkTimeout("proxyProtocol.timeout", options.proxyProtocol.timeout ?? 5000),
     maxHeaderBytes: checkInteger(
       "proxyProtocol.maxHeaderBytes",
@@ -7239,6 +7380,7 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
       stopSweep();
       clearTimeout(shutdownTimer);
       accessLog?.flush(); // the last entries are written by the time finished resolves
+      if (path !== undefined) removeSocketFile(path);
       resolveFinished();
     }
   };
@@ -7273,7 +7415,7 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     }
     if (connections.size >= maxConnections) return refuse(connection);
     if (maxPerClient !== Infinity) {
-      const host = connection.remoteAddr.hostname;
+      const host = addressName(connection.remoteAddr);
       const count = perClient.get(host) ?? 0;
       if (count >= maxPerClient) return refuse(connection);
       perClient.set(host, count + 1);
@@ -7291,7 +7433,11 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   const acceptConnection = proxyProtocol === null ? accept : (
     connection: TransportConnection,
   ): ConnectionEvents => {
-    if (shuttingDown || !proxyProtocol.trusted(connection.remoteAddr.hostname)) {
+    const peer = connection.remoteAddr;
+    if (
+      shuttingDown ||
+      !(peer.transport === "unix" ? proxyProtocol.trustUnix : proxyProtocol.trusted(peer.hostname))
+    ) {
       connection.destroy();
       return IGNORED_EVENTS;
     }
@@ -7306,7 +7452,7 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     gates.add(gate);
     return gate;
   };
-  const bound = (result: TransportListener): NetAddr => {
+  const bound = (result: TransportListener): Addr => {
     listener = result;
     options.onListen?.(result.addr);
     if (shuttingDown) closeAll();
@@ -7327,23 +7473,38 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   // Deno.listen and Bun.listen bind at once and throw if they cannot; node:net reports either
   // later. One behaviour on every runtime: the listener (addr, onListen) comes a microtask later
   // at the earliest, and a failure to listen rejects `ready` with the same error everywhere.
+  const handshake = Math.min(timeouts.headTimeout, timeouts.idleTimeout);
+  const listenOptions: ListenOptions = {
+    hostname,
+    port,
+    path,
+    tls,
+    handshakeTimeout: handshake === Infinity ? undefined : handshake,
+  };
   let listening: Promise<TransportListener>;
-  try {
-    const handshake = Math.min(timeouts.headTimeout, timeouts.idleTimeout);
-    const handshakeTimeout = handshake === Infinity ? undefined : handshake;
-    listening = Promise.resolve(
-      transport(
-        { hostname, port, tls, handshakeTimeout },
-        acceptConnection,
-      ),
-    );
-  } catch (error) {
-    listening = Promise.reject(error);
+  if (path === undefined) {
+    try {
+      listening = Promise.resolve(transport(listenOptions, acceptConnection));
+    } catch (error) {
+      listening = Promise.reject(error);
+    }
+  } else {
+    listening = claimSocketPath(path)
+      .then(() => transport(listenOptions, acceptConnection))
+      .then(async (result) => {
+        try {
+          if (mode !== undefined) await nodeFs.chmod(path, mode);
+        } catch (error) {
+          result.close();
+          throw error;
+        }
+        return result;
+      });
   }
   const ready = listening.then(bound, (error) => {
     stopSweep();
     resolveFinished(); // nothing ran, nothing to wait for
-    throw listenError(error, hostname, port);
+    throw listenError(error, path ?? formatHost({ hostname, port, transport: "tcp" }));
   });
   const shutdown = (): Promise<void> => {
     if (!shuttingDown) {
@@ -7357,7 +7518,7 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
     else options.signal.addEventListener("abort", () => shutdown(), { once: true });
   }
   return {
-    get addr(): NetAddr {
+    get addr(): Addr {
       if (listener === null) {
         throw new Error("Cannot read addr: the server is not listening, await server.ready");
       }
@@ -7369,14 +7530,64 @@ export function serve(first: ServeOptions | Handler, second?: Handler): Server {
   };
 }
 
+/** What `serve()` reads of either kind of options. */
+interface AnyServeOptions extends Omit<ServeOptions, "path" | "onListen"> {
+  path?: string;
+  mode?: number;
+  onListen?: (addr: Addr) => void;
+}
+
 /**
- * What `ready` rejects with when the server cannot listen: one message and one `code` on every
+ * Makes `path` free for a Unix socket: nothing there, or a socket file nobody listens on any
+ * more (left by a server that crashed), which is removed. A live socket, or a file of any other
+ * kind, is refused with `EADDRINUSE`: never delete what may be someone else's.
+ */
+async function claimSocketPath(path: string): Promise<void> {
+  let isSocket: boolean;
+  try {
+    isSocket = (await nodeFs.lstat(path)).isSocket();
+  } catch (error) {
+    if ((error as { code?: unknown }).code === "ENOENT") return;
+    throw error;
+  }
+  const inUse = (why: string) =>
+    Object.assign(new Error(why), { code: "EADDRINUSE" as string | undefined });
+  if (!isSocket) throw inUse("the path exists and is not a socket");
+  const answered = await new Promise<string>((resolve) => {
+    const probe = nodeNet.connect({ path });
+    const timer = setTimeout(() => finish("ETIMEDOUT"), 1000);
+    const finish = (result: string) => {
+      clearTimeout(timer);
+      probe.destroy();
+      resolve(result);
+    };
+    probe.once("connect", () => finish("connected"));
+    probe.once("error", (error: Error & { code?: string }) => finish(error.code ?? "error"));
+  });
+  // Only a refused connection proves the file stale; anything else may be a live server.
+  if (answered !== "ECONNREFUSED") throw inUse("another server is listening on it");
+  await nodeFs.unlink(path);
+}
+
+/**
+ * Removes a Unix socket file once its server has closed. Node's and Bun's listeners remove it
+ * themselves, Deno's not always by the time the server has finished; a file that is no longer a
+ * socket is left alone.
+ */
+function removeSocketFile(path: string): void {
+  try {
+    if (lstatSync(path).isSocket()) unlinkSync(path);
+  } catch { /* already gone */ }
+}
+
+/**
+ * What `ready` rejects with when the server cannot listen (`where` is `host:port` or a path): one message and one `code` on every
  * runtime (Deno's `AddrInUse`, Bun's "Failed to listen at" and Node's `listen EADDRINUSE` all
  * become `Cannot listen on 127.0.0.1:8080: the address is in use`, code `EADDRINUSE`), with the
  * runtime's own error as its `cause`. A `TypeError` (a transport this runtime does not have) is
  * left as it is.
  */
-function listenError(error: unknown, hostname: string, port: number): Error {
+function listenError(error: unknown, where: string): Error {
   if (error instanceof TypeError) return error;
   const code = (error as { code?: unknown } | null)?.code;
   const reason = code === "EADDRINUSE"
@@ -7388,7 +7599,6 @@ function listenError(error: unknown, hostname: string, port: number): Error {
     : error instanceof Error
     ? error.message
     : String(error);
-  const where = formatHost({ hostname, port, transport: "tcp" });
   return Object.assign(new Error(`Cannot listen on ${where}: ${reason}`, { cause: error }), {
     code: typeof code === "string" ? code : undefined,
   });
@@ -9906,8 +10116,13 @@ function addressKey(address: string): string {
   }::/64`;
 }
 
-/** Options for {@linkcode rateLimit}. */
-export interface RateLimitOptions {
+/**
+ * Options for {@linkcode rateLimit}.
+ *
+ * @typeParam Info What the server passes to handlers (`ConnInfo`, or `ConnInfo<Addr>` on a Unix
+ * socket).
+ */
+export interface RateLimitOptions<Info extends ConnInfo<Addr> = ConnInfo> {
   /** Requests a client may make in a burst; the bucket's capacity. */
   limit: number;
   /**
@@ -9921,7 +10136,7 @@ export interface RateLimitOptions {
    * {@linkcode clientAddress} finds it with `trustProxy`; an IPv6 address counts by its /64 prefix,
    * because one client usually holds a whole /64.
    */
-  key?: (request: Request, info: ConnInfo) => string;
+  key?: (request: Request, info: Info) => string;
   /** Proxies whose forwarding header names the client. None by default. */
   trustProxy?: TrustProxy;
   /**
@@ -9959,6 +10174,7 @@ interface Bucket {
  * (draft-ietf-httpapi-ratelimit-headers): the quota `q`, its window `w`, what remains `r`, and the
  * seconds until the bucket is full again `t`.
  *
+ * @typeParam Info What the server passes to handlers.
  * @param options The limit, window, key and memory bound.
  * @param handler The handler to protect.
  * @returns A handler that applies the limit, then calls `handler`.
@@ -9969,7 +10185,10 @@ interface Bucket {
  * serve({ port: 8080 }, rateLimit({ limit: 100, windowMs: 60_000 }, () => new Response("ok")));
  * ```
  */
-export function rateLimit(options: RateLimitOptions, handler: Handler): Handler {
+export function rateLimit<Info extends ConnInfo<Addr> = ConnInfo>(
+  options: RateLimitOptions<Info>,
+  handler: Handler<Info>,
+): Handler<Info> {
   const limit = checkRateOption("limit", options.limit);
   const windowMs = checkRateOption("windowMs", options.windowMs ?? 60_000);
   const maxKeys = checkRateOption("maxKeys", options.maxKeys ?? 10_000);
@@ -9979,7 +10198,7 @@ export function rateLimit(options: RateLimitOptions, handler: Handler): Handler 
   }
   const refillPerMs = limit / windowMs;
   const key = options.key ??
-    ((request: Request, info: ConnInfo) =>
+    ((request: Request, info: Info) =>
       addressKey(clientAddress(request, info, options.trustProxy, options.proxyHeader)));
   const policyField = `"${policy}";q=${limit};w=${Math.ceil(windowMs / 1000)}`;
   // A Map iterates in insertion order: re-inserting on use keeps the least recently used first.
