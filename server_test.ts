@@ -16,7 +16,9 @@
  *    and curl, event streams flushed event by event, backpressure through the compressor), and
  *    `sendEarlyHints` (`test/interim.ts`: exact bytes, then curl, Node's `http` client and
  *    Chromium), and the access log (`test/access_log.ts`: formats and escaping, then one entry per
- *    request through the driver, with the reason when it went wrong);
+ *    request through the driver, with the reason when it went wrong), and the PROXY protocol
+ *    (`test/proxy_protocol.ts`: parseProxyHeader fed whole and as every prefix, the gate in
+ *    serve() over the in-memory transport, then raw clients and curl on every transport);
  * 5. hostile clients: TLS, timeouts, connection caps, 1,000 slowloris and 5,000 idle connections,
  *    rate limiting, graceful shutdown, faults, a seeded fuzzer and a table of smuggling vectors
  *    (`test/hostile.ts`);
@@ -32,6 +34,7 @@ import "./test/static.ts";
 import "./test/compress.ts";
 import "./test/interim.ts";
 import "./test/access_log.ts";
+import "./test/proxy_protocol.ts";
 import "./test/websocket.ts";
 import "./test/browser.ts";
 import "./test/hostile.ts";
