@@ -85,6 +85,9 @@ import * as nodeDns from "node:dns/promises";
 import * as nodeFs from "node:fs/promises";
 import * as nodeZlib from "node:zlib";
 import nodeProcess from "node:process";
+import * as nodeOs from "node:os";
+import * as nodeUrl from "node:url";
+import * as nodeWorkers from "node:worker_threads";
 
 //#region Public types
 
@@ -2803,7 +2806,9 @@ export function parseProxyHeader(
     if (buf[i] !== signature[i]) {
       throw new ProxyProtocolError(
         "NOT_PROXY_PROTOCOL",
-        `Cannot read a PROXY protocol header: the connection begins ${quoteBytes(buf, 0, 16)}`,
+        `Cannot read a PROXY protocol header: the connection begins ${
+          quoteBytes(buf, 0, Math.min(buf.length, 16))
+        }`,
       );
     }
   }
@@ -2813,7 +2818,8 @@ export function parseProxyHeader(
 
 /** Version 1: `PROXY TCP4|TCP6|UNKNOWN source destination sourcePort destinationPort CRLF`. */
 function parseProxyV1(buf: Uint8Array): ProxyProtocolHeader | null {
-  const stop = Math.min(buf.length, PROXY_V1_MAX_BYTES);
+  // The CR may stand at index 105 at the latest, so that its LF is the 107th byte.
+  const stop = Math.min(buf.length, PROXY_V1_MAX_BYTES - 1);
   let end = -1;
   for (let i = PROXY_V1_PREFIX.length; i < stop; i++) {
     const byte = buf[i];
@@ -3053,12 +3059,14 @@ function parseIpv6(text: string): Uint8Array | null {
   const halves = text.split("::");
   if (halves.length > 2) return null;
   const groups: number[][] = [];
-  for (const half of halves) {
+  for (let h = 0; h < halves.length; h++) {
+    const half = halves[h];
     const words: number[] = [];
     const parts = half === "" ? [] : half.split(":");
     for (let i = 0; i < parts.length; i++) {
       const part = parts[i];
-      if (i === parts.length - 1 && half === halves[halves.length - 1] && part.includes(".")) {
+      // A dotted IPv4 part may only be the last 32 bits (RFC 4291 §2.2).
+      if (i === parts.length - 1 && h === halves.length - 1 && part.includes(".")) {
         const ipv4 = parseIpv4(part);
         if (ipv4 === null) return null;
         words.push(ipv4[0] << 8 | ipv4[1], ipv4[2] << 8 | ipv4[3]);
@@ -3194,6 +3202,8 @@ export interface ListenOptions {
   port: number;
   /** A Unix socket file to listen on instead of `hostname` and `port`. */
   path?: string;
+  /** Share the port with other listeners that ask the same (SO_REUSEPORT). */
+  reusePort?: boolean;
   /** PEM certificate chain and key: listen for TLS instead of plain TCP. */
   tls?: { cert: string; key: string };
   /**
@@ -6368,11 +6378,13 @@ interface DenoListener {
 }
 interface DenoNamespace {
   listen(
-    options: { hostname: string; port: number; transport: "tcp" } | {
+    options: { hostname: string; port: number; transport: "tcp"; reusePort?: boolean } | {
       path: string;
       transport: "unix";
     },
   ): DenoListener;
+  /** Present only with `--unstable-net`, as `Deno.listen`'s `reusePort` is usable only then. */
+  listenDatagram?: unknown;
   listenTls(options: {
     hostname: string;
     port: number;
@@ -6406,6 +6418,7 @@ interface BunNamespace {
     hostname?: string;
     port?: number;
     unix?: string;
+    reusePort?: boolean;
     allowHalfOpen: boolean;
     tls?: { cert: string; key: string; ALPNProtocols: string };
     socket: {
@@ -6423,6 +6436,23 @@ interface BunNamespace {
 /** The runtime globals, typed as far as this file uses them. */
 const RUNTIME = globalThis as unknown as { Deno?: DenoNamespace; Bun?: BunNamespace };
 
+/**
+ * Whether `Deno.listen` may be asked for `reusePort`. Without `--unstable-net` Deno does not
+ * throw but ends the process (exit code 70), so this is checked first: the unstable network APIs
+ * exist on `Deno` only with that flag.
+ */
+const DENO_REUSE_PORT = typeof RUNTIME.Deno?.listenDatagram === "function";
+
+/**
+ * Whether this Node's `node:net` honours `reusePort` (added in 22.12 and 23.1; older versions
+ * ignore it, and the second listener fails with EADDRINUSE). Deno's and Bun's `node:net` do.
+ */
+const NODE_REUSE_PORT = (() => {
+  if (RUNTIME_PROFILE.name !== "node") return true;
+  const [major, minor] = nodeProcess.versions.node.split(".").map(Number);
+  return major > 23 || major === 23 && minor >= 1 || major === 22 && minor >= 12;
+})();
+
 /** Deno: a pull loop over `conn.read`, and a write loop that finishes Deno's partial writes. */
 const listenDeno: Transport = (options, accept) => {
   const deno = RUNTIME.Deno;
@@ -6433,10 +6463,21 @@ const listenDeno: Transport = (options, accept) => {
   if (tls !== undefined && path !== undefined) {
     throw new TypeError("Cannot listen with the deno transport: Deno has no TLS on Unix sockets");
   }
+  if (options.reusePort && (tls !== undefined || !DENO_REUSE_PORT)) {
+    throw new TypeError(
+      "Cannot listen with reusePort on the deno transport: it needs `deno run --unstable-net` " +
+        "(and plain TCP); the node transport has it without the flag",
+    );
+  }
   const listener = path !== undefined
     ? deno.listen({ path, transport: "unix" })
     : tls === undefined
-    ? deno.listen({ hostname, port, transport: "tcp" })
+    ? deno.listen({
+      hostname,
+      port,
+      transport: "tcp",
+      ...(options.reusePort && { reusePort: true }),
+    })
     : deno.listenTls({ hostname, port, ...tls, alpnProtocols: ["http/1.1"] });
   const secure = tls !== undefined;
   let closed = false;
@@ -6634,7 +6675,9 @@ const listenBun: Transport = (options, accept) => {
     );
   }
   const listener = bun.listen({
-    ...(path === undefined ? { hostname: options.hostname, port: options.port } : { unix: path }),
+    ...(path === undefined
+      ? { hostname: options.hostname, port: options.port, reusePort: options.reusePort === true }
+      : { unix: path }),
     // Half-open: a client may send its request and FIN, and still deserves the response.
     allowHalfOpen: true,
     // ALPN protocol lists are length-prefixed strings on the wire; Bun takes them in that form.
@@ -6784,6 +6827,11 @@ class BunConnection implements TransportConnection {
 /** Node (and any runtime's `node:net`): streams with `write() === false` and `'drain'`. */
 const listenNode: Transport = (options, accept) => {
   const { tls, path } = options;
+  if (options.reusePort && !NODE_REUSE_PORT) {
+    throw new TypeError(
+      `Cannot listen with reusePort: Node ${nodeProcess.versions.node} ignores it (22.12 or 23.1 and later have it)`,
+    );
+  }
   const onConnection = (socket: nodeNet.Socket) => {
     const connection = new NodeConnection(socket, tls !== undefined, path ?? null);
     connection.start(accept(connection));
@@ -6802,7 +6850,9 @@ const listenNode: Transport = (options, accept) => {
   server.on("tlsClientError", (_error: Error, socket: nodeNet.Socket) => socket.destroy());
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    const where = path === undefined ? { host: options.hostname, port: options.port } : { path };
+    const where = path === undefined
+      ? { host: options.hostname, port: options.port, reusePort: options.reusePort === true }
+      : { path };
     server.listen(where, () => {
       server.off("error", reject);
       const address = server.address() as nodeNet.AddressInfo;
@@ -7051,6 +7101,14 @@ export interface ServeOptions extends Partial<Limits>, Partial<Timeouts> {
   hostname?: string;
   /** Only in {@linkcode UnixServeOptions}: a Unix socket instead of a port. */
   path?: undefined;
+  /**
+   * Let several listeners (processes or threads) bind the same port, and the kernel spread new
+   * connections across them (SO_REUSEPORT, Linux). {@linkcode startWorkers} does this for you:
+   * in its workers this defaults to true. Deno needs `--unstable-net` for it; `serve` throws a
+   * TypeError saying so rather than bind one listener alone.
+   * @default {false}
+   */
+  reusePort?: boolean;
   /** Aborting it shuts the server down, as {@linkcode Server.shutdown} does. */
   signal?: AbortSignal;
   /** Called once the server listens, with the bound address. */
@@ -7294,6 +7352,11 @@ export function serve(
   const mode = options.mode === undefined
     ? undefined
     : checkInteger("mode", options.mode, 0, 0o777);
+  // A pool worker shares its port with the other workers unless told otherwise.
+  const reusePort = options.reusePort ?? (WORKER_ID !== null && path === undefined);
+  if (reusePort && path !== undefined) {
+    throw new TypeError("Cannot serve: reusePort is for TCP ports, not Unix sockets");
+  }
   const maxConnections = checkInteger("maxConnections", options.maxConnections ?? 10_000, 1);
   const maxPerClient = options.maxConnectionsPerClient === undefined ||
       options.maxConnectionsPerClient === Infinity
@@ -7347,9 +7410,15 @@ export function serve(
     clock,
     accessLog,
   };
-  // HTTPS defaults to the profile's TLS transport (node:tls on Deno: see RuntimeProfile).
+  // HTTPS defaults to the profile's TLS transport (node:tls on Deno: see RuntimeProfile), and a
+  // shared port on Deno without --unstable-net to node:net, which has reusePort without the flag.
   const transport = typeof options.transport === "function" ? options.transport : TRANSPORTS[
-    options.transport ?? (tls !== undefined ? RUNTIME_PROFILE.tlsTransport : RUNTIME_PROFILE.name)
+    options.transport ??
+      (tls !== undefined
+        ? RUNTIME_PROFILE.tlsTransport
+        : reusePort && RUNTIME_PROFILE.name === "deno" && !DENO_REUSE_PORT
+        ? "node"
+        : RUNTIME_PROFILE.name)
   ];
   if (transport === undefined) {
     throw new TypeError(`Cannot serve: unknown transport ${String(options.transport)}`);
@@ -7478,6 +7547,7 @@ export function serve(
     hostname,
     port,
     path,
+    reusePort,
     tls,
     handshakeTimeout: handshake === Infinity ? undefined : handshake,
   };
@@ -7517,7 +7587,7 @@ export function serve(
     if (options.signal.aborted) shutdown();
     else options.signal.addEventListener("abort", () => shutdown(), { once: true });
   }
-  return {
+  const server: Server<Addr> = {
     get addr(): Addr {
       if (listener === null) {
         throw new Error("Cannot read addr: the server is not listening, await server.ready");
@@ -7528,6 +7598,8 @@ export function serve(
     finished,
     shutdown,
   };
+  if (WORKER_ID !== null) joinPool(server);
+  return server;
 }
 
 /** What `serve()` reads of either kind of options. */
@@ -7602,6 +7674,237 @@ function listenError(error: unknown, where: string): Error {
   return Object.assign(new Error(`Cannot listen on ${where}: ${reason}`, { cause: error }), {
     code: typeof code === "string" ? code : undefined,
   });
+}
+
+//#endregion
+//#region Workers
+
+// Several copies of a server on one port, one per core: each worker thread runs a module that
+// calls serve(), every listener binds the port with SO_REUSEPORT, and the kernel spreads new
+// connections across them. The pool here starts the workers, restarts one that dies (with a
+// back-off), and stops them together. Worker threads, not processes, on every runtime: they take
+// the runtime's own flags and permissions with them (a Deno child process would need its flags
+// rebuilt, which Deno cannot report), and they measured as fast (README, "Deploying").
+
+/** The `workerData` key that marks a thread as a pool worker, and carries its number. */
+const WORKER_KEY = "wireserve.worker";
+
+/** What the pool and a worker say to each other over the thread's message port. */
+type WorkerMessage =
+  | { readonly type: "listening"; readonly addr: Addr }
+  | { readonly type: "shutdown" };
+
+/** This thread's pool worker number, or null when it is not a pool worker. */
+const WORKER_ID: number | null = (() => {
+  const data = nodeWorkers.isMainThread ? undefined : nodeWorkers.workerData as unknown;
+  const id = (data as Record<string, unknown> | null | undefined)?.[WORKER_KEY];
+  return typeof id === "number" ? id : null;
+})();
+
+/** The servers this worker runs, shut down together when the pool asks. */
+const WORKER_SERVERS = new Set<Server<Addr>>();
+
+/**
+ * Joins a server started in a pool worker to the pool: it reports the address it listens on, and
+ * shuts down when the pool asks. The worker's port listener is unreferenced, so that a worker
+ * whose servers have all finished exits by itself.
+ */
+function joinPool(server: Server<Addr>): void {
+  const port = nodeWorkers.parentPort;
+  if (port === null) return;
+  if (WORKER_SERVERS.size === 0) {
+    port.on("message", (message: WorkerMessage) => {
+      if (message?.type === "shutdown") { for (const each of WORKER_SERVERS) each.shutdown(); }
+    });
+    (port as { unref?: () => void }).unref?.();
+  }
+  WORKER_SERVERS.add(server);
+  server.ready.then((addr) => port.postMessage({ type: "listening", addr }), () => {});
+  server.finished.then(() => WORKER_SERVERS.delete(server));
+}
+
+/** Options for {@linkcode startWorkers}. */
+export interface WorkersOptions {
+  /**
+   * The module each worker runs, as a URL or an absolute path: it calls {@linkcode serve} (in a
+   * worker, `reusePort` defaults to true, so every worker can bind the same port).
+   */
+  module: string | URL;
+  /**
+   * How many workers: a number, or `"auto"` for one per core this process may use
+   * (`os.availableParallelism()`).
+   * @default {"auto"}
+   */
+  count?: number | "auto";
+  /** Passed to each worker as `workerData.data` (cloned, as `postMessage` clones). */
+  data?: unknown;
+  /**
+   * How long `shutdown()` lets the workers finish their requests (each worker's own
+   * `shutdownTimeout` applies inside it) before the stragglers are terminated.
+   * @default {10000}
+   */
+  shutdownTimeout?: number;
+  /**
+   * Shut down on SIGINT and SIGTERM, as the command line does.
+   * @default {true}
+   */
+  signals?: boolean;
+  /** Receives what the pool logs: a worker that died and its restart. Default: `console.error`. */
+  onLog?: (entry: LogEntry) => void;
+}
+
+/** A running pool of workers, returned by {@linkcode startWorkers}. */
+export interface WorkerPool {
+  /** How many workers the pool keeps running. */
+  readonly size: number;
+  /**
+   * Resolves with each worker's address once every worker listens; rejects if a worker fails
+   * before it listens (a port in use, an error in the module), after stopping the others.
+   */
+  readonly ready: Promise<Addr[]>;
+  /** Resolves once every worker has exited after `shutdown()`. */
+  readonly finished: Promise<void>;
+  /**
+   * Asks every worker to shut down gracefully (each server's `shutdown()`), terminates those
+   * still running after `shutdownTimeout`, and resolves when all have exited.
+   */
+  shutdown(): Promise<void>;
+}
+
+/** The first restart of a worker that died waits this long; each further one twice as long. */
+const RESTART_FIRST_MILLISECONDS = 100;
+/** The longest wait before a restart. */
+const RESTART_MAX_MILLISECONDS = 10_000;
+/** A worker that ran this long before it died is restarted at once: its failure was not a loop. */
+const RESTART_RESET_MILLISECONDS = 10_000;
+
+/**
+ * Runs `count` copies of a server module in worker threads that share one port (SO_REUSEPORT:
+ * the kernel spreads connections across them), for a server that uses every core. A worker that
+ * dies (an uncaught exception, `process.exit`) is logged and restarted, at once if it had run
+ * for a while, else after a back-off that doubles to 10 s; the other workers go on serving.
+ * State lives per worker: each has its own rate limiter buckets, file cache and connection caps.
+ *
+ * @param options The module, the count, shutdown.
+ * @returns The pool.
+ *
+ * @example Four workers serving app.ts, which calls `serve({ port: 8080 }, handler)`
+ * ```ts ignore
+ * import { startWorkers } from "jsr:@wireserve/wireserve";
+ * const pool = startWorkers({ module: new URL("./app.ts", import.meta.url), count: 4 });
+ * await pool.ready;
+ * ```
+ */
+export function startWorkers(options: WorkersOptions): WorkerPool {
+  return startPool(options, null);
+}
+
+/** The `workerData` key under which the command line passes its arguments to its workers. */
+const CLI_ARGV_KEY = "wireserve.argv";
+
+/** {@linkcode startWorkers}, and for the command line the arguments its workers run with. */
+function startPool(options: WorkersOptions, cliArgv: string[] | null): WorkerPool {
+  const count = options.count === undefined || options.count === "auto"
+    ? nodeOs.availableParallelism()
+    : checkInteger("count", options.count, 1, 1024);
+  const shutdownTimeout = checkTimeout("shutdownTimeout", options.shutdownTimeout ?? 10_000);
+  const log = options.onLog ?? logToConsole;
+  const module = options.module instanceof URL || /^[a-z][a-z0-9+.-]*:/i.test(options.module)
+    ? new URL(options.module)
+    : nodeUrl.pathToFileURL(options.module);
+
+  const running = new Set<nodeWorkers.Worker>();
+  const addresses: Array<Addr | undefined> = new Array(count);
+  let stopping = false;
+  let readyCount = 0;
+  let resolveReady!: (addrs: Addr[]) => void;
+  let rejectReady!: (error: unknown) => void;
+  const ready = new Promise<Addr[]>((resolve, reject) => {
+    resolveReady = resolve;
+    rejectReady = reject;
+  });
+  let resolveFinished!: () => void;
+  const finished = new Promise<void>((resolve) => resolveFinished = resolve);
+  let killTimer: ReturnType<typeof setTimeout> | undefined;
+  const restartTimers = new Set<ReturnType<typeof setTimeout>>();
+
+  const start = (id: number, failures: number) => {
+    const worker = new nodeWorkers.Worker(module, {
+      workerData: { [WORKER_KEY]: id, [CLI_ARGV_KEY]: cliArgv, data: options.data },
+    });
+    const startedAt = Date.now();
+    let listening = false;
+    let failure: unknown = null;
+    running.add(worker);
+    worker.on("message", (message: WorkerMessage) => {
+      if (message?.type !== "listening" || listening) return;
+      listening = true;
+      if (addresses[id] === undefined) {
+        addresses[id] = message.addr;
+        if (++readyCount === count) resolveReady(addresses as Addr[]);
+      }
+    });
+    worker.on("error", (error: unknown) => failure = error);
+    worker.on("exit", (code: number) => {
+      running.delete(worker);
+      if (stopping) {
+        if (running.size === 0) {
+          clearTimeout(killTimer);
+          resolveFinished();
+        }
+        return;
+      }
+      const why = failure ?? new Error(`worker ${id} exited with code ${code}`);
+      if (addresses[id] === undefined) {
+        // It never listened: the module or the port is wrong, and a restart would fail the same.
+        rejectReady(why);
+        shutdown();
+        return;
+      }
+      const ranLong = Date.now() - startedAt >= RESTART_RESET_MILLISECONDS;
+      const next = ranLong ? 0 : failures + 1;
+      const wait = next === 0
+        ? 0
+        : Math.min(RESTART_MAX_MILLISECONDS, RESTART_FIRST_MILLISECONDS * 2 ** (next - 1));
+      log({
+        level: "error",
+        message: `wireserve: worker ${id} died; restarting in ${wait} ms`,
+        error: why,
+      });
+      const timer = setTimeout(() => {
+        restartTimers.delete(timer);
+        if (!stopping) start(id, next);
+      }, wait);
+      restartTimers.add(timer);
+    });
+  };
+
+  const onSignal = () => void shutdown();
+  const shutdown = (): Promise<void> => {
+    if (stopping) return finished;
+    stopping = true;
+    if (options.signals !== false) {
+      nodeProcess.off("SIGINT", onSignal);
+      nodeProcess.off("SIGTERM", onSignal);
+    }
+    for (const timer of restartTimers) clearTimeout(timer);
+    if (running.size === 0) resolveFinished();
+    for (const worker of running) worker.postMessage({ type: "shutdown" } satisfies WorkerMessage);
+    if (shutdownTimeout !== Infinity) {
+      // A little past the workers' own grace period, so that theirs decides, not this one.
+      killTimer = setTimeout(() => {
+        for (const worker of running) worker.terminate();
+      }, shutdownTimeout + 1000);
+    }
+    return finished;
+  };
+  if (options.signals !== false) {
+    nodeProcess.on("SIGINT", onSignal);
+    nodeProcess.on("SIGTERM", onSignal);
+  }
+  for (let id = 0; id < count; id++) start(id, 0);
+  ready.catch(() => {}); // a caller that only awaits finished must not see an unhandled rejection
+  return { size: count, ready, finished, shutdown };
 }
 
 //#endregion
@@ -10338,6 +10641,10 @@ Serves the files in DIR. Without DIR, serves the demo site: / (hello), /about, a
 
   --port PORT        port to listen on (default 8080; 0 picks a free one)
   --host HOSTNAME    address to listen on (default 0.0.0.0)
+  --unix PATH        listen on a Unix socket file instead of a port
+  --workers N        run N copies on one port, one thread each (auto: one per core)
+  --proxy-protocol ADDRS  expect a PROXY protocol header (v1 or v2) from these comma-separated
+                     load balancer addresses or CIDRs, and take the client address from it
   --cert FILE        PEM certificate chain: serve HTTPS (with --key)
   --key FILE         PEM private key for --cert
   --no-dir-listing   answer 404 for a directory without index.html, instead of listing it
@@ -10353,6 +10660,9 @@ Serves the files in DIR. Without DIR, serves the demo site: / (hello), /about, a
 interface CommandLine {
   port: number;
   hostname: string;
+  unixPath?: string;
+  workers: number | "auto" | null;
+  proxyTrusted: string[] | null;
   certFile?: string;
   keyFile?: string;
   directory?: string;
@@ -10373,6 +10683,8 @@ function parseArguments(args: string[]): CommandLine | null {
     cors: false,
     compress: false,
     logFormat: null,
+    workers: null,
+    proxyTrusted: null,
   };
   const fail = (message: string) => {
     console.error(`Cannot start: ${message}\n\n${USAGE}`);
@@ -10395,6 +10707,20 @@ function parseArguments(args: string[]): CommandLine | null {
     } else if (flag === "--host" || flag === "--hostname") {
       parsed.hostname = value();
       if (parsed.hostname === "") return fail("--host needs an address");
+    } else if (flag === "--unix") {
+      parsed.unixPath = value();
+      if (parsed.unixPath === "") return fail("--unix needs a path");
+    } else if (flag === "--workers") {
+      const text = value();
+      parsed.workers = text === "auto" ? "auto" : /^[1-9]\d{0,3}$/.test(text) ? Number(text) : NaN;
+      if (Number.isNaN(parsed.workers)) {
+        return fail(`--workers needs a number from 1 or auto, got ${JSON.stringify(text)}`);
+      }
+    } else if (flag === "--proxy-protocol") {
+      parsed.proxyTrusted = value().split(",").map((entry) => entry.trim()).filter(Boolean);
+      if (parsed.proxyTrusted.length === 0) {
+        return fail("--proxy-protocol needs the load balancers' addresses or CIDRs");
+      }
     } else if (flag === "--cert") {
       parsed.certFile = value();
       if (parsed.certFile === "") return fail("--cert needs a file");
@@ -10426,14 +10752,33 @@ function parseArguments(args: string[]): CommandLine | null {
   if ((parsed.certFile === undefined) !== (parsed.keyFile === undefined)) {
     return fail("--cert and --key go together");
   }
+  if (parsed.workers !== null && parsed.unixPath !== undefined) {
+    return fail("--workers shares a TCP port; it cannot share a Unix socket");
+  }
   return parsed;
 }
 
-/** Runs the command line: serves until SIGINT or SIGTERM, then shuts down gracefully. */
-async function main(process: ProcessLike): Promise<void> {
+/**
+ * Runs the command line: serves until SIGINT or SIGTERM, then shuts down gracefully. With
+ * `--workers`, this thread starts the pool and each worker runs this again with the same
+ * arguments (`inWorker`): it serves, and leaves signals and the banner to the pool.
+ */
+async function main(process: ProcessLike, inWorker = false): Promise<void> {
   const parsed = parseArguments(process.argv.slice(2));
   if (parsed === null) {
     process.exitCode = process.argv.includes("--help") || process.argv.includes("-h") ? 0 : 2;
+    return;
+  }
+  if (parsed.workers !== null && !inWorker) {
+    const pool = startPool({ module: import.meta.url, count: parsed.workers }, process.argv);
+    try {
+      const [addr] = await pool.ready;
+      console.log(`${servingLine(parsed, addr)} with ${pool.size} workers`);
+    } catch (error) {
+      console.error(`Cannot start: ${(error as Error).message}`);
+      process.exitCode = 1;
+    }
+    await pool.finished;
     return;
   }
   let tls: { cert: string; key: string } | undefined;
@@ -10476,37 +10821,65 @@ async function main(process: ProcessLike): Promise<void> {
       cors: parsed.cors,
     });
   const handler = parsed.compress ? compress(served) : served;
-  const server = serve({
-    port: parsed.port,
-    hostname: parsed.hostname,
+  const common = {
     ...tls,
     accessLog: parsed.logFormat ?? false,
-    onListen: (addr) => {
-      const host = addr.hostname === "0.0.0.0"
-        ? "localhost"
-        : formatHost(addr).slice(0, -`:${addr.port}`.length);
-      const what = directory === undefined ? "the demo site" : JSON.stringify(directory);
-      console.log(`Serving ${what} on ${scheme}://${host}:${addr.port}/`);
-    },
-  }, handler);
+    proxyProtocol: parsed.proxyTrusted === null ? undefined : { trusted: parsed.proxyTrusted },
+  } as const;
+  let server: Server<Addr>;
+  try {
+    server = parsed.unixPath === undefined
+      ? serve({ ...common, port: parsed.port, hostname: parsed.hostname }, handler)
+      : serve({ ...common, path: parsed.unixPath }, handler as Handler<ConnInfo<Addr>>);
+  } catch (error) {
+    console.error(`Cannot start: ${(error as Error).message}`); // a bad --proxy-protocol entry
+    process.exitCode = 1;
+    return;
+  }
   const stop = () => {
     console.log("Shutting down…");
     server.shutdown();
   };
-  process.on("SIGINT", stop);
-  process.on("SIGTERM", stop);
+  if (!inWorker) {
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  }
   try {
-    await server.ready;
+    const addr = await server.ready;
+    if (!inWorker) console.log(servingLine(parsed, addr));
   } catch (error) {
     console.error(`Cannot start: ${(error as Error).message}`); // a port in use, say
     process.exitCode = 1;
   }
   await server.finished;
-  process.off("SIGINT", stop);
-  process.off("SIGTERM", stop);
+  if (!inWorker) {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+  }
 }
 
-if (import.meta.main) {
+/** `Serving the demo site on http://localhost:8080/`, or `on unix:/run/app.sock`. */
+function servingLine(parsed: CommandLine, addr: Addr): string {
+  const what = parsed.directory === undefined ? "the demo site" : JSON.stringify(parsed.directory);
+  if (addr.transport === "unix") return `Serving ${what} on unix:${addr.path}`;
+  const scheme = parsed.certFile === undefined ? "http" : "https";
+  const host = addr.hostname === "0.0.0.0"
+    ? "localhost"
+    : formatHost(addr).slice(0, -`:${addr.port}`.length);
+  return `Serving ${what} on ${scheme}://${host}:${addr.port}/`;
+}
+
+/** The command line a `--workers` pool gave this worker, or null. */
+const CLI_WORKER_ARGV: string[] | null = WORKER_ID === null
+  ? null
+  : (nodeWorkers.workerData as Record<string, unknown>)[CLI_ARGV_KEY] as string[] ?? null;
+
+if (CLI_WORKER_ARGV !== null) {
+  await main({
+    ...(globalThis as unknown as { process: ProcessLike }).process,
+    argv: CLI_WORKER_ARGV,
+  }, true);
+} else if (import.meta.main && WORKER_ID === null) {
   await main((globalThis as unknown as { process: ProcessLike }).process);
 }
 
