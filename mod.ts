@@ -10794,7 +10794,6 @@ async function main(process: ProcessLike, inWorker = false): Promise<void> {
       return;
     }
   }
-  const scheme = tls === undefined ? "http" : "https";
   const { directory } = parsed;
   if (directory !== undefined) {
     // A directory that is not there would be served as a 404 for every request: refuse instead.
