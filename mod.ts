@@ -3204,6 +3204,11 @@ export interface ListenOptions {
   path?: string;
   /** Share the port with other listeners that ask the same (SO_REUSEPORT). */
   reusePort?: boolean;
+  /**
+   * With `tls`: accept plain TCP, and handshake only when the server calls `startTls` on the
+   * connection (after the PROXY protocol header, which precedes the handshake).
+   */
+  deferTls?: boolean;
   /** PEM certificate chain and key: listen for TLS instead of plain TCP. */
   tls?: { cert: string; key: string };
   /**
@@ -3266,6 +3271,15 @@ export interface TransportConnection {
   end(linger?: boolean): void;
   /** Closes at once, dropping queued bytes. `onClose` follows. */
   destroy(): void;
+  /**
+   * Only on a listener started with `deferTls`: begins the TLS handshake on this plain
+   * connection, after bytes already read from it (a PROXY protocol header), and once it completes
+   * calls `accept` with the encrypted connection. This one delivers no more data from the call on.
+   *
+   * @param leftover Bytes read past what the caller consumed: the start of the handshake.
+   * @param accept Takes the encrypted connection and returns its events.
+   */
+  startTls?(leftover: Uint8Array, accept: (secure: TransportConnection) => ConnectionEvents): void;
 }
 
 /** What a transport adapter tells the server about one connection. */
@@ -6827,17 +6841,30 @@ class BunConnection implements TransportConnection {
 /** Node (and any runtime's `node:net`): streams with `write() === false` and `'drain'`. */
 const listenNode: Transport = (options, accept) => {
   const { tls, path } = options;
+  // TLS started by the server (after a PROXY protocol header) rather than at accept.
+  const deferred: DeferredTls | null = tls !== undefined && options.deferTls === true
+    ? {
+      context: nodeTls.createSecureContext(tls),
+      handshakeTimeout: options.handshakeTimeout,
+      unixPath: path ?? null,
+    }
+    : null;
   if (options.reusePort && !NODE_REUSE_PORT) {
     throw new TypeError(
       `Cannot listen with reusePort: Node ${nodeProcess.versions.node} ignores it (22.12 or 23.1 and later have it)`,
     );
   }
   const onConnection = (socket: nodeNet.Socket) => {
-    const connection = new NodeConnection(socket, tls !== undefined, path ?? null);
+    const connection = new NodeConnection(
+      socket,
+      tls !== undefined && deferred === null,
+      path ?? null,
+    );
+    connection.deferredTls = deferred;
     connection.start(accept(connection));
   };
   // For TLS, the connection listener fires after the handshake ("secureConnection").
-  const server = tls === undefined
+  const server = tls === undefined || deferred !== null
     ? nodeNet.createServer({ allowHalfOpen: true, noDelay: true }, onConnection)
     : nodeTls.createServer({
       ...tls,
@@ -6866,8 +6893,16 @@ const listenNode: Transport = (options, accept) => {
   });
 };
 
+/** What a NodeConnection needs to start TLS itself: see `ListenOptions.deferTls`. */
+interface DeferredTls {
+  readonly context: nodeTls.SecureContext;
+  readonly handshakeTimeout: number | undefined;
+  readonly unixPath: string | null;
+}
+
 class NodeConnection implements TransportConnection {
   readonly secure: boolean;
+  deferredTls: DeferredTls | null = null;
   #socket: nodeNet.Socket;
   #ending = false;
   #linger: ReturnType<typeof setTimeout> | undefined;
@@ -6940,6 +6975,36 @@ class NodeConnection implements TransportConnection {
   destroy(): void {
     this.#socket.destroy();
   }
+
+  startTls(leftover: Uint8Array, accept: (secure: TransportConnection) => ConnectionEvents): void {
+    const deferred = this.deferredTls;
+    const socket = this.#socket;
+    if (deferred === null) {
+      socket.destroy();
+      return;
+    }
+    // This connection's events end here; the handshake reads on from the bytes given back.
+    socket.removeAllListeners("data");
+    socket.removeAllListeners("end");
+    socket.removeAllListeners("drain");
+    socket.pause();
+    if (leftover.length > 0) socket.unshift(leftover);
+    const secure = new nodeTls.TLSSocket(socket, {
+      isServer: true,
+      secureContext: deferred.context,
+      ALPNProtocols: ["http/1.1"],
+    });
+    const timer = deferred.handshakeTimeout === undefined
+      ? undefined
+      : setTimeout(() => secure.destroy(), deferred.handshakeTimeout);
+    secure.on("error", () => secure.destroy());
+    secure.once("close", () => clearTimeout(timer));
+    secure.once("secure", () => {
+      clearTimeout(timer);
+      const connection = new NodeConnection(secure, true, deferred.unixPath);
+      connection.start(accept(connection));
+    });
+  }
 }
 
 /** The built-in transports by name. */
@@ -6976,6 +7041,16 @@ export interface ProxyProtocolOptions {
 }
 
 /**
+ * Hands on a connection whose PROXY protocol header has been read, with the bytes that followed
+ * it; returns the events for what the connection delivers from then on.
+ */
+type PassProxied = (
+  transport: TransportConnection,
+  header: ProxyProtocolHeader,
+  rest: Uint8Array,
+) => ConnectionEvents;
+
+/**
  * Reads the PROXY protocol header off a new connection before anything else sees a byte of it,
  * then passes the connection on with the client's addresses. The protocol's safety rules: the
  * header is required, never guessed at; only trusted peers may send it (checked by the caller
@@ -6987,7 +7062,7 @@ class ProxyProtocolGate implements ConnectionEvents {
   #maxBytes: number;
   #received: Uint8Array = EMPTY;
   #events: ConnectionEvents | null = null;
-  #pass: (connection: TransportConnection) => ConnectionEvents;
+  #pass: PassProxied;
   #onDone: (gate: ProxyProtocolGate) => void;
   readonly deadline: number;
 
@@ -6995,7 +7070,7 @@ class ProxyProtocolGate implements ConnectionEvents {
     transport: TransportConnection,
     maxBytes: number,
     deadline: number,
-    pass: (connection: TransportConnection) => ConnectionEvents,
+    pass: PassProxied,
     onDone: (gate: ProxyProtocolGate) => void,
   ) {
     this.#transport = transport;
@@ -7023,8 +7098,7 @@ class ProxyProtocolGate implements ConnectionEvents {
     }
     this.#received = EMPTY;
     this.#onDone(this);
-    const events = this.#events = this.#pass(new ProxiedConnection(this.#transport, header));
-    if (header.size < received.length) events.onData(received.subarray(header.size));
+    this.#events = this.#pass(this.#transport, header, received.subarray(header.size));
   }
 
   onEnd(): void {
@@ -7412,10 +7486,21 @@ export function serve(
   };
   // HTTPS defaults to the profile's TLS transport (node:tls on Deno: see RuntimeProfile), and a
   // shared port on Deno without --unstable-net to node:net, which has reusePort without the flag.
+  // TLS after a PROXY protocol header needs a TLS socket over an accepted TCP one: node:tls.
+  const tlsTransport = proxyProtocol !== null ? "node" : RUNTIME_PROFILE.tlsTransport;
+  if (
+    tls !== undefined && proxyProtocol !== null && options.transport !== undefined &&
+    options.transport !== "node"
+  ) {
+    throw new TypeError(
+      "Cannot serve HTTPS with the PROXY protocol on this transport: only the node transport " +
+        "starts TLS after the header (leave transport unset)",
+    );
+  }
   const transport = typeof options.transport === "function" ? options.transport : TRANSPORTS[
     options.transport ??
       (tls !== undefined
-        ? RUNTIME_PROFILE.tlsTransport
+        ? tlsTransport
         : reusePort && RUNTIME_PROFILE.name === "deno" && !DENO_REUSE_PORT
         ? "node"
         : RUNTIME_PROFILE.name)
@@ -7495,6 +7580,20 @@ export function serve(
   };
   // With the PROXY protocol, a connection from a trusted balancer is accepted once its header is
   // read, as the client the header names (the caps above count that client); any other is closed.
+  // With TLS, the header comes first and the handshake after it, on the same connection.
+  const passPlain: PassProxied = (transport, header, rest) => {
+    const events = accept(new ProxiedConnection(transport, header));
+    if (rest.length > 0) events.onData(rest);
+    return events;
+  };
+  const passToTls: PassProxied = (transport, header, rest) => {
+    if (transport.startTls === undefined) {
+      transport.destroy(); // a custom transport that cannot start TLS late: refused in serve()
+    } else {
+      transport.startTls(rest, (secure) => accept(new ProxiedConnection(secure, header)));
+    }
+    return IGNORED_EVENTS;
+  };
   const onGateDone = (gate: ProxyProtocolGate) => {
     gates.delete(gate);
     checkFinished();
@@ -7515,7 +7614,7 @@ export function serve(
       connection,
       proxyProtocol.maxHeaderBytes,
       deadline,
-      accept,
+      tls === undefined ? passPlain : passToTls,
       onGateDone,
     );
     gates.add(gate);
@@ -7549,6 +7648,7 @@ export function serve(
     path,
     reusePort,
     tls,
+    deferTls: tls !== undefined && proxyProtocol !== null,
     handshakeTimeout: handshake === Infinity ? undefined : handshake,
   };
   let listening: Promise<TransportListener>;
