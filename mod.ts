@@ -30,7 +30,7 @@
  *
  * | region | what it holds |
  * |---|---|
- * | Public types | `NetAddr`, `ConnInfo`, `Handler`, `Limits`, `Timeouts`, `RequestHead`, `Framing` |
+ * | Public types | `NetAddr`, `UnixAddr`, `ConnInfo`, `Handler`, `Limits`, `Timeouts`, `RequestHead`, `Framing` |
  * | Constants and tables | byte tables, status texts, the runtime profile (what differs per runtime) |
  * | Errors | `HttpError` and its codes, each with the status it answers |
  * | Parse: request heads | `findHeadEnd`, `parseRequestHead`, `requestFraming`, `HeadReader`, `effectiveRequestUrl`, `shouldKeepAlive` |
@@ -38,11 +38,13 @@
  * | Serialize: responses | `responseFraming`, `headContentLength`, `serializeResponseHead`, `encodeChunk` |
  * | FastResponse | a `Response` whose string or bytes body is written without a stream |
  * | Client address and access log | `clientAddress` behind trusted proxies; `formatAccessLogEntry`, the batched log writer |
+ * | PROXY protocol | `parseProxyHeader` (versions 1 and 2, TLVs, CRC32c), strict IP address text, CIDR matching |
  * | Transport contract | `TransportConnection`, `ConnectionEvents`, `Transport`, the rules both sides keep |
  * | Connection driver | the state machine of one connection (its theory of operation heads it), `switchProtocols`, `sendEarlyHints` |
  * | WebSocket | RFC 6455 and permessage-deflate on the switch seam: the frame reader and writer, `upgradeWebSocket`, `ServerWebSocket` |
- * | Transport adapters | `Deno.listen`, `Bun.listen`, `node:net` and their TLS forms |
- * | serve() | options, the sweep that checks deadlines, caps, shutdown |
+ * | Transport adapters | `Deno.listen`, `Bun.listen`, `node:net`: TCP, Unix sockets, `reusePort`, TLS (at accept, or after a PROXY header) |
+ * | serve() | options, the PROXY protocol gate, the sweep that checks deadlines, caps, Unix socket files, shutdown |
+ * | Workers | `startWorkers`: worker threads sharing a port, restarted with a back-off, stopped together |
  * | Router | `Router`: method and path patterns, 404 / 405 |
  * | HTTP semantics | RFC 9110 code that is not about files: ranges, dates, entity tags, preconditions, negotiation, content types, request paths |
  * | Static files | the file adapters (one per runtime), `serveFile`, `serveDir` |
@@ -66,7 +68,9 @@
  *   of `HttpConnection` reached through the request's `EXCHANGE` key, as `sendEarlyHints` does;
  * - a new access log field: `AccessLogEntry`, `ExchangeRecord` (filled where the driver knows it),
  *   and `formatAccessLogEntry`;
- * - a CLI flag: `parseArguments` and `USAGE` in CLI.
+ * - a CLI flag: `parseArguments` and `USAGE` in CLI;
+ * - something a load balancer tells about a connection before its HTTP: the PROXY protocol region
+ *   (pure) and `ProxyProtocolGate` in serve(), which hands on a `ProxiedConnection`.
  *
  * Not here yet: HTTP/2.
  *
