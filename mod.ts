@@ -10581,6 +10581,10 @@ interface Bucket {
  * (draft-ietf-httpapi-ratelimit-headers): the quota `q`, its window `w`, what remains `r`, and the
  * seconds until the bucket is full again `t`.
  *
+ * The buckets live in this process (in each worker of {@linkcode startWorkers}, its own): N
+ * workers let one client make up to N × `limit` requests. A limit that must hold across
+ * processes needs its state outside them.
+ *
  * @typeParam Info What the server passes to handlers.
  * @param options The limit, window, key and memory bound.
  * @param handler The handler to protect.
