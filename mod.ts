@@ -9421,6 +9421,14 @@ export interface ServeDirOptions extends ServeFileOptions {
    * @default {"index.html"}
    */
   index?: string | false;
+  /**
+   * A file under `root` (a single-page app's `"index.html"`) served, with status 200, for a
+   * request that matches no file, so that the app's own router can answer a URL such as
+   * `/users/42`. Only for a GET or HEAD whose `Accept` names `text/html` (a browser navigating,
+   * not a script fetching data), and never for a path whose last segment has a dot (`/app.js`, a
+   * missing asset stays 404) or that has a segment starting with one. Off by default.
+   */
+  fallback?: string;
 }
 
 /** Codings of precompressed siblings, most preferred first, and their file suffixes. */
@@ -9885,6 +9893,8 @@ interface DirSettings {
   precompressed: boolean;
   /** The index file's name, or null for none. */
   index: string | null;
+  /** The fallback file's path under the root, or null for none. */
+  fallback: string | null;
 }
 
 /** Reads {@linkcode serveDir}'s options; a root or prefix that cannot work is a TypeError. */
@@ -9909,7 +9919,48 @@ function dirSettings(options: ServeDirOptions): DirSettings {
     followSymlinks: options.followSymlinks ?? false,
     precompressed: options.precompressed ?? true,
     index: index === false || index === "" ? null : index,
+    fallback: options.fallback === undefined || options.fallback === ""
+      ? null
+      : options.fallback.replace(/^\/+/, ""),
   };
+}
+
+/**
+ * Whether a request that matched no file gets `serveDir`'s fallback: a navigation (its `Accept`
+ * names `text/html`; `fetch()` and `<script>` send other types, or any type) to a path without a dot
+ * in its last segment and without a dot segment, as Vite's and connect-history-api-fallback's do.
+ */
+function takesFallback(request: Request): boolean {
+  const accept = request.headers.get("accept") ?? "";
+  if (!/(^|[\s,])text\/html\s*(;|,|$)/i.test(accept)) return false;
+  const url = request.url;
+  const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+  const query = url.indexOf("?", pathStart);
+  const path = pathStart === -1 ? "/" : url.slice(pathStart, query === -1 ? url.length : query);
+  const segments = path.split("/");
+  return !segments.some((segment) =>
+    segment.startsWith(".") || segment.startsWith("%2e") ||
+    segment.startsWith("%2E")
+  ) && !segments[segments.length - 1].includes(".");
+}
+
+/** The fallback file, found as if its own path had been asked for (conditions and all). */
+async function resolveFallback(
+  request: Request,
+  settings: DirSettings,
+  fallback: string,
+): Promise<FoundFile | Response> {
+  const url = new URL(request.url);
+  const target = new Request(`${url.origin}/${encodeURI(fallback)}`, {
+    method: request.method,
+    headers: request.headers,
+  });
+  try {
+    const found = await resolveTarget(target, { ...settings, urlPrefix: "", fallback: null });
+    return found instanceof Response || found.kind === "file" ? found : fileErrorResponse(404);
+  } catch (error) {
+    return fileErrorResponse(fileErrorStatus(error));
+  }
 }
 
 /** A regular file {@linkcode serveDir} answers with: one a URL names, or a directory's index. */
@@ -10117,6 +10168,12 @@ export async function serveDir(request: Request, options: ServeDirOptions): Prom
     } catch (error) {
       // Finding what to serve failed: say so with the status (404, 403 or 500), never the path.
       answer = fileErrorResponse(fileErrorStatus(error));
+    }
+    if (
+      answer instanceof Response && answer.status === 404 && settings.fallback !== null &&
+      takesFallback(request)
+    ) {
+      answer = await resolveFallback(request, settings, settings.fallback);
     }
     // Outside the mapping on purpose: a file that was found but fails as it is read is a fault
     // of the server, not of the request, and rejects so that serve()'s onError logs it.
@@ -10758,6 +10815,8 @@ Serves the files in DIR. Without DIR, serves the demo site: / (hello), /about, a
   --no-dir-listing   answer 404 for a directory without index.html, instead of listing it
   --dotfiles         serve files and directories whose names start with a dot
   --cors             add Access-Control-Allow-Origin: * to every file response
+  --spa              a single-page app: serve DIR/index.html for page URLs that match no file
+  --fallback FILE    the same with another file under DIR
   --compress         compress responses with brotli, zstd or gzip, as the client accepts
   --log              write an access log to stdout, one line per request (Combined format)
   --log-format FMT   the access log's format: common, combined or json (implies --log)
@@ -10777,6 +10836,7 @@ interface CommandLine {
   listing: boolean;
   dotfiles: boolean;
   cors: boolean;
+  fallback?: string;
   compress: boolean;
   logFormat: AccessLogFormat | null;
 }
@@ -10841,6 +10901,11 @@ function parseArguments(args: string[]): CommandLine | null {
       parsed.dotfiles = true;
     } else if (flag === "--cors") {
       parsed.cors = true;
+    } else if (flag === "--spa") {
+      parsed.fallback = "index.html";
+    } else if (flag === "--fallback") {
+      parsed.fallback = value();
+      if (parsed.fallback === "") return fail("--fallback needs a file under DIR");
     } else if (flag === "--compress") {
       parsed.compress = true;
     } else if (flag === "--log") {
@@ -10859,6 +10924,9 @@ function parseArguments(args: string[]): CommandLine | null {
   }
   if ((parsed.certFile === undefined) !== (parsed.keyFile === undefined)) {
     return fail("--cert and --key go together");
+  }
+  if (parsed.fallback !== undefined && parsed.directory === undefined) {
+    return fail("--spa and --fallback serve a file from DIR: give a DIR");
   }
   if (parsed.workers !== null && parsed.unixPath !== undefined) {
     return fail("--workers shares a TCP port; it cannot share a Unix socket");
@@ -10926,6 +10994,7 @@ async function main(process: ProcessLike, inWorker = false): Promise<void> {
       listing: parsed.listing,
       dotfiles: parsed.dotfiles,
       cors: parsed.cors,
+      fallback: parsed.fallback,
     });
   const handler = parsed.compress ? compress(served) : served;
   const common = {

@@ -1507,4 +1507,68 @@ function bytesOfUtf8(text: string): string {
   return textOf(new TextEncoder().encode(text));
 }
 
+describe("serveDir fallback", () => {
+  const HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+  const spa = dir({ fallback: "site/index.html" });
+  // [what, target, Accept, method, expected status, expected body (null: not checked)]
+  const cases: Array<[string, string, string, string, number, string | null]> = [
+    ["a page URL a browser navigates to", "/users/42", HTML, "GET", 200, "<h1>site</h1>"],
+    ["the root's missing page with a query", "/settings?tab=2", HTML, "GET", 200, "<h1>site</h1>"],
+    ["HEAD, with no body", "/users/42", HTML, "HEAD", 200, ""],
+    ["a file that exists, which wins", "/hello.txt", HTML, "GET", 200, "hello world\n"],
+    ["a fetch() that accepts anything", "/api/users", "*/*", "GET", 404, null],
+    ["a request with no Accept", "/users/42", "", "GET", 404, null],
+    ["a missing asset (a dot in the last segment)", "/missing.js", HTML, "GET", 404, null],
+    ["a path with a dot segment", "/.hidden/page", HTML, "GET", 404, null],
+    ["a path with an encoded dot segment", "/%2ehidden/page", HTML, "GET", 404, null],
+    ["a dotfile", "/.secret", HTML, "GET", 404, null],
+    ["POST", "/users/42", HTML, "POST", 405, null],
+  ];
+  for (const [what, target, accept, method, status, body] of cases) {
+    test(`serveDir's fallback for ${what}: ${status}`, async () => {
+      await withSite(spa, async ({ port }) => {
+        const response = await exchange(port, target, accept === "" ? {} : { accept }, method);
+        assert.equal(response.status, status);
+        if (body !== null) assert.equal(response.body, body);
+        if (status === 200 && target !== "/hello.txt") {
+          assert.equal(response.headers.get("content-type"), "text/html; charset=utf-8");
+        }
+      });
+    });
+  }
+
+  test("serveDir's fallback answers If-None-Match with 304, as its own file would", async () => {
+    await withSite(spa, async ({ port }) => {
+      const first = await exchange(port, "/users/42", { accept: HTML });
+      const etag = first.headers.get("etag");
+      assert.ok(etag);
+      const again = await exchange(port, "/users/7", { accept: HTML, "if-none-match": etag });
+      assert.equal(again.status, 304);
+    });
+  });
+
+  test("serveDir's fallback under a urlPrefix is found from the root", async () => {
+    await withSite(dir({ fallback: "/site/index.html", urlPrefix: "/app" }), async ({ port }) => {
+      const response = await exchange(port, "/app/users/42", { accept: HTML });
+      assert.equal(response.status, 200);
+      assert.equal(response.body, "<h1>site</h1>");
+      assert.equal((await exchange(port, "/elsewhere/x", { accept: HTML })).status, 200);
+    });
+  });
+
+  test("serveDir answers 404 when the fallback file itself is missing", async () => {
+    await withSite(dir({ fallback: "nope.html" }), async ({ port }) => {
+      assert.equal((await exchange(port, "/users/42", { accept: HTML })).status, 404);
+    });
+  });
+
+  test("serveDir's fallback never leaves the root", async () => {
+    await withSite(dir({ fallback: "../secret.txt" }), async ({ port }) => {
+      const response = await exchange(port, "/users/42", { accept: HTML });
+      assert.notEqual(response.status, 200);
+      assert.ok(!response.body.includes(SECRET));
+    });
+  });
+});
+
 //#endregion
