@@ -21,7 +21,9 @@
  *    serve() over the in-memory transport, then raw clients and curl on every transport);
  * 5. hostile clients: TLS, timeouts, connection caps, 1,000 slowloris and 5,000 idle connections,
  *    rate limiting, graceful shutdown, faults, a seeded fuzzer and a table of smuggling vectors
- *    (`test/hostile.ts`);
+ *    (`test/hostile.ts`), and several servers on one port: `reusePort`, `startWorkers` (a worker
+ *    killed and replaced, a graceful shutdown, a module that fails to load) and the CLI's
+ *    `--workers`, `--unix` and `--proxy-protocol` (`test/workers.ts`);
  * 6. the command line, `mod.ts` run as a program on this runtime: the demo site and a directory
  *    (`test/cli.ts`).
  *
@@ -38,6 +40,7 @@ import "./test/proxy_protocol.ts";
 import "./test/websocket.ts";
 import "./test/browser.ts";
 import "./test/hostile.ts";
+import "./test/workers.ts";
 import "./test/cli.ts";
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
