@@ -7992,7 +7992,10 @@ function startPool(options: WorkersOptions, cliArgv: string[] | null): WorkerPoo
       nodeProcess.off("SIGTERM", onSignal);
     }
     for (const timer of restartTimers) clearTimeout(timer);
-    if (running.size === 0) resolveFinished();
+    if (running.size === 0) {
+      resolveFinished(); // nothing left to stop, and no timer left to hold the process
+      return finished;
+    }
     for (const worker of running) worker.postMessage({ type: "shutdown" } satisfies WorkerMessage);
     if (shutdownTimeout !== Infinity) {
       // A little past the workers' own grace period, so that theirs decides, not this one.
