@@ -7788,7 +7788,7 @@ function listenError(error: unknown, where: string): Error {
 // connections across them. The pool here starts the workers, restarts one that dies (with a
 // back-off), and stops them together. Worker threads, not processes, on every runtime: they take
 // the runtime's own flags and permissions with them (a Deno child process would need its flags
-// rebuilt, which Deno cannot report), and they measured as fast (README, "Deploying").
+// rebuilt, which Deno cannot report), and they measured within 3 % of processes (README, "Deploying").
 
 /** The `workerData` key that marks a thread as a pool worker, and carries its number. */
 const WORKER_KEY = "wireserve.worker";
