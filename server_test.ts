@@ -18,7 +18,9 @@
  *    Chromium), and the access log (`test/access_log.ts`: formats and escaping, then one entry per
  *    request through the driver, with the reason when it went wrong), and the PROXY protocol
  *    (`test/proxy_protocol.ts`: parseProxyHeader fed whole and as every prefix, the gate in
- *    serve() over the in-memory transport, then raw clients and curl on every transport);
+ *    serve() over the in-memory transport, then raw clients and curl on every transport), and
+ *    deploying (`test/deploy.ts`: Unix sockets on every transport, HTTPS behind the PROXY
+ *    protocol, HAProxy with send-proxy and send-proxy-v2, nginx over a socket and over TCP);
  * 5. hostile clients: TLS, timeouts, connection caps, 1,000 slowloris and 5,000 idle connections,
  *    rate limiting, graceful shutdown, faults, a seeded fuzzer and a table of smuggling vectors
  *    (`test/hostile.ts`), and several servers on one port: `reusePort`, `startWorkers` (a worker
@@ -37,6 +39,7 @@ import "./test/compress.ts";
 import "./test/interim.ts";
 import "./test/access_log.ts";
 import "./test/proxy_protocol.ts";
+import "./test/deploy.ts";
 import "./test/websocket.ts";
 import "./test/browser.ts";
 import "./test/hostile.ts";
