@@ -1,8 +1,9 @@
-// What bench/run.mjs and bench/ws.mjs both read from the system: commands that may fail, medians,
+// What the benchmark scripts share: commands that may fail, medians, a free port,
 // and a process tree's CPU time and memory from Linux's /proc. Plain JavaScript for any Node >= 18.
 
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import net from "node:net";
 import { cpus } from "node:os";
 
 /** The trimmed stdout of a command, or null when it fails or is missing. */
@@ -64,4 +65,16 @@ export function vmRssKiB(pid) {
   } catch {
     return null;
   }
+}
+
+/** A TCP port that was free a moment ago: bound on 127.0.0.1 port 0 and released. */
+export function freePort() {
+  return new Promise((resolvePort, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolvePort(port));
+    });
+  });
 }

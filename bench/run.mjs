@@ -48,7 +48,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { cpuSeconds, median, NPROC, tryExec, vmRssKiB } from "./proc.mjs";
+import { cpuSeconds, freePort, median, NPROC, tryExec, vmRssKiB } from "./proc.mjs";
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(BENCH, "..");
@@ -331,18 +331,6 @@ function removeStatic() {
     rmSync(staticDir, { recursive: true, force: true });
   } catch { /* best effort */ }
   staticDir = null;
-}
-
-/** A port that was free a moment ago: bound to port 0 and released. */
-function freePort() {
-  return new Promise((resolvePort, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolvePort(port));
-    });
-  });
 }
 
 /**

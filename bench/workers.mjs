@@ -27,12 +27,11 @@
 
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import process from "node:process";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { cpuSeconds, median, NPROC, tryExec } from "./proc.mjs";
+import { cpuSeconds, freePort, median, NPROC, tryExec } from "./proc.mjs";
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(BENCH, "..");
@@ -179,18 +178,6 @@ for (const signal of ["SIGINT", "SIGTERM"]) {
     for (const proc of live) proc.child.kill("SIGKILL");
     rmSync(TEMP, { recursive: true, force: true });
     process.exit(130);
-  });
-}
-
-/** A port that was free a moment ago (another program may take it before the servers bind it). */
-function freePort() {
-  return new Promise((resolvePort, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolvePort(port));
-    });
   });
 }
 

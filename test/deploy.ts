@@ -32,6 +32,7 @@ import { serve } from "../mod.ts";
 import type { Addr, ConnInfo, ServeOptions, Server, TransportName } from "../mod.ts";
 import {
   delay,
+  freePort,
   harness,
   parseResponses,
   RawClient,
@@ -120,27 +121,6 @@ async function withStarted<S extends Server<Addr>>(
   } finally {
     await stop(server).catch(() => {});
   }
-}
-
-/**
- * A TCP port that was free a moment ago, for a program that must be told its port (HAProxy,
- * nginx): bound on 127.0.0.1 port 0 with node:net, then closed. Another process could take it
- * between the close and the program's bind; on a test machine that race is rare, and accepted:
- * it fails the test with the program's "address in use", never passes one wrongly.
- */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await withTimeout(
-    new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen({ host: "127.0.0.1", port: 0 }, resolve);
-    }),
-    5000,
-    "a free port",
-  );
-  const { port } = server.address() as net.AddressInfo;
-  await withTimeout(new Promise<void>((resolve) => server.close(() => resolve())), 5000, "close");
-  return port;
 }
 
 /** curl's arguments for a quiet, bounded HTTP/1.1 request. */

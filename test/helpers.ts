@@ -1012,3 +1012,27 @@ export function mulberry32(seed: number): () => number {
 }
 
 //#endregion
+//#region Ports
+
+/**
+ * A TCP port that was free a moment ago, for a program that must be told its port before it
+ * binds (HAProxy, nginx, a worker pool): bound on 127.0.0.1 port 0, then closed. Another process
+ * could take it between the close and the program's bind; on a test machine that race is rare,
+ * and accepted: it fails the test with "address in use", never passes one wrongly.
+ */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await withTimeout(
+    new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen({ host: "127.0.0.1", port: 0 }, resolve);
+    }),
+    5000,
+    "a free port",
+  );
+  const { port } = server.address() as net.AddressInfo;
+  await withTimeout(new Promise<void>((resolve) => server.close(() => resolve())), 5000, "close");
+  return port;
+}
+
+//#endregion

@@ -23,7 +23,6 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, rm, stat } from "node:fs/promises";
-import * as nodeNet from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -33,6 +32,7 @@ import type { LogEntry, NetAddr, Server, TransportName, WorkerPool } from "../mo
 import {
   delay,
   field,
+  freePort,
   parseResponses,
   RawClient,
   runCommand,
@@ -63,22 +63,6 @@ const LISTEN_MS = 20_000;
 const SLOW_TEST = { timeout: CHILD_LIFETIME_MS + 10_000 };
 
 //#region Helpers
-
-/**
- * A port that was free a moment ago: listens on port 0 with node:net and closes again. Another
- * process may take it between the close and the pool's bind (a tiny race, which would show as
- * `ready` rejecting with EADDRINUSE); nothing else on a test machine binds ports at that rate.
- */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = nodeNet.createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as nodeNet.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 /** Which worker, and which generation of it, answered: the body of `worker_app.ts`. */
 interface WorkerAnswer {
