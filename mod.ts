@@ -2052,6 +2052,14 @@ type BodyReader = "arrayBuffer" | "blob" | "bytes" | "formData" | "json" | "text
 let takeFixedBody: (response: FastResponse) => BodyPrefix | undefined;
 
 /**
+ * A {@linkcode FastResponse} of bytes that nothing writes to (a file's contents, read for it or kept
+ * by a {@linkcode FileCache}), on every runtime: they are neither copied nor given to `Response`,
+ * and a read of the body gets its own copy (Response copies bytes on every runtime). Set by the
+ * class's static block.
+ */
+let fixedBytesResponse: (bytes: Uint8Array<ArrayBuffer>, init: ResponseInit) => FastResponse;
+
+/**
  * A `Response` whose body, when it is a string (or, on Node, bytes), wireserve writes straight to
  * the socket: no body stream is made and read. It is a genuine `Response` (a subclass) with the same
  * constructor, fields and methods, so it works under `Deno.serve` and `Bun.serve` too and can be
@@ -2062,7 +2070,8 @@ let takeFixedBody: (response: FastResponse) => BodyPrefix | undefined;
  * undici's `Response`, which builds a stream for every body as it is constructed; on Deno and Bun
  * the stream's reads. On Node the body waits beside the `Response` until someone reads it (`body`,
  * `text()`…), which then makes the stream; calling `Response.prototype`'s methods on it directly
- * (`Response.prototype.text.call(response)`) sees an empty body there.
+ * (`Response.prototype.text.call(response)`) sees an empty body there (and on every runtime in the
+ * file responses of {@linkcode serveDir} and {@linkcode serveFile}, whose bytes wait the same way).
  *
  * Once someone asks for `body` (to read it, pipe it or tee it), the stream is what wireserve sends,
  * read as any other body is. As with any `Response`, a body is used once: after wireserve takes it
@@ -2088,6 +2097,12 @@ export class FastResponse extends Response {
 
   static {
     takeFixedBody = (response) => response.#takeFixedBody();
+    fixedBytesResponse = (bytes, init) => {
+      const response = new FastResponse(null, init);
+      response.#source = bytes;
+      response.#deferred = true;
+      return response;
+    };
   }
 
   /**
@@ -9104,6 +9119,8 @@ interface FileStat {
 /** An open file, or (on Bun) a file about to be opened, with the stat taken when it was opened. */
 interface OpenFile {
   readonly stat: FileStat;
+  /** The whole file, when a {@linkcode FileCache} holds it: sent as it is, never copied. */
+  readonly memory?: Uint8Array<ArrayBuffer>;
   /** Bytes `start` to `end - 1` in one array, for small reads. */
   bytes(start: number, end: number): Promise<Uint8Array<ArrayBuffer>>;
   /** Bytes `start` to `end - 1` as a stream that reads only when pulled, so backpressure holds. */
@@ -9156,6 +9173,9 @@ const FILE_RUNTIME = RUNTIME as unknown as { Deno?: DenoFiles; Bun?: BunFiles };
 
 /** Bytes read from a file per chunk of a streamed body: the driver's write high-water mark. */
 const FILE_CHUNK_BYTES = 64 * 1024;
+
+/** Files up to this size are read in one go, so the server can send head and body in one write. */
+const SMALL_FILE_BYTES = 64 * 1024;
 
 /**
  * Reads from a file at `position` into `buffer`, without moving a shared cursor; resolves with the
@@ -9373,6 +9393,209 @@ function fileErrorStatus(error: unknown): number {
   return 500;
 }
 
+/** Options for a {@linkcode FileCache}. */
+export interface FileCacheOptions {
+  /**
+   * Files it remembers (a file as a URL names it, with its precompressed siblings); the least
+   * recently used is forgotten first.
+   * @default {1024}
+   */
+  maxEntries?: number;
+  /**
+   * Bytes of file contents it holds, over all its files (32 MiB).
+   * @default {33554432}
+   */
+  maxBytes?: number;
+  /**
+   * Files up to this size have their contents held. Larger ones keep only what was learnt about
+   * them (the path they resolve to, their siblings) and are opened and streamed for each response.
+   * @default {65536}
+   */
+  maxFileBytes?: number;
+  /**
+   * Milliseconds that what it learnt from the file system is trusted before it asks again (nginx's
+   * `open_file_cache_valid`): a file changed, added or removed on disk is served as it now is
+   * within this time. While one request asks, others are answered as before. With 0 every request
+   * asks (contents are still held, and read again only when a file's size or modification time
+   * changed).
+   * @default {1000}
+   */
+  validFor?: number;
+}
+
+/** The file server's view of a {@linkcode FileCache}; the class's static block hands it out. */
+let fileCacheStore: (cache: FileCache) => FileCacheStore;
+
+/**
+ * What {@linkcode serveDir} and {@linkcode serveFile} learn about the files they serve, kept in
+ * memory between requests so that a hot small file is answered without a system call: the path a
+ * URL resolves to (symlinks and all), the file's size, modification time and precompressed
+ * siblings, and the contents of files up to `maxFileBytes`, bounded in entries and bytes (least
+ * recently used first out), asked of the file system again at most every `validFor` milliseconds.
+ *
+ * Both use one shared cache with the default options unless given their own, or `cache: false`.
+ * Each worker (and each process) has its own.
+ *
+ * @example A cache of its own, checked every 5 s, holding up to 128 MiB
+ * ```ts
+ * import { FileCache, serve, serveDir } from "jsr:@wireserve/wireserve";
+ * const cache = new FileCache({ validFor: 5000, maxBytes: 128 * 1024 * 1024 });
+ * serve({ port: 8080 }, (request) => serveDir(request, { root: "./public", cache }));
+ * ```
+ */
+export class FileCache {
+  #store: FileCacheStore;
+
+  static {
+    fileCacheStore = (cache) => cache.#store;
+  }
+
+  /**
+   * Makes an empty cache.
+   *
+   * @param options Its bounds and how long what it learns is trusted.
+   * @throws {RangeError} When a bound is negative or not a number.
+   */
+  constructor(options: FileCacheOptions = {}) {
+    this.#store = new FileCacheStore(
+      cacheBound("maxEntries", options.maxEntries, 1024),
+      cacheBound("maxBytes", options.maxBytes, 32 * 1024 * 1024),
+      cacheBound("maxFileBytes", options.maxFileBytes, SMALL_FILE_BYTES),
+      cacheBound("validFor", options.validFor, 1000),
+    );
+  }
+
+  /**
+   * The number of files it remembers.
+   *
+   * @returns The count.
+   */
+  get size(): number {
+    return this.#store.entries.size;
+  }
+
+  /**
+   * The bytes of file contents it holds.
+   *
+   * @returns The sum over its files.
+   */
+  get byteLength(): number {
+    return this.#store.bytes;
+  }
+
+  /** Forgets everything: the next request for each file asks the file system. */
+  clear(): void {
+    this.#store.clear();
+  }
+}
+
+/** A {@linkcode FileCacheOptions} bound, its default when absent. */
+function cacheBound(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !(value >= 0)) {
+    throw new RangeError(`Cannot make a file cache: ${name} is not a number >= 0`);
+  }
+  return value;
+}
+
+/** One file of a cached answer: the file a URL names, or one of its precompressed siblings. */
+interface CachedVariant {
+  /** Its `Content-Encoding`: null for the original. */
+  readonly coding: string | null;
+  /** The path to open it at: its canonical path, unless symlinks are followed as they come. */
+  readonly target: string;
+  readonly stat: FileStat;
+  /** Its contents, or null when it is too large to hold and is opened for each response. */
+  readonly bytes: Uint8Array<ArrayBuffer> | null;
+}
+
+/** What a {@linkcode FileCache} remembers about the file a URL names. */
+interface CachedFile {
+  readonly kind: "cached";
+  readonly contentType: string;
+  /** The original first, then the siblings found, in {@linkcode PRECOMPRESSED} order. */
+  readonly variants: readonly CachedVariant[];
+  /** The codings of the siblings found, in the same order. */
+  readonly codings: readonly string[];
+  /** Bytes of contents held, over the variants. */
+  readonly bytes: number;
+  /** When the file system was asked, by `Date.now()`. */
+  readonly checked: number;
+  /** A request is asking the file system again; others are answered from this entry meanwhile. */
+  revalidating: boolean;
+}
+
+/** The entries of a {@linkcode FileCache}, least recently used first (a `Map` keeps order). */
+class FileCacheStore {
+  readonly entries: Map<string, CachedFile> = new Map();
+  bytes = 0;
+  readonly maxEntries: number;
+  readonly maxBytes: number;
+  readonly maxFileBytes: number;
+  readonly validFor: number;
+
+  constructor(maxEntries: number, maxBytes: number, maxFileBytes: number, validFor: number) {
+    this.maxEntries = maxEntries;
+    this.maxBytes = maxBytes;
+    this.maxFileBytes = maxFileBytes;
+    this.validFor = validFor;
+  }
+
+  /**
+   * The entry for `key` if it may be trusted at `now`, made the most recently used. When it is too
+   * old, the first caller gets undefined and asks the file system (then stores or deletes the
+   * entry); until it has, later callers get the old entry.
+   */
+  get(key: string, now: number): CachedFile | undefined {
+    const entry = this.entries.get(key);
+    if (entry === undefined) return undefined;
+    if (now - entry.checked >= this.validFor && !entry.revalidating) {
+      entry.revalidating = true;
+      return undefined;
+    }
+    this.entries.delete(key);
+    this.entries.set(key, entry);
+    return entry;
+  }
+
+  /** Stores an entry as the most recently used, then forgets the least recent past the bounds. */
+  put(key: string, entry: CachedFile): void {
+    this.delete(key);
+    this.entries.set(key, entry);
+    this.bytes += entry.bytes;
+    for (const [oldest, old] of this.entries) {
+      if (this.entries.size <= this.maxEntries && this.bytes <= this.maxBytes) break;
+      this.entries.delete(oldest);
+      this.bytes -= old.bytes;
+    }
+  }
+
+  delete(key: string): void {
+    const entry = this.entries.get(key);
+    if (entry === undefined) return;
+    this.entries.delete(key);
+    this.bytes -= entry.bytes;
+  }
+
+  clear(): void {
+    this.entries.clear();
+    this.bytes = 0;
+  }
+}
+
+/** The cache of every {@linkcode serveDir} and {@linkcode serveFile} call not given one. */
+const SHARED_FILE_CACHE = new FileCache();
+
+/** The store `options.cache` names, or null when caching is off. */
+function cacheStoreOf(options: ServeFileOptions): FileCacheStore | null {
+  const cache = options.cache ?? SHARED_FILE_CACHE;
+  if (cache === false) return null;
+  if (!(cache instanceof FileCache)) {
+    throw new TypeError("Cannot serve files: options.cache is not a FileCache or false");
+  }
+  return fileCacheStore(cache);
+}
+
 /** Options for {@linkcode serveFile}. */
 export interface ServeFileOptions {
   /**
@@ -9389,6 +9612,13 @@ export interface ServeFileOptions {
    * @default {false}
    */
   cors?: boolean;
+  /**
+   * Where what is learnt about files is kept between requests, so that a hot file is answered from
+   * memory: a {@linkcode FileCache}, or false to ask the file system for every request. Without it,
+   * a cache shared by every call without one, with the default options: a file changed on disk is
+   * served as it now is within a second.
+   */
+  cache?: FileCache | false;
 }
 
 /** Options for {@linkcode serveDir}. */
@@ -9440,9 +9670,6 @@ const PRECOMPRESSED: ReadonlyArray<readonly [coding: string, suffix: string]> = 
   ["gzip", ".gz"],
 ];
 const PRECOMPRESSED_CODINGS = PRECOMPRESSED.map(([coding]) => coding);
-
-/** Files up to this size are read in one go, so the server can send head and body in one write. */
-const SMALL_FILE_BYTES = 64 * 1024;
 
 /** Headers on every response of the static file server (CORS is added by {@linkcode withCors}). */
 function baseHeaders(): Headers {
@@ -9644,9 +9871,13 @@ async function sendBytes(
     file.close();
     return new Response(method === "HEAD" ? null : new Uint8Array(0), { status, headers });
   }
+  if (file.memory !== undefined) {
+    return fixedBytesResponse(file.memory.subarray(start, end), { status, headers });
+  }
   if (length <= SMALL_FILE_BYTES) {
     try {
-      return new FastResponse(await file.bytes(start, end), { status, headers });
+      // The bytes are this response's own: written as they are, not copied or streamed.
+      return fixedBytesResponse(await file.bytes(start, end), { status, headers });
     } finally {
       file.close();
     }
@@ -9664,33 +9895,57 @@ type ResolvePath = (path: string) => Promise<string | null>;
 const AS_GIVEN: ResolvePath = (path) => Promise.resolve(path);
 
 /**
- * The regular file at `path` (through `resolve`), open, or null when there is none to serve there:
- * missing, unreadable, not a file, or outside the root. For the files that are tried and skipped
- * when absent, precompressed siblings and index files: their errors are not the request's.
+ * The regular file at `path` (through `resolve`), open, with the path it was opened at, or null
+ * when there is none to serve there: missing, unreadable, not a file, or outside the root. For the
+ * files that are tried and skipped when absent, precompressed siblings and index files: their
+ * errors are not the request's.
  */
-async function openIfFile(path: string, resolve: ResolvePath): Promise<OpenFile | null> {
+async function openIfFile(
+  path: string,
+  resolve: ResolvePath,
+): Promise<{ file: OpenFile; target: string } | null> {
   try {
     const target = await resolve(path);
     if (target === null) return null;
     const file = await FILES.open(target);
-    if (file.stat.isFile) return file;
+    if (file.stat.isFile) return { file, target };
     file.close();
   } catch { /* nothing to serve there */ }
   return null;
 }
 
+/** A regular file found to answer a request with: one a URL names, or a directory's index. */
+interface FoundFile {
+  readonly kind: "file";
+  /** The file, open at `target`. */
+  file: OpenFile;
+  /** The path it was opened at: the canonical one unless symlinks are followed as they come. */
+  target: string;
+  /** Its path as the URL spells it: its type and its siblings' names are taken from it. */
+  path: string;
+  resolve: ResolvePath;
+}
+
+/** The file an answer is made from, open: the one found, or the precompressed sibling chosen. */
+interface ChosenFile {
+  file: OpenFile;
+  contentType: string;
+  /** The sibling's `Content-Encoding`, or null for the file itself. */
+  coding: string | null;
+}
+
 /**
- * Opens `path` for `request`, or, when precompressed siblings are on and `Accept-Encoding` prefers
- * one, the sibling instead, found through `resolve`.
+ * The file to answer `request` with: `found`, or, when precompressed siblings are on and
+ * `Accept-Encoding` prefers one, the sibling instead (found through `found.resolve`). Takes
+ * ownership of `found.file`.
  */
-async function openVariant(
+async function chooseVariant(
   request: Request,
-  path: string,
-  file: OpenFile,
+  found: FoundFile,
   precompressed: boolean,
-  resolve: ResolvePath,
-): Promise<{ file: OpenFile; coding: string | null }> {
-  if (!precompressed) return { file, coding: null };
+): Promise<ChosenFile> {
+  const contentType = contentTypeFor(found.path);
+  if (!precompressed) return { file: found.file, contentType, coding: null };
   const acceptEncoding = request.headers.get("accept-encoding");
   const candidates = [...PRECOMPRESSED_CODINGS];
   while (candidates.length > 0) {
@@ -9699,36 +9954,160 @@ async function openVariant(
     candidates.splice(candidates.indexOf(coding), 1);
     const suffix = PRECOMPRESSED.find(([name]) => name === coding)?.[1] as string;
     // No such sibling: try the next coding, then the original.
-    const sibling = await openIfFile(path + suffix, resolve);
+    const sibling = await openIfFile(found.path + suffix, found.resolve);
     if (sibling !== null) {
-      file.close();
-      return { file: sibling, coding };
+      found.file.close();
+      return { file: sibling.file, contentType, coding };
     }
   }
-  return { file, coding: null };
+  return { file: found.file, contentType, coding: null };
+}
+
+/** Whether a stat shows the same file as before: same size and modification time, both known. */
+function sameFileStat(before: FileStat, now: FileStat): boolean {
+  return before.mtime !== null && before.mtime === now.mtime && before.size === now.size;
 }
 
 /**
- * Serves an open regular file, or its precompressed sibling, as {@linkcode serveFile} describes:
- * the one step every file answer goes through (a file named by a URL, an index file, a file given
- * by path). Takes ownership of `file`; its type comes from `path`, the name it is served under.
+ * What a {@linkcode FileCache} keeps of a file found on disk: it and its precompressed siblings
+ * (when those are on), with the contents of each small enough to hold, taken over from `previous`
+ * when the path, size and modification time are unchanged and read otherwise. `checked` is when
+ * the file system was asked. Closes every file it opens, and `found.file`.
  */
-async function serveOpenFile(
-  request: Request,
-  path: string,
-  file: OpenFile,
+async function learnFile(
+  store: FileCacheStore,
+  found: FoundFile,
   precompressed: boolean,
-  resolve: ResolvePath,
+  previous: CachedFile | undefined,
+  checked: number,
+): Promise<CachedFile> {
+  const opened = [{ coding: null as string | null, file: found.file, target: found.target }];
+  try {
+    if (precompressed) {
+      for (const [coding, suffix] of PRECOMPRESSED) {
+        const sibling = await openIfFile(found.path + suffix, found.resolve);
+        if (sibling !== null) opened.push({ coding, ...sibling });
+      }
+    }
+    const variants: CachedVariant[] = [];
+    let bytes = 0;
+    for (const { coding, file, target } of opened) {
+      const { stat } = file;
+      let contents: Uint8Array<ArrayBuffer> | null = null;
+      if (stat.size <= store.maxFileBytes) {
+        const known = previous?.variants.find((variant) => variant.coding === coding);
+        contents = known !== undefined && known.bytes !== null && known.target === target &&
+            sameFileStat(known.stat, stat)
+          ? known.bytes
+          : await file.bytes(0, stat.size);
+        bytes += contents.length;
+      }
+      variants.push({ coding, target, stat, bytes: contents });
+    }
+    return {
+      kind: "cached",
+      contentType: contentTypeFor(found.path),
+      variants,
+      codings: variants.slice(1).map((variant) => variant.coding as string),
+      bytes,
+      checked,
+      revalidating: false,
+    };
+  } finally {
+    for (const { file } of opened) file.close();
+  }
+}
+
+/** An {@linkcode OpenFile} over contents a {@linkcode FileCache} holds. */
+function memoryFile(stat: FileStat, memory: Uint8Array<ArrayBuffer>): OpenFile {
+  return {
+    stat,
+    memory,
+    bytes: (start, end) => Promise.resolve(memory.slice(start, end)),
+    stream: (start, end) =>
+      new ReadableStream<Uint8Array>({
+        pull(controller) {
+          controller.enqueue(memory.slice(start, end));
+          controller.close();
+        },
+      }, { highWaterMark: 0 }),
+    close() {},
+  };
+}
+
+/**
+ * The variant of a cached file to answer `request` with, as {@linkcode chooseVariant} would
+ * choose it: held contents, or the file opened at the path learnt (and then its own stat is the
+ * one the answer uses). Null when it cannot be opened now: it was removed, or replaced by something
+ * that is not a file, since the cache last asked.
+ */
+async function chooseCachedVariant(
+  request: Request,
+  entry: CachedFile,
+): Promise<ChosenFile | null> {
+  let variant = entry.variants[0];
+  if (entry.codings.length > 0) {
+    const coding = negotiateEncoding(request.headers.get("accept-encoding"), entry.codings);
+    if (coding !== null) variant = entry.variants[entry.codings.indexOf(coding) + 1];
+  }
+  const { contentType } = entry;
+  const { coding } = variant;
+  if (variant.bytes !== null) {
+    return { file: memoryFile(variant.stat, variant.bytes), contentType, coding };
+  }
+  let file: OpenFile;
+  try {
+    file = await FILES.open(variant.target);
+  } catch {
+    return null;
+  }
+  if (file.stat.isFile) return { file, contentType, coding };
+  file.close();
+  return null;
+}
+
+/**
+ * Answers with a file found on disk or in a cache, as {@linkcode serveFile} describes: the one
+ * step every file answer goes through (a file named by a URL, an index file, a file given by path,
+ * a fallback). Takes ownership of the file found. With a cache, what was found is stored under
+ * `key` first (the contents read then, a failed read rejecting as a read while sending would),
+ * and a cached file that is gone is forgotten and found again.
+ */
+async function answerWithFile(
+  request: Request,
+  found: FoundFile | CachedFile,
+  precompressed: boolean,
+  store: FileCacheStore | null,
+  key: string,
+  checked: number,
+  findAgain: () => Promise<FoundFile | Response>,
 ): Promise<Response> {
-  const variant = await openVariant(request, path, file, precompressed, resolve);
+  let chosen: ChosenFile | null;
+  if (found.kind === "file") {
+    if (store === null) {
+      chosen = await chooseVariant(request, found, precompressed);
+    } else {
+      let entry: CachedFile;
+      try {
+        entry = await learnFile(store, found, precompressed, store.entries.get(key), checked);
+      } catch (error) {
+        store.delete(key);
+        throw error;
+      }
+      store.put(key, entry);
+      chosen = await chooseCachedVariant(request, entry);
+    }
+  } else {
+    chosen = await chooseCachedVariant(request, found);
+  }
+  if (chosen === null) {
+    store?.delete(key);
+    const again = await findAgain();
+    if (again instanceof Response) return again;
+    return answerWithFile(request, again, precompressed, null, key, checked, findAgain);
+  }
   // Vary whenever siblings are looked for, found or not: caches must key on Accept-Encoding.
-  return respondWithFile(
-    request,
-    variant.file,
-    contentTypeFor(path),
-    variant.coding,
-    precompressed,
-  );
+  return respondWithFile(request, chosen.file, chosen.contentType, chosen.coding, precompressed);
 }
 
 /** Canonical roots by the root as given, so that a request costs one realpath, not two. */
@@ -9791,25 +10170,52 @@ export async function serveFile(
   if (request.method !== "GET" && request.method !== "HEAD") {
     response = methodResponse(request, cors);
   } else {
-    const file = await openFileToServe(path);
-    response = file instanceof Response
-      ? file
-      : await serveOpenFile(request, path, file, options.precompressed ?? true, AS_GIVEN);
+    const precompressed = options.precompressed ?? true;
+    const store = cacheStoreOf(options);
+    const key = `file\0${precompressed ? 1 : 0}\0${path}`;
+    const now = Date.now();
+    const find = () => openFileToServe(path);
+    const found = await findThroughCache(store, key, now, find);
+    response = found instanceof Response
+      ? found
+      : await answerWithFile(request, found, precompressed, store, key, now, find);
   }
   return cors ? withCors(response) : response;
 }
 
 /** Opens the regular file {@linkcode serveFile} was given, or says why not: 404 or 403. */
-async function openFileToServe(path: string): Promise<OpenFile | Response> {
+async function openFileToServe(path: string): Promise<FoundFile | Response> {
   let file: OpenFile;
   try {
     file = await FILES.open(path);
   } catch (error) {
     return fileErrorResponse(fileErrorStatus(error));
   }
-  if (file.stat.isFile) return file;
+  if (file.stat.isFile) return { kind: "file", file, target: path, path, resolve: AS_GIVEN };
   file.close();
   return fileErrorResponse(404);
+}
+
+/**
+ * What `key` names in a cache, when there is an entry to trust; otherwise what `find` finds on
+ * disk, where a response (an error, a redirect, a listing) or a failure forgets the entry.
+ */
+async function findThroughCache(
+  store: FileCacheStore | null,
+  key: string,
+  now: number,
+  find: () => Promise<FoundFile | Response>,
+): Promise<FoundFile | CachedFile | Response> {
+  const entry = store?.get(key, now);
+  if (entry !== undefined) return entry;
+  try {
+    const found = await find();
+    if (found instanceof Response) store?.delete(key);
+    return found;
+  } catch (error) {
+    store?.delete(key);
+    throw error;
+  }
 }
 
 /** Escapes text for HTML content and quoted attribute values. */
@@ -9947,33 +10353,27 @@ function takesFallback(request: Request): boolean {
   ) && !segments[segments.length - 1].includes(".");
 }
 
-/** The fallback file, found as if its own path had been asked for (conditions and all). */
-async function resolveFallback(
+/**
+ * The answer of the fallback file, found as if its own path had been asked for (conditions and
+ * all, through the same cache), except that a directory there is 404.
+ */
+async function answerFallback(
   request: Request,
   settings: DirSettings,
+  store: FileCacheStore | null,
   fallback: string,
-): Promise<FoundFile | Response> {
-  const url = new URL(request.url);
-  const target = new Request(`${url.origin}/${encodeURI(fallback)}`, {
-    method: request.method,
-    headers: request.headers,
-  });
+): Promise<Response> {
+  let target: Request;
   try {
-    const found = await resolveTarget(target, { ...settings, urlPrefix: "", fallback: null });
-    return found instanceof Response || found.kind === "file" ? found : fileErrorResponse(404);
+    const url = new URL(request.url);
+    target = new Request(`${url.origin}/${encodeURI(fallback)}`, {
+      method: request.method,
+      headers: request.headers,
+    });
   } catch (error) {
     return fileErrorResponse(fileErrorStatus(error));
   }
-}
-
-/** A regular file {@linkcode serveDir} answers with: one a URL names, or a directory's index. */
-interface FoundFile {
-  readonly kind: "file";
-  /** The file, open at the path `resolve` gave (its canonical path unless `followSymlinks`). */
-  file: OpenFile;
-  /** Its path as the URL spells it below the root: its type and its siblings are taken from it. */
-  path: string;
-  resolve: ResolvePath;
+  return await answerFromDir(target, { ...settings, urlPrefix: "", fallback: null }, store, false);
 }
 
 /** A directory a URL names, for {@linkcode answerDirectory}. */
@@ -9981,28 +10381,28 @@ interface FoundDirectory {
   readonly kind: "directory";
   /** Its path as the URL spells it below the root: its index and entries are looked up in it. */
   path: string;
-  /** The decoded segments of the URL path below the prefix. */
-  segments: string[];
-  trailingSlash: boolean;
-  /** The URL's query with its `?`, or `""`: kept by the redirect to the trailing slash. */
-  search: string;
+  /** The path below the root the URL names. */
+  target: DirTarget;
   /** The separator of the root's paths: `/`, or `\` on Windows. */
   separator: string;
   resolve: ResolvePath;
 }
 
+/** The path below the root a request names: the URL step of {@linkcode serveDir}. */
+interface DirTarget {
+  /** The decoded segments of the URL path below the prefix. */
+  segments: string[];
+  trailingSlash: boolean;
+  /** The URL's query with its `?`, or `""`: kept by the redirect to the trailing slash. */
+  search: string;
+}
+
 /**
- * Resolves a request to what it names below the root, the first step of {@linkcode serveDir}: the
- * URL path, without the prefix, is decoded ({@linkcode decodeRequestPath}), checked against the
- * dotfile policy, joined to the canonical root and opened, every symlink resolved and the result
- * checked to stay below the root. A path that must be refused, or names nothing to serve, is
- * answered here (400 or 404; a file with a trailing slash is 404, as nginx answers). A failure of
- * the file system itself is thrown, for {@linkcode serveDir} to map to a status.
+ * The path below the root a request names, or the refusal: the URL path, without the prefix, is
+ * decoded ({@linkcode decodeRequestPath}) and checked against the dotfile policy (400 or 404). Pure:
+ * the file system is asked nothing yet.
  */
-async function resolveTarget(
-  request: Request,
-  settings: DirSettings,
-): Promise<FoundFile | FoundDirectory | Response> {
+function dirTarget(request: Request, settings: DirSettings): DirTarget | Response {
   // request.url is serialized by the URL parser: scheme "://" authority path [?query].
   const url = request.url;
   const pathStart = url.indexOf("/", url.indexOf("//") + 2);
@@ -10026,7 +10426,32 @@ async function resolveTarget(
   if (!settings.dotfiles && segments.some((segment) => segment.charCodeAt(0) === 0x2e)) {
     return fileErrorResponse(404);
   }
+  return { segments, trailingSlash, search };
+}
 
+/**
+ * The key of what a path below the root resolves to, in a cache shared by every `serveDir`:
+ * everything the answer depends on besides the file system. NUL cannot occur in a path.
+ */
+function dirCacheKey(settings: DirSettings, target: DirTarget, directories: boolean): string {
+  const flags = `${settings.followSymlinks ? 1 : 0}${settings.precompressed ? 1 : 0}` +
+    `${directories ? 1 : 0}`;
+  return `dir\0${settings.root}\0${flags}\0${settings.index ?? ""}\0${target.segments.join("/")}${
+    target.trailingSlash ? "/" : ""
+  }`;
+}
+
+/**
+ * Finds what a path below the root names on disk, the second step of {@linkcode serveDir}: the
+ * path is joined to the canonical root and opened, every symlink resolved and the result checked
+ * to stay below the root. A path that names nothing to serve is answered here (404; a file with a
+ * trailing slash is 404, as nginx answers). A failure of the file system itself is thrown.
+ */
+async function resolveTarget(
+  target: DirTarget,
+  settings: DirSettings,
+): Promise<FoundFile | FoundDirectory | Response> {
+  const { segments, trailingSlash } = target;
   // What may be served: the canonical path must stay below the canonical root.
   let root: string;
   try {
@@ -10043,18 +10468,20 @@ async function resolveTarget(
   };
 
   const path = segments.length === 0 ? root : rootPrefix + segments.join(separator);
-  const target = await resolve(path);
-  if (target === null) return fileErrorResponse(404);
-  const file = await FILES.open(target);
-  if (file.stat.isFile && !trailingSlash) return { kind: "file", file, path, resolve };
+  const opened = await resolve(path);
+  if (opened === null) return fileErrorResponse(404);
+  const file = await FILES.open(opened);
+  if (file.stat.isFile && !trailingSlash) {
+    return { kind: "file", file, target: opened, path, resolve };
+  }
   // A directory is needed only for its stat: nothing is read from its handle.
   file.close();
   if (file.stat.isFile || !file.stat.isDirectory) return fileErrorResponse(404);
-  return { kind: "directory", path, segments, trailingSlash, search, separator, resolve };
+  return { kind: "directory", path, target, separator, resolve };
 }
 
 /**
- * What a directory is answered with, the second step of {@linkcode serveDir} for one: a redirect
+ * What a directory is answered with, the third step of {@linkcode serveDir} for one: a redirect
  * to its URL with a trailing slash, so that relative links in its page resolve inside it; then its
  * index file, returned to be served as any file is; then a listing, or 404 with `listing: false`.
  */
@@ -10063,23 +10490,24 @@ async function answerDirectory(
   directory: FoundDirectory,
   settings: DirSettings,
 ): Promise<FoundFile | Response> {
-  const { path, segments, separator, resolve } = directory;
-  if (!directory.trailingSlash) {
+  const { path, separator, resolve } = directory;
+  const { segments, trailingSlash, search } = directory.target;
+  if (!trailingSlash) {
     // Built from the decoded segments, never from the raw path: it always starts with one "/"
     // followed by a non-empty segment or nothing, so it cannot become "//host" (another site).
     const location = `${settings.urlPrefix}/${segments.map(encodeURIComponent).join("/")}${
       segments.length > 0 ? "/" : ""
     }`;
     const headers = baseHeaders();
-    headers.set("location", location + directory.search);
+    headers.set("location", location + search);
     headers.set("content-type", "text/plain; charset=utf-8");
     return new FastResponse("301 Moved Permanently\n", { status: 301, headers });
   }
   if (settings.index !== null) {
     const indexPath = path + (path.endsWith(separator) ? "" : separator) + settings.index;
     // No index: list the directory.
-    const file = await openIfFile(indexPath, resolve);
-    if (file !== null) return { kind: "file", file, path: indexPath, resolve };
+    const index = await openIfFile(indexPath, resolve);
+    if (index !== null) return { kind: "file", ...index, path: indexPath, resolve };
   }
   return settings.listing ? listDirectory(request, directory, settings) : fileErrorResponse(404);
 }
@@ -10093,7 +10521,8 @@ async function listDirectory(
   directory: FoundDirectory,
   settings: DirSettings,
 ): Promise<Response> {
-  const { path, segments, separator, resolve } = directory;
+  const { path, separator, resolve } = directory;
+  const { segments } = directory.target;
   const names = await FILES.readDir(path);
   const directoryPath = path.endsWith(separator) ? path : path + separator;
   const entries = await Promise.all(
@@ -10162,32 +10591,47 @@ export async function serveDir(request: Request, options: ServeDirOptions): Prom
     response = methodResponse(request, cors);
   } else {
     const settings = dirSettings(options);
-    let answer: FoundFile | Response;
-    try {
-      const found = await resolveTarget(request, settings);
-      answer = found instanceof Response || found.kind === "file"
-        ? found
-        : await answerDirectory(request, found, settings);
-    } catch (error) {
-      // Finding what to serve failed: say so with the status (404, 403 or 500), never the path.
-      answer = fileErrorResponse(fileErrorStatus(error));
-    }
-    if (
-      answer instanceof Response && answer.status === 404 && settings.fallback !== null &&
-      takesFallback(request)
-    ) {
-      answer = await resolveFallback(request, settings, settings.fallback);
-    }
-    // Outside the mapping on purpose: a file that was found but fails as it is read is a fault
-    // of the server, not of the request, and rejects so that serve()'s onError logs it.
-    if (answer instanceof Response) {
-      response = answer;
-    } else {
-      const { path, file, resolve } = answer;
-      response = await serveOpenFile(request, path, file, settings.precompressed, resolve);
+    const store = cacheStoreOf(options);
+    response = await answerFromDir(request, settings, store, true);
+    if (response.status === 404 && settings.fallback !== null && takesFallback(request)) {
+      response = await answerFallback(request, settings, store, settings.fallback);
     }
   }
   return cors ? withCors(response) : response;
+}
+
+/**
+ * {@linkcode serveDir}'s answer to a GET or HEAD, before the fallback and CORS: the path the URL
+ * names ({@linkcode dirTarget}), then what a cache remembers of it, or else what the file system
+ * has there ({@linkcode resolveTarget}, {@linkcode answerDirectory}), then the file's answer.
+ * `directories: false` answers a directory with 404, for the fallback.
+ */
+async function answerFromDir(
+  request: Request,
+  settings: DirSettings,
+  store: FileCacheStore | null,
+  directories: boolean,
+): Promise<Response> {
+  const target = dirTarget(request, settings);
+  if (target instanceof Response) return target;
+  const key = store === null ? "" : dirCacheKey(settings, target, directories);
+  const now = Date.now();
+  const find = async (): Promise<FoundFile | Response> => {
+    try {
+      const found = await resolveTarget(target, settings);
+      if (found instanceof Response || found.kind === "file") return found;
+      return directories ? await answerDirectory(request, found, settings) : fileErrorResponse(404);
+    } catch (error) {
+      // Finding what to serve failed: say so with the status (404, 403 or 500), never the path.
+      return fileErrorResponse(fileErrorStatus(error));
+    }
+  };
+  const found = await findThroughCache(store, key, now, find);
+  // Outside the mapping on purpose: a file that was found but fails as it is read is a fault of
+  // the server, not of the request, and rejects so that serve()'s onError logs it.
+  return found instanceof Response
+    ? found
+    : answerWithFile(request, found, settings.precompressed, store, key, now, find);
 }
 
 //#endregion
