@@ -9,6 +9,16 @@
 // files (4 KiB and 1 MiB) from wireserve's serveDir beside the runtime's own file serving and
 // nginx (a foreground nginx with a generated config, pinned like the others).
 //
+// And issue 16's second ceiling, in the plaintext scenarios (plaintext-50, plaintext-256,
+// pipeline-16, close) only: `fetch-ceiling`, the fetch-objects ceiling, the raw-TCP ceiling that
+// also builds a genuine `Request` (URL from Host and the target, the same headers, split from the
+// head no more than that takes) for every request and calls the handler for its `new
+// Response("Hello, World!")` before writing the fixed answer. wireserve ÷ fetch-ceiling and
+// fast ÷ fetch-ceiling are what the driver can still win; fetch-ceiling ÷ ceiling is the price of
+// the fetch objects on that runtime. Those scenarios also get a row of server CPU µs per request
+// for every server (its CPU seconds over the wrk run ÷ the requests wrk counted, as the feature
+// table's CPU per response): comparable where wrk, not the server, is the limit.
+//
 //   node bench/run.mjs                       all runtimes (deno bun node), 3 trials of 5 s
 //   node bench/run.mjs bun node --trials 5   some runtimes, more trials
 //   node bench/run.mjs --quick               1 trial of 2 s: a smoke test of the harness
@@ -55,14 +65,21 @@ const ROOT = resolve(BENCH, "..");
 const BIN = join(ROOT, "node_modules", ".bin");
 const RESULTS = join(BENCH, "results");
 const RUNTIMES = ["deno", "bun", "node"];
-const KINDS = ["wireserve", "fast", "native", "adapter", "ceiling", "nginx"];
+const KINDS = ["wireserve", "fast", "native", "adapter", "fetch-ceiling", "ceiling", "nginx"];
 /** The servers of a scenario unless it names its own. */
-const DEFAULT_KINDS = ["wireserve", "fast", "native", "adapter", "ceiling"];
+const DEFAULT_KINDS = ["wireserve", "fast", "native", "adapter", "fetch-ceiling", "ceiling"];
 /**
  * The servers only some runtimes run: the fetch adapter is node:http's (Deno.serve and Bun.serve
  * take fetch handlers already, so their `native` is the like-for-like baseline).
  */
 const KIND_RUNTIMES = { adapter: ["node"] };
+/**
+ * The plaintext scenarios (`GET /` answered with "Hello, World!"): the only ones the fetch-objects
+ * ceiling runs in, and those with a server CPU µs/request row in the runtime tables.
+ */
+const PLAINTEXT_SCENARIOS = ["plaintext-50", "plaintext-256", "pipeline-16", "close"];
+/** The servers only some scenarios run. */
+const KIND_SCENARIOS = { "fetch-ceiling": PLAINTEXT_SCENARIOS };
 const STATIC_KINDS = ["wireserve", "native", "nginx"];
 const ECHO_BYTES = 16 * 1024;
 const PIPELINE_DEPTH = 16;
@@ -174,7 +191,8 @@ function runsOn(kind, runtime) {
 /** The servers `scenario` runs on `runtime`, of those chosen with --kinds. */
 function kindsFor(scenario, runtime) {
   return options.kinds.filter((k) =>
-    (scenario.kinds ?? DEFAULT_KINDS).includes(k) && runsOn(k, runtime)
+    (scenario.kinds ?? DEFAULT_KINDS).includes(k) && runsOn(k, runtime) &&
+    (KIND_SCENARIOS[k]?.includes(scenario.id) ?? true)
   );
 }
 
@@ -182,10 +200,12 @@ const HELP = `usage: node bench/run.mjs [deno|bun|node ...] [options]
 
 Runs every scenario against wireserve, wireserve answering with FastResponse (fast), the native
 server and the raw-TCP ceiling of each chosen runtime (default: ${RUNTIMES.join(" ")}), on Node
-also node:http with a fetch adapter running the same fetch handler as wireserve, prints a markdown
-table per runtime and writes it to bench/results/latest.md. The static-* scenarios compare
-wireserve's serveDir with the runtime's own file serving and nginx instead (no fast, no
-ceiling), files generated in a temporary directory.
+also node:http with a fetch adapter running the same fetch handler as wireserve, in the plaintext
+scenarios (${PLAINTEXT_SCENARIOS.join(", ")}) also the fetch-objects ceiling (the raw
+ceiling building a Request and the handler's Response per request), prints a markdown table per
+runtime and writes it to bench/results/latest.md. The static-* scenarios compare wireserve's
+serveDir with the runtime's own file serving and nginx instead (no fast, no ceilings), files
+generated in a temporary directory.
 
   --trials N         trials per scenario and server, the median is reported (default 3)
   --duration S       seconds per wrk run (default 5)
@@ -193,8 +213,9 @@ ceiling), files generated in a temporary directory.
   --quick            1 trial of 2 s: a smoke test
   --scenarios A,B    only these scenarios (${SCENARIOS.map((s) => s.id).join(", ")})
   --kinds A,B        only these servers (${KINDS.join(", ")}; nginx is in static-* only,
-                     fast, ceiling and adapter in the others, adapter on node only;
-                     plaintext-log and json-10k* run wireserve and fast only)
+                     fast, ceiling and adapter in the others, adapter on node only,
+                     fetch-ceiling in the plaintext ones only; plaintext-log and
+                     json-10k* run wireserve and fast only)
   --idle N           idle connections for idle-rss (default 5000)
   --server-cpu N     the core the servers are pinned to (default 0)
   --load-cpu N       the core wrk is pinned to (default 1)`;
@@ -1035,14 +1056,15 @@ async function runWrkScenario(runtime, scenario, slot) {
         if (!result.ok) errs.push(`wrk failed: ${(result.output ?? "").slice(0, 200)}`);
         const cpu = (v) => (v === null ? "?" : Math.round(v));
         log(
-          `   trial ${trial + 1} ${kind.padEnd(9)} ${
+          `   trial ${trial + 1} ${kind.padEnd(13)} ${
             String(Math.round(result.rps ?? 0)).padStart(8)
           } req/s` +
             (scenario.file && result.transfer !== null
               ? `  ${(result.transfer / 2 ** 20).toFixed(1).padStart(7)} MiB/s`
               : "") +
             (result.p99 !== null ? `  p99 ${result.p99.toFixed(2)} ms` : "") +
-            (FEATURE_SCENARIOS.has(scenario.id) && result.cpuPerResponse !== null
+            ((FEATURE_SCENARIOS.has(scenario.id) || PLAINTEXT_SCENARIOS.includes(scenario.id)) &&
+                result.cpuPerResponse !== null
               ? `  ${result.cpuPerResponse.toFixed(1)} µs cpu/resp`
               : "") +
             (scenario.acceptEncoding && result.transfer !== null && result.rps
@@ -1101,7 +1123,7 @@ async function runIdle(runtime, scenario, slot) {
           slot[kind].problems.push(`only ${result.open} connections still open when measured`);
         }
         log(
-          `   trial ${trial + 1} ${kind.padEnd(9)} ${result.perConnection?.toFixed(1)} KiB/conn ` +
+          `   trial ${trial + 1} ${kind.padEnd(13)} ${result.perConnection?.toFixed(1)} KiB/conn ` +
             `(RSS ${result.baseline} → ${result.loaded} KiB, ${result.open} open` +
             (result.failed ? `, ${result.failed} failed` : "") + ")",
         );
@@ -1210,6 +1232,18 @@ function report(info, versions, wrkVersion, allScenarios, results) {
         "`native` = `Deno.serve` / `Bun.serve` / `node:http`; " +
         "`ceiling` = the runtime's raw TCP API writing a fixed response per CRLFCRLF, no parsing (see bench/servers.ts)",
     );
+    if (tableRuntimes.some((r) => tableKinds(r).includes("fetch-ceiling"))) {
+      lines.push(
+        "- `fetch ceiling` (plaintext scenarios only) = the same raw server, which for every request head also builds a genuine `Request` " +
+          "(the head decoded, request line and header lines split, nothing validated; URL `http://` + Host + target, the method, the headers as the init array), " +
+          'calls the handler (wireserve\'s `() => new Response("Hello, World!")`), reads its status and writes the fixed response: ' +
+          "wireserve (or fast) ÷ fetch ceiling is what the driver can still win, fetch ceiling ÷ ceiling the price of the fetch objects on that runtime",
+      );
+      lines.push(
+        "- CPU µs/req (plaintext scenarios) = the server's user + system CPU seconds over a wrk run × 10^6 ÷ the requests wrk counted " +
+          "(median of the trials; wrk's start and exit included): comparable where wrk, not the server, is the limit",
+      );
+    }
     if (tableRuntimes.some((r) => tableKinds(r).includes("adapter"))) {
       lines.push(
         "- On Node, `native` (node:http) runs node-style handlers (`writeHead` + `end`), which build no undici `Request` or `Response`; " +
@@ -1236,6 +1270,7 @@ function report(info, versions, wrkVersion, allScenarios, results) {
       fast: "wireserve+FastResponse",
       native,
       adapter: "node:http + fetch adapter",
+      "fetch-ceiling": `fetch ceiling (${ceiling} + Request, Response)`,
       ceiling: `ceiling (${ceiling})`,
     };
     lines.push("");
@@ -1247,8 +1282,17 @@ function report(info, versions, wrkVersion, allScenarios, results) {
     if (kinds.includes("wireserve") && kinds.includes("adapter")) {
       header.push("wireserve ÷ adapter");
     }
+    if (kinds.includes("wireserve") && kinds.includes("fetch-ceiling")) {
+      header.push("wireserve ÷ fetch ceiling");
+    }
+    if (kinds.includes("fast") && kinds.includes("fetch-ceiling")) {
+      header.push("fast ÷ fetch ceiling");
+    }
     if (kinds.includes("wireserve") && kinds.includes("ceiling")) {
       header.push("wireserve ÷ ceiling");
+    }
+    if (kinds.includes("fetch-ceiling") && kinds.includes("ceiling")) {
+      header.push("fetch ceiling ÷ ceiling");
     }
     header.push("errors and problems");
     lines.push(`| ${header.join(" | ")} |`);
@@ -1267,8 +1311,17 @@ function report(info, versions, wrkVersion, allScenarios, results) {
       if (kinds.includes("wireserve") && kinds.includes("adapter")) {
         cells.push(fmtRatio(values.wireserve, values.adapter));
       }
+      if (kinds.includes("wireserve") && kinds.includes("fetch-ceiling")) {
+        cells.push(fmtRatio(values.wireserve, values["fetch-ceiling"]));
+      }
+      if (kinds.includes("fast") && kinds.includes("fetch-ceiling")) {
+        cells.push(fmtRatio(values.fast, values["fetch-ceiling"]));
+      }
       if (kinds.includes("wireserve") && kinds.includes("ceiling")) {
         cells.push(fmtRatio(values.wireserve, values.ceiling));
+      }
+      if (kinds.includes("fetch-ceiling") && kinds.includes("ceiling")) {
+        cells.push(fmtRatio(values["fetch-ceiling"], values.ceiling));
       }
       const problems = !withProblems ? [] : kinds.map((k) => {
         const parts = errorSummary(slot, k);
@@ -1291,6 +1344,16 @@ function report(info, versions, wrkVersion, allScenarios, results) {
         continue;
       }
       row(`${scenario.label}: req/s`, (t) => t.rps, fmtRps, slot);
+      if (PLAINTEXT_SCENARIOS.includes(scenario.id)) {
+        // Server CPU per request from the same runs; their errors are on the req/s row.
+        row(
+          `${scenario.id}: server CPU µs/req (lower is better)`,
+          (t) => t.cpuPerResponse,
+          (v) => (v === null ? "—" : v.toFixed(1)),
+          slot,
+          false,
+        );
+      }
       if (scenario.id === "plaintext-50") {
         // p99 from the same runs (wrk --latency); their errors are on the row above.
         row(
@@ -1307,7 +1370,7 @@ function report(info, versions, wrkVersion, allScenarios, results) {
   if (staticScenarios.length > 0) staticReport(lines, versions, staticScenarios, results);
   lines.push("");
   lines.push(
-    "Ratios are wireserve (or, for fast ÷ native, wireserve+FastResponse) ÷ the other server (for req/s higher is better; for latency and memory lower is better). " +
+    "Ratios are wireserve (or, for fast ÷ …, wireserve+FastResponse; for fetch ceiling ÷ ceiling, the fetch ceiling) ÷ the other server (for req/s higher is better; for CPU, latency and memory lower is better). " +
       "Errors are wrk's socket errors and `Non-2xx or 3xx responses` summed over the trials, plus anything a server " +
       "printed to stderr, a failed response check, or an exit during the run.",
   );

@@ -29,6 +29,16 @@
 //   ceiling    the runtime's raw-TCP ceiling: a server on Deno.listen, Bun.listen or node:net that
 //              writes one fixed response for every complete request head it sees (it counts
 //              CRLFCRLF, parses nothing): the most any JS server on raw sockets can do there
+//   fetch-ceiling  the fetch-objects ceiling: the same raw-TCP server (Deno.listen, Bun.listen,
+//              node:net) that also, for every complete request head, does what any fetch-handler
+//              server must: it decodes the head (TextDecoder, UTF-8), splits the request line and
+//              the header lines (name up to the colon, value trimmed; nothing validated), builds a
+//              genuine `Request` (`http://` + Host + the target, method, those headers as the init
+//              array), calls the handler (`() => new Response("Hello, World!")`, the same one as
+//              wireserve's), reads only its status, and writes the ceiling's fixed response. Route
+//              `/` only; a request body is not read (the benchmark's plaintext GETs have none).
+//              wireserve ÷ fetch-ceiling is what the driver can still win; fetch-ceiling ÷
+//              ceiling is the price of the fetch objects themselves on that runtime
 //
 // ROUTE (default `/`): `/` answers "Hello, World!" as text/plain;charset=UTF-8, `/json` a small JSON
 // object, `/json-10k` about 10 KiB of JSON (145 users, 10,352 bytes, stringified once at start and
@@ -37,9 +47,10 @@
 // handler answers every request with it and looks at nothing (the plain `() => new Response(…)` of
 // issue 5); with several it dispatches on the path and answers 404 otherwise. The ceiling takes one
 // route only and writes that route's response; for `/echo` it writes a fixed body of --echo-bytes
-// (default 16384) bytes, the size the benchmark posts. With --close the ceiling's response carries
-// `connection: close` and it closes the connection after writing it, as a server must when the
-// request says `Connection: close` (the other kinds read that header themselves and ignore --close).
+// (default 16384) bytes, the size the benchmark posts. fetch-ceiling takes `/` only. With --close
+// the ceilings' response carries `connection: close` and they close the connection after writing
+// it, as a server must when the request says `Connection: close` (the other kinds read that header
+// themselves and ignore --close).
 //
 // --compress (wireserve and fast only) wraps the handler in mod.ts's `compress(handler)` with its
 // default options: brotli for `Accept-Encoding: gzip, br`, bodies of 512 B and more.
@@ -64,10 +75,17 @@
 import { compress, FastResponse, serve, serveDir } from "../mod.ts";
 
 type Route = "/" | "/json" | "/json-10k" | "/echo";
-type Kind = "wireserve" | "fast" | "native" | "adapter" | "ceiling";
+type Kind = "wireserve" | "fast" | "native" | "adapter" | "ceiling" | "fetch-ceiling";
 
 const ROUTES: readonly Route[] = ["/", "/json", "/json-10k", "/echo"];
-const KINDS: readonly Kind[] = ["wireserve", "fast", "native", "adapter", "ceiling"];
+const KINDS: readonly Kind[] = [
+  "wireserve",
+  "fast",
+  "native",
+  "adapter",
+  "ceiling",
+  "fetch-ceiling",
+];
 const HOSTNAME = "127.0.0.1";
 
 const HELLO = "Hello, World!";
@@ -111,7 +129,7 @@ interface DenoApi {
   ): unknown;
 }
 interface BunSocket {
-  data: { pending: Uint8Array | null; tail: number; ending: boolean };
+  data: { pending: Uint8Array | null; tail: number; ending: boolean; heads: FetchHeads | null };
   write(bytes: Uint8Array): number;
   end(): void;
   setNoDelay?(noDelay?: boolean): void;
@@ -226,6 +244,9 @@ if (staticRoot !== undefined && (compressed || logFormat !== undefined)) {
 if (routes.length === 0) routes.push("/");
 if (kind === "ceiling" && routes.length > 1) {
   fail("the ceiling writes one fixed response: one route");
+}
+if (kind === "fetch-ceiling" && (routes.length > 1 || routes[0] !== "/")) {
+  fail("the fetch-objects ceiling answers `/` only");
 }
 
 // Bounded lifetime, and a clean exit on SIGTERM.
@@ -481,32 +502,131 @@ function repeated(response: Uint8Array, count: number, cache: Uint8Array[]): Uin
   return bytes;
 }
 
-function startCeiling(route: Route): void {
+// ---------------------------------------------------------------------------------------------
+// The fetch-objects ceiling: the raw-TCP ceiling plus a `Request` and the handler's `Response` for
+// each request head, parsed no more than it takes to build them.
+
+/** The fetch-objects ceiling's handler: wireserve's own for `/`, synchronous. */
+const FETCH_CEILING_HANDLER = FETCH_ROUTES["/"] as (request: Request) => Response;
+const HEAD_DECODER = new TextDecoder();
+/** A head longer than this (without its CRLFCRLF yet) closes the connection. */
+const MAX_HEAD = 64 * 1024;
+let fetchCeilingReported = false;
+
+/**
+ * Builds the `Request` of one request head (`head` without its final CRLFCRLF): method and target
+ * from the request line, every header line as a [name, value] pair of the init array (the value
+ * trimmed), the URL from Host (else the listening address) and the target. Calls the handler with
+ * it and reads the status of its answer; throws on a line it cannot split or an answer not 200.
+ */
+function fetchObjects(head: string, fallbackHost: string): void {
+  let lineEnd = head.indexOf("\r\n");
+  if (lineEnd === -1) lineEnd = head.length;
+  const sp1 = head.indexOf(" ");
+  const sp2 = head.indexOf(" ", sp1 + 1);
+  if (sp1 <= 0 || sp2 === -1 || sp2 > lineEnd) throw new Error("bad request line");
+  const headers: [string, string][] = [];
+  let host = fallbackHost;
+  for (let at = lineEnd + 2; at < head.length;) {
+    let end = head.indexOf("\r\n", at);
+    if (end === -1) end = head.length;
+    const colon = head.indexOf(":", at);
+    if (colon <= at || colon > end) throw new Error("bad header line");
+    const name = head.slice(at, colon);
+    const value = head.slice(colon + 1, end).trim();
+    if (name.length === 4 && name.toLowerCase() === "host") host = value;
+    headers.push([name, value]);
+    at = end + 2;
+  }
+  const request = new Request(`http://${host}${head.slice(sp1 + 1, sp2)}`, {
+    method: head.slice(0, sp1),
+    headers,
+  });
+  const response = FETCH_CEILING_HANDLER(request);
+  if (response.status !== 200) throw new Error(`the handler answered ${response.status}`);
+}
+
+/** One connection's request heads: the bytes of an incomplete head are kept for the next read. */
+class FetchHeads {
+  #pending: Uint8Array | null = null;
+  readonly fallbackHost: string;
+  constructor(fallbackHost: string) {
+    this.fallbackHost = fallbackHost;
+  }
+
+  /**
+   * Runs fetchObjects for every head completed by `data` and returns how many; throws (after
+   * printing the first such error of the process to stderr) when one fails, and the caller
+   * closes the connection.
+   */
+  push(data: Uint8Array): number {
+    let bytes = data;
+    if (this.#pending !== null) {
+      bytes = concat([this.#pending, data]);
+      this.#pending = null;
+    }
+    let count = 0;
+    let start = 0;
+    try {
+      for (let at = bytes.indexOf(LF); at !== -1; at = bytes.indexOf(LF, at + 1)) {
+        if (
+          at >= start + 3 && bytes[at - 1] === CR && bytes[at - 2] === LF && bytes[at - 3] === CR
+        ) {
+          fetchObjects(HEAD_DECODER.decode(bytes.subarray(start, at - 3)), this.fallbackHost);
+          count++;
+          start = at + 1;
+        }
+      }
+      if (bytes.length - start > MAX_HEAD) throw new Error("request head too long");
+    } catch (error) {
+      if (!fetchCeilingReported) {
+        fetchCeilingReported = true;
+        console.error(`servers.ts: fetch-ceiling: ${error}`);
+      }
+      throw error;
+    }
+    // A copy: Deno's read buffer is reused.
+    if (start < bytes.length) this.#pending = bytes.slice(start);
+    return count;
+  }
+}
+
+/**
+ * The raw-TCP ceiling for `route`; with `objects` the fetch-objects ceiling, which runs
+ * FetchHeads over what it reads instead of counting CRLFCRLF.
+ */
+function startCeiling(route: Route, objects = false): void {
   const response = fixedResponse(route);
   const cache: Uint8Array[] = [];
   if (runtime === "deno") {
     const listener = G.Deno!.listen({ hostname: HOSTNAME, port: 0 });
-    listening(listener.addr.port);
+    const port = listener.addr.port;
+    listening(port);
     const handle = async (conn: DenoConn) => {
       try {
         conn.setNoDelay?.(true);
       } catch { /* not TCP */ }
       const buffer = new Uint8Array(64 * 1024);
       let tail = 0;
+      const heads = objects ? new FetchHeads(`${HOSTNAME}:${port}`) : null;
       try {
         for (;;) {
           const n = await conn.read(buffer);
           if (n === null) break;
-          const packed = countHeads(buffer.subarray(0, n), tail);
-          tail = packed % 0x1000000;
-          const count = Math.floor(packed / 0x1000000);
+          let count: number;
+          if (heads !== null) count = heads.push(buffer.subarray(0, n));
+          else {
+            const packed = countHeads(buffer.subarray(0, n), tail);
+            tail = packed % 0x1000000;
+            count = Math.floor(packed / 0x1000000);
+          }
           if (count === 0) continue;
           const out = close ? response : repeated(response, count, cache);
           let written = 0;
           while (written < out.byteLength) written += await conn.write(out.subarray(written));
           if (close) break;
         }
-      } catch { /* reset by the peer */ }
+      } catch { /* reset by the peer, or (fetch-ceiling) a head it could not use */ }
       try {
         conn.close();
       } catch { /* already closed */ }
@@ -520,19 +640,37 @@ function startCeiling(route: Route): void {
       socket.data.pending = written < bytes.byteLength ? bytes.slice(Math.max(written, 0)) : null;
       if (socket.data.pending === null && socket.data.ending) socket.end();
     };
+    let fallbackHost = HOSTNAME;
     const server = G.Bun!.listen({
       hostname: HOSTNAME,
       port: 0,
       socket: {
         open(socket) {
-          socket.data = { pending: null, tail: 0, ending: false };
+          socket.data = {
+            pending: null,
+            tail: 0,
+            ending: false,
+            heads: objects ? new FetchHeads(fallbackHost) : null,
+          };
           socket.setNoDelay?.(true);
         },
         data(socket, data) {
-          const packed = countHeads(data, socket.data.tail);
-          socket.data.tail = packed % 0x1000000;
-          const count = Math.floor(packed / 0x1000000);
-          if (count === 0 || socket.data.ending) return;
+          if (socket.data.ending) return;
+          let count: number;
+          const heads = socket.data.heads;
+          if (heads !== null) {
+            try {
+              count = heads.push(data);
+            } catch {
+              socket.data.ending = true;
+              return socket.end();
+            }
+          } else {
+            const packed = countHeads(data, socket.data.tail);
+            socket.data.tail = packed % 0x1000000;
+            count = Math.floor(packed / 0x1000000);
+          }
+          if (count === 0) return;
           if (close) {
             socket.data.ending = true;
             return flush(socket, response);
@@ -553,15 +691,27 @@ function startCeiling(route: Route): void {
         error() {},
       },
     });
+    fallbackHost = `${HOSTNAME}:${server.port}`;
     listening(server.port);
   } else {
     import("node:net").then(({ createServer }) => {
+      let fallbackHost = HOSTNAME;
       const server = createServer({ noDelay: true }, (socket) => {
         let tail = 0;
+        const heads = objects ? new FetchHeads(fallbackHost) : null;
         socket.on("data", (data: Uint8Array) => {
-          const packed = countHeads(data, tail);
-          tail = packed % 0x1000000;
-          const count = Math.floor(packed / 0x1000000);
+          let count: number;
+          if (heads !== null) {
+            try {
+              count = heads.push(data);
+            } catch {
+              return socket.destroy();
+            }
+          } else {
+            const packed = countHeads(data, tail);
+            tail = packed % 0x1000000;
+            count = Math.floor(packed / 0x1000000);
+          }
           if (count === 0) return;
           if (close) socket.end(response);
           else socket.write(repeated(response, count, cache));
@@ -570,7 +720,9 @@ function startCeiling(route: Route): void {
       });
       server.listen(0, HOSTNAME, () => {
         const address = server.address();
-        listening(typeof address === "object" && address !== null ? address.port : 0);
+        const port = typeof address === "object" && address !== null ? address.port : 0;
+        fallbackHost = `${HOSTNAME}:${port}`;
+        listening(port);
       });
     });
   }
@@ -724,5 +876,5 @@ if (staticRoot !== undefined) {
 } else if (kind === "adapter") {
   await startAdapter(fetchHandler());
 } else {
-  startCeiling(routes[0]);
+  startCeiling(routes[0], kind === "fetch-ceiling");
 }
