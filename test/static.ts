@@ -27,6 +27,7 @@ import {
   decodeRequestPath,
   evaluateIfRange,
   evaluatePreconditions,
+  FileCache,
   negotiateEncoding,
   parseHttpDate,
   parseRange,
@@ -1568,6 +1569,289 @@ describe("serveDir fallback", () => {
       assert.notEqual(response.status, 200);
       assert.ok(!response.body.includes(SECRET));
     });
+  });
+});
+
+//#endregion
+//#region The file cache
+
+describe("FileCache", () => {
+  /** A fresh temp root with `files`, every one dated MTIME; removed after `body`. */
+  async function withRoot(
+    files: Record<string, string | Uint8Array>,
+    body: (root: string) => Promise<void>,
+  ): Promise<void> {
+    const root = await fs.mkdtemp(path.join(os.tmpdir(), "wireserve-cache-"));
+    try {
+      for (const [name, content] of Object.entries(files)) await put(root, name, content);
+      await body(root);
+    } finally {
+      await fs.rm(root, { recursive: true, force: true });
+    }
+  }
+  /** Writes a file under `root` with modification time `mtime` (MTIME unless given). */
+  async function put(root: string, name: string, content: string | Uint8Array, mtime = MTIME) {
+    const file = path.join(root, name);
+    await fs.mkdir(path.dirname(file), { recursive: true });
+    await fs.writeFile(file, content);
+    await fs.utimes(file, mtime, mtime);
+  }
+  /** serveDir for a GET of `target`, with `headers`; the body read as text. */
+  async function get(
+    root: string,
+    target: string,
+    options: Omit<ServeDirOptions, "root">,
+    headers: Record<string, string> = {},
+  ): Promise<{ status: number; headers: Headers; body: string }> {
+    const response = await serveDir(
+      new Request(`http://localhost${target}`, { headers }),
+      { root, ...options },
+    );
+    const body = textOf(new Uint8Array(await response.arrayBuffer()));
+    return { status: response.status, headers: response.headers, body };
+  }
+  const LATER = new Date("2024-03-04T05:06:07Z");
+
+  test("a cached file is answered from memory: a change on disk is not seen until validFor ends", async () => {
+    await withRoot({ "a.txt": "first" }, async (root) => {
+      const cache = new FileCache({ validFor: 60_000 });
+      assert.equal((await get(root, "/a.txt", { cache })).body, "first");
+      assert.equal(cache.size, 1);
+      assert.equal(cache.byteLength, 5);
+      await put(root, "a.txt", "second, longer", LATER);
+      const stale = await get(root, "/a.txt", { cache });
+      assert.equal(stale.body, "first");
+      assert.equal(stale.headers.get("content-length"), "5");
+      cache.clear();
+      assert.equal(cache.size, 0);
+      assert.equal(cache.byteLength, 0);
+      assert.equal((await get(root, "/a.txt", { cache })).body, "second, longer");
+    });
+  });
+
+  test("with validFor: 0 every request asks the file system: a new size or mtime is seen at once", async () => {
+    await withRoot({ "a.txt": "first" }, async (root) => {
+      const cache = new FileCache({ validFor: 0 });
+      assert.equal((await get(root, "/a.txt", { cache })).body, "first");
+      await put(root, "a.txt", "FIRST", LATER); // same size, a new mtime
+      const changed = await get(root, "/a.txt", { cache });
+      assert.equal(changed.body, "FIRST");
+      assert.equal(changed.headers.get("last-modified"), LATER.toUTCString());
+      await put(root, "a.txt", "longer now", LATER); // a new size, the same mtime
+      assert.equal((await get(root, "/a.txt", { cache })).body, "longer now");
+    });
+  });
+
+  test("revalidation reads a file again only when its size or mtime changed (stat, as nginx)", async () => {
+    await withRoot({ "a.txt": "first" }, async (root) => {
+      const cache = new FileCache({ validFor: 0 });
+      assert.equal((await get(root, "/a.txt", { cache })).body, "first");
+      // Rewritten with the same size and the same mtime: the stat cannot tell, the held bytes stay.
+      await put(root, "a.txt", "other", MTIME);
+      assert.equal((await get(root, "/a.txt", { cache })).body, "first");
+      // Without a cache the file is read for every request.
+      assert.equal((await get(root, "/a.txt", { cache: false })).body, "other");
+    });
+  });
+
+  test("with cache: false a change on disk is seen by the next request", async () => {
+    await withRoot({ "a.txt": "first" }, async (root) => {
+      assert.equal((await get(root, "/a.txt", { cache: false })).body, "first");
+      await put(root, "a.txt", "second", LATER);
+      assert.equal((await get(root, "/a.txt", { cache: false })).body, "second");
+      await fs.rm(path.join(root, "a.txt"));
+      assert.equal((await get(root, "/a.txt", { cache: false })).status, 404);
+    });
+  });
+
+  test("a file removed, or its directory replaced, is seen once validFor ends", async () => {
+    await withRoot({ "a.txt": "first", "d/i.txt": "in d" }, async (root) => {
+      const cache = new FileCache({ validFor: 0 });
+      assert.equal((await get(root, "/a.txt", { cache })).status, 200);
+      assert.equal((await get(root, "/d/i.txt", { cache })).status, 200);
+      await fs.rm(path.join(root, "a.txt"));
+      await fs.rm(path.join(root, "d"), { recursive: true });
+      await put(root, "d", "now a file");
+      assert.equal((await get(root, "/a.txt", { cache })).status, 404);
+      assert.equal((await get(root, "/d/i.txt", { cache })).status, 404);
+      assert.equal(cache.size, 0);
+    });
+  });
+
+  test("a file over maxFileBytes is remembered without its contents and read for each response", async () => {
+    await withRoot({ "big.txt": "x".repeat(100), "small.txt": "s" }, async (root) => {
+      const cache = new FileCache({ maxFileBytes: 10, validFor: 60_000 });
+      assert.equal((await get(root, "/big.txt", { cache })).body, "x".repeat(100));
+      assert.equal((await get(root, "/small.txt", { cache })).body, "s");
+      assert.equal(cache.size, 2);
+      assert.equal(cache.byteLength, 1);
+      await put(root, "big.txt", "y".repeat(50), LATER);
+      const fresh = await get(root, "/big.txt", { cache });
+      assert.equal(fresh.body, "y".repeat(50));
+      assert.equal(fresh.headers.get("content-length"), "50");
+      // Removed while remembered: opened for the response, it is not there, so it is found again.
+      await fs.rm(path.join(root, "big.txt"));
+      assert.equal((await get(root, "/big.txt", { cache })).status, 404);
+      assert.equal(cache.size, 1);
+    });
+  });
+
+  test("maxEntries forgets the least recently used file first", async () => {
+    await withRoot({ "a.txt": "a", "b.txt": "b", "c.txt": "c" }, async (root) => {
+      const cache = new FileCache({ maxEntries: 2, validFor: 60_000 });
+      await get(root, "/a.txt", { cache });
+      await get(root, "/b.txt", { cache });
+      await get(root, "/a.txt", { cache }); // a is now the most recently used
+      await get(root, "/c.txt", { cache }); // b goes
+      assert.equal(cache.size, 2);
+      await put(root, "a.txt", "A2", LATER);
+      await put(root, "b.txt", "B2", LATER);
+      assert.equal((await get(root, "/a.txt", { cache })).body, "a", "a is still held");
+      assert.equal((await get(root, "/b.txt", { cache })).body, "B2", "b was forgotten");
+    });
+  });
+
+  test("maxBytes bounds the contents held over all files", async () => {
+    const files = { "1.bin": "1".repeat(100), "2.bin": "2".repeat(100), "3.bin": "3".repeat(100) };
+    await withRoot(files, async (root) => {
+      const cache = new FileCache({ maxBytes: 250, validFor: 60_000 });
+      for (const name of Object.keys(files)) {
+        assert.equal((await get(root, `/${name}`, { cache })).body.length, 100);
+        assert.ok(cache.byteLength <= 250, `${cache.byteLength} bytes held`);
+      }
+      assert.equal(cache.size, 2);
+      assert.equal(cache.byteLength, 200);
+    });
+  });
+
+  test("precompressed siblings are remembered with the file: one added later is seen after validFor", async () => {
+    await withRoot({ "app.js": "identity", "app.js.br": "BR" }, async (root) => {
+      const cache = new FileCache({ validFor: 60_000 });
+      const br = await get(root, "/app.js", { cache }, { "accept-encoding": "br, gzip" });
+      assert.equal(br.headers.get("content-encoding"), "br");
+      assert.equal(br.body, "BR");
+      const gzipOnly = await get(root, "/app.js", { cache }, { "accept-encoding": "gzip" });
+      assert.equal(gzipOnly.headers.get("content-encoding"), null);
+      assert.equal(gzipOnly.body, "identity");
+      assert.equal(gzipOnly.headers.get("vary"), "Accept-Encoding");
+      assert.equal(cache.byteLength, "identity".length + 2);
+      await put(root, "app.js.gz", "GZ");
+      const still = await get(root, "/app.js", { cache }, { "accept-encoding": "gzip" });
+      assert.equal(still.body, "identity");
+      cache.clear();
+      const gz = await get(root, "/app.js", { cache }, { "accept-encoding": "gzip" });
+      assert.equal(gz.headers.get("content-encoding"), "gzip");
+      assert.equal(gz.body, "GZ");
+    });
+  });
+
+  test("ranges, validators and HEAD are answered from held contents as from disk", async () => {
+    await withRoot({ "data.bin": bytesOf(DATA) }, async (root) => {
+      const cache = new FileCache({ validFor: 60_000 });
+      const first = await get(root, "/data.bin", { cache });
+      assert.equal(first.body, DATA);
+      const etag = first.headers.get("etag") as string;
+      const one = await get(root, "/data.bin", { cache }, { range: "bytes=10-19" });
+      assert.equal(one.status, 206);
+      assert.equal(one.headers.get("content-range"), "bytes 10-19/10000");
+      assert.equal(one.body, DATA.slice(10, 20));
+      const many = await get(root, "/data.bin", { cache }, { range: "bytes=0-1,5000-5002" });
+      assert.equal(many.status, 206);
+      assert.ok(many.body.includes(DATA.slice(0, 2)) && many.body.includes(DATA.slice(5000, 5003)));
+      const notModified = await get(root, "/data.bin", { cache }, { "if-none-match": etag });
+      assert.equal(notModified.status, 304);
+      const head = await serveDir(new Request("http://localhost/data.bin", { method: "HEAD" }), {
+        root,
+        cache,
+      });
+      assert.equal(head.headers.get("content-length"), "10000");
+      assert.equal(await head.text(), "");
+    });
+  });
+
+  test("a body read and written to by a handler leaves the held contents as they were", async () => {
+    await withRoot({ "a.txt": "pristine" }, async (root) => {
+      const cache = new FileCache({ validFor: 60_000 });
+      const response = await serveDir(new Request("http://localhost/a.txt"), { root, cache });
+      new Uint8Array(await response.arrayBuffer()).fill(0x21);
+      const streamed = await serveDir(new Request("http://localhost/a.txt"), { root, cache });
+      const reader = (streamed.body as ReadableStream<Uint8Array>).getReader();
+      const chunk = await reader.read();
+      (chunk.value as Uint8Array).fill(0x21);
+      assert.equal((await get(root, "/a.txt", { cache })).body, "pristine");
+    });
+  });
+
+  test("the index file of a directory is remembered under the directory's URL", async () => {
+    await withRoot({ "docs/index.html": "<p>docs</p>" }, async (root) => {
+      const cache = new FileCache({ validFor: 0 });
+      assert.equal((await get(root, "/docs/", { cache })).body, "<p>docs</p>");
+      assert.equal(cache.size, 1);
+      await fs.rm(path.join(root, "docs", "index.html"));
+      const listing = await get(root, "/docs/", { cache, listing: true });
+      assert.match(listing.body, /Index of \/docs\//);
+      assert.equal(cache.size, 0);
+    });
+  });
+
+  test("a symlink pointed outside the root is refused once validFor ends", async () => {
+    await withRoot({ "root/in.txt": "inside", "secret.txt": SECRET }, async (dir) => {
+      const root = path.join(dir, "root");
+      await fs.symlink("in.txt", path.join(root, "link.txt"));
+      const cache = new FileCache({ validFor: 0 });
+      assert.equal((await get(root, "/link.txt", { cache })).body, "inside");
+      await fs.rm(path.join(root, "link.txt"));
+      await fs.symlink("../secret.txt", path.join(root, "link.txt"));
+      const outside = await get(root, "/link.txt", { cache });
+      assert.equal(outside.status, 404);
+      assert.ok(!outside.body.includes(SECRET));
+    });
+  });
+
+  test("requests during a revalidation are answered from the entry they revalidate", async () => {
+    await withRoot({ "a.txt": "first" }, async (root) => {
+      const cache = new FileCache({ validFor: 0 });
+      await get(root, "/a.txt", { cache });
+      await put(root, "a.txt", "second", LATER);
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, () => get(root, "/a.txt", { cache })),
+      );
+      // The first asks the file system; the others may get the entry it is replacing, whole.
+      for (const { status, body, headers } of answers) {
+        assert.equal(status, 200);
+        assert.ok(body === "first" || body === "second", body);
+        assert.equal(headers.get("content-length"), String(body.length));
+      }
+      assert.equal(answers[0].body, "second");
+      assert.equal((await get(root, "/a.txt", { cache })).body, "second");
+    });
+  });
+
+  test("serveFile shares the cache, keyed by the path it is given", async () => {
+    await withRoot({ "f.txt": "file" }, async (root) => {
+      const cache = new FileCache({ validFor: 60_000 });
+      const file = path.join(root, "f.txt");
+      const text = async () =>
+        await (await serveFile(new Request("http://localhost/"), file, { cache })).text();
+      assert.equal(await text(), "file");
+      await put(root, "f.txt", "changed", LATER);
+      assert.equal(await text(), "file");
+      assert.equal(cache.size, 1);
+      cache.clear();
+      assert.equal(await text(), "changed");
+    });
+  });
+
+  test("options that cannot bound a cache are refused", () => {
+    for (const name of ["maxEntries", "maxBytes", "maxFileBytes", "validFor"]) {
+      for (const value of [-1, Number.NaN, "10" as unknown as number]) {
+        assert.throws(() => new FileCache({ [name]: value }), RangeError, `${name}: ${value}`);
+      }
+    }
+    assert.rejects(
+      serveDir(new Request("http://localhost/"), { root: ".", cache: {} as FileCache }),
+      TypeError,
+    );
   });
 });
 
