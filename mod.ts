@@ -10142,7 +10142,9 @@ async function canonicalRoot(root: string): Promise<string> {
  *   nearly touch merged and the parts sent in ascending order; none satisfiable → 416 with
  *   `Content-Range: bytes *\/size`;
  * - precompressed `.br` / `.gz` siblings per `Accept-Encoding` ({@linkcode negotiateEncoding});
- * - the body streamed from the file as the client reads it: never the whole file in memory.
+ * - small files answered from memory, and what a path resolves to remembered, in a
+ *   {@linkcode FileCache} (`cache`; a change on disk is served within its `validFor`, a second by
+ *   default); larger files streamed as the client reads them: never a whole large file in memory.
  *
  * `path` is used as given: no root, dotfile or symlink checks (that is {@linkcode serveDir}'s
  * job). Errors say only the status: 404 for a missing file or a directory, 403 when the file
@@ -11264,6 +11266,8 @@ Serves the files in DIR. Without DIR, serves the demo site: / (hello), /about, a
   --cors             add Access-Control-Allow-Origin: * to every file response
   --spa              a single-page app: serve DIR/index.html for page URLs that match no file
   --fallback FILE    the same with another file under DIR
+  --no-cache         ask the file system for every request (by default what it says about a
+                     file, and a small file's contents, are trusted for a second)
   --compress         compress responses with brotli, zstd or gzip, as the client accepts
   --log              write an access log to stdout, one line per request (Combined format)
   --log-format FMT   the access log's format: common, combined or json (implies --log)
@@ -11284,6 +11288,7 @@ interface CommandLine {
   dotfiles: boolean;
   cors: boolean;
   fallback?: string;
+  fileCache: boolean;
   compress: boolean;
   logFormat: AccessLogFormat | null;
 }
@@ -11296,6 +11301,7 @@ function parseArguments(args: string[]): CommandLine | null {
     listing: true,
     dotfiles: false,
     cors: false,
+    fileCache: true,
     compress: false,
     logFormat: null,
     workers: null,
@@ -11348,6 +11354,8 @@ function parseArguments(args: string[]): CommandLine | null {
       parsed.dotfiles = true;
     } else if (flag === "--cors") {
       parsed.cors = true;
+    } else if (flag === "--no-cache") {
+      parsed.fileCache = false;
     } else if (flag === "--spa") {
       parsed.fallback = "index.html";
     } else if (flag === "--fallback") {
@@ -11442,6 +11450,7 @@ async function main(process: ProcessLike, inWorker = false): Promise<void> {
       dotfiles: parsed.dotfiles,
       cors: parsed.cors,
       fallback: parsed.fallback,
+      cache: parsed.fileCache ? undefined : false,
     });
   const handler = parsed.compress ? compress(served) : served;
   const common = {

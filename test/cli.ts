@@ -16,7 +16,9 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, utimes, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import * as nodeNet from "node:net";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -239,6 +241,48 @@ describe(`the CLI as a program on ${runtimeName()}`, () => {
           `a Combined line${output()}`,
         );
       });
+    },
+  );
+
+  test(
+    "the CLI serves a changed file within its cache's second, and at once with --no-cache",
+    options,
+    async () => {
+      const dir = await mkdtemp(join(tmpdir(), "wireserve-cli-cache-"));
+      const file = join(dir, "page.txt");
+      let version = 0;
+      const change = async () => {
+        version++;
+        await writeFile(file, `version ${version}`);
+        // A new mtime each time, whatever the file system's clock resolution.
+        const mtime = new Date(Date.UTC(2024, 0, 1, 0, 0, version));
+        await utimes(file, mtime, mtime);
+      };
+      try {
+        await change();
+        await withCli([dir], async (port) => {
+          assert.equal((await ask(port, "/page.txt")).body, "version 1");
+          await change();
+          // The default cache trusts what it learnt for a second: bounded polling, not a sleep.
+          const started = Date.now();
+          let body = "";
+          while (Date.now() - started < 5000) {
+            body = (await ask(port, "/page.txt")).body;
+            if (body === "version 2") break;
+            await new Promise((resolve) => setTimeout(resolve, 50));
+          }
+          assert.equal(body, "version 2", "the change is served within the cache's interval");
+        });
+        await withCli(["--no-cache", dir], async (port) => {
+          assert.equal((await ask(port, "/page.txt")).body, "version 2");
+          await change();
+          assert.equal((await ask(port, "/page.txt")).body, "version 3");
+          await change();
+          assert.equal((await ask(port, "/page.txt")).body, "version 4");
+        });
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
     },
   );
 
