@@ -1711,6 +1711,20 @@ describe("FileCache", () => {
     });
   });
 
+  test("a new file gets in when every file held was used since (CLOCK's second chance)", async () => {
+    await withRoot({ "a.txt": "a", "b.txt": "b", "c.txt": "c" }, async (root) => {
+      const cache = new FileCache({ maxEntries: 2, validFor: 60_000 });
+      for (const name of ["a", "b", "a", "b", "c"]) await get(root, `/${name}.txt`, { cache });
+      assert.equal(cache.size, 2);
+      await put(root, "a.txt", "A2", LATER);
+      await put(root, "b.txt", "B2", LATER);
+      await put(root, "c.txt", "C2", LATER);
+      assert.equal((await get(root, "/c.txt", { cache })).body, "c", "the new file is held");
+      // Both had been used: each got a second chance, then a, the oldest, went for c.
+      assert.equal((await get(root, "/a.txt", { cache })).body, "A2", "a was forgotten");
+    });
+  });
+
   test("maxBytes bounds the contents held over all files", async () => {
     const files = { "1.bin": "1".repeat(100), "2.bin": "2".repeat(100), "3.bin": "3".repeat(100) };
     await withRoot(files, async (root) => {
