@@ -7026,12 +7026,32 @@ class NodeConnection implements TransportConnection {
   }
 }
 
-/** The built-in transports by name. */
-const TRANSPORTS: Readonly<Record<TransportName, Transport>> = {
+/**
+ * The built-in transport adapters by name: `serve`'s `transport` option picks one, and a
+ * transport of your own can wrap one (to count or meter connections, to inject faults in a test),
+ * keeping its mechanics and the contract above. `deno` and `bun` work only on their runtime;
+ * `node` (`node:net` and `node:tls`) on all three.
+ *
+ * @example Counting accepted connections
+ * ```ts
+ * import { serve, type Transport, transports } from "jsr:@wireserve/wireserve";
+ * let accepted = 0;
+ * const counting: Transport = (options, accept) =>
+ *   transports.node(options, (connection) => {
+ *     accepted++;
+ *     return accept(connection);
+ *   });
+ * serve({ port: 8080, transport: counting }, () => new Response(`${accepted} connections`));
+ * ```
+ */
+export const transports: Readonly<Record<TransportName, Transport>> = Object.freeze({
   deno: listenDeno,
   bun: listenBun,
   node: listenNode,
-};
+});
+
+/** The built-in transports by name, as the driver uses them. */
+const TRANSPORTS = transports;
 
 //#endregion
 //#region serve()
