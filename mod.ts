@@ -9421,7 +9421,7 @@ function fileErrorStatus(error: unknown): number {
 export interface FileCacheOptions {
   /**
    * Files it remembers (a file as a URL names it, with its precompressed siblings); the least
-   * recently used is forgotten first.
+   * recently used is forgotten first (approximately: see {@linkcode FileCache}).
    * @default {1024}
    */
   maxEntries?: number;
@@ -9455,7 +9455,8 @@ let fileCacheStore: (cache: FileCache) => FileCacheStore;
  * memory between requests so that a hot small file is answered without a system call: the path a
  * URL resolves to (symlinks and all), the file's size, modification time and precompressed
  * siblings, and the contents of files up to `maxFileBytes`, bounded in entries and bytes (least
- * recently used first out), asked of the file system again at most every `validFor` milliseconds.
+ * recently used first out, by the CLOCK approximation: a file used since it was last considered
+ * gets a second chance), asked of the file system again at most every `validFor` milliseconds.
  *
  * Both use one shared cache with the default options unless given their own, or `cache: false`.
  * Each worker (and each process) has its own.
