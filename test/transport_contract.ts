@@ -107,6 +107,8 @@ for (const name of transportsHere()) {
         probe.call("write", (c) => c.write(new TextEncoder().encode("hello")));
         probe.call("end", (c) => c.end(false));
         await waitUntil(() => probe.closes > 0, "onClose after end(false)");
+        // The client reads in its own turns, after the server's close: wait for its bytes.
+        await waitUntil(() => received().length >= 5, "the client to receive the bytes");
         assert.equal(received().toString(), "hello");
       });
     });
@@ -138,6 +140,7 @@ for (const name of transportsHere()) {
         client.end();
         await waitUntil(() => probe.events.includes("end"), "onEnd after the client's FIN");
         await waitUntil(() => probe.closes > 0, "onClose after end(false) in onEnd");
+        await waitUntil(() => received().length >= 3, "the client to receive the bytes");
         assert.equal(received().toString(), "bye");
       });
     });
