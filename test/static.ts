@@ -1856,13 +1856,13 @@ describe("FileCache", () => {
     });
   });
 
-  test("options that cannot bound a cache are refused", () => {
+  test("options that cannot bound a cache are refused", async () => {
     for (const name of ["maxEntries", "maxBytes", "maxFileBytes", "validFor"]) {
       for (const value of [-1, Number.NaN, "10" as unknown as number]) {
         assert.throws(() => new FileCache({ [name]: value }), RangeError, `${name}: ${value}`);
       }
     }
-    assert.rejects(
+    await assert.rejects(
       serveDir(new Request("http://localhost/"), { root: ".", cache: {} as FileCache }),
       TypeError,
     );
