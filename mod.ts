@@ -59,7 +59,7 @@
  * - a new timeout: `Timeouts`, one deadline field in the driver, armed and cleared by the
  *   transitions its theory-of-operation table names, and checked in `checkTimers`;
  * - a new transport: implement the transport contract (its rules are at the top of that region)
- *   and pass it as `transport`; a new built-in one goes in Transport adapters and `TRANSPORTS`;
+ *   and pass it as `transport`; a new built-in one goes in Transport adapters and `transports`;
  * - a runtime difference: the runtime profile table, or an adapter; nowhere else;
  * - a protocol upgrade (WebSocket, h2c): a `ProtocolHandler` behind `switchProtocols`;
  * - a middleware: a function from handler to handler on the fetch API, beside Router (as
@@ -7050,9 +7050,6 @@ export const transports: Readonly<Record<TransportName, Transport>> = Object.fre
   node: listenNode,
 });
 
-/** The built-in transports by name, as the driver uses them. */
-const TRANSPORTS = transports;
-
 //#endregion
 //#region serve()
 
@@ -7536,7 +7533,7 @@ export function serve(
         "starts TLS after the header (leave transport unset)",
     );
   }
-  const transport = typeof options.transport === "function" ? options.transport : TRANSPORTS[
+  const transport = typeof options.transport === "function" ? options.transport : transports[
     options.transport ??
       (tls !== undefined
         ? tlsTransport
