@@ -681,6 +681,12 @@ function nginxTempPaths(dir: string): string[] {
   );
 }
 
+/** A whole nginx config: the main block, then an http block (no access log) around `lines`. */
+function nginxHttpConfig(dir: string, lines: string[]): string {
+  const http = ["http {", "  access_log off;", ...nginxTempPaths(dir), ...lines, "}"];
+  return [...nginxMain(dir), ...http, ""].join("\n");
+}
+
 /** Starts nginx with `config` in `dir` and waits until `url` answers 200. */
 async function startNginx(dir: string, config: string, url: string): Promise<RunningProcess> {
   const file = join(dir, "nginx.conf");
@@ -718,18 +724,12 @@ describe(`nginx in front of wireserve (${runtimeName()})`, () => {
       await withStarted(server, async () => {
         await withTimeout(server.ready, 5000, "Server.ready");
         const front = await freePort();
-        const config = [
-          ...nginxMain(dir),
-          "http {",
-          "  access_log off;",
-          ...nginxTempPaths(dir),
+        const config = nginxHttpConfig(dir, [
           "  server {",
           `    listen 127.0.0.1:${front};`,
           `    location / { proxy_pass http://unix:${path}:/; }`,
           "  }",
-          "}",
-          "",
-        ].join("\n");
+        ]);
         const nginx = await startNginx(dir, config, `http://127.0.0.1:${front}/ready`);
         try {
           for (let i = 0; i < REQUESTS; i++) {
@@ -754,11 +754,7 @@ describe(`nginx in front of wireserve (${runtimeName()})`, () => {
       const { handler, seen } = recorder("tcp");
       await harness(transportsHere()[0], handler, {}, async (h) => {
         const front = await freePort();
-        const config = [
-          ...nginxMain(dir),
-          "http {",
-          "  access_log off;",
-          ...nginxTempPaths(dir),
+        const config = nginxHttpConfig(dir, [
           `  upstream app { server 127.0.0.1:${h.port}; keepalive 4; }`,
           "  server {",
           `    listen 127.0.0.1:${front};`,
@@ -768,9 +764,7 @@ describe(`nginx in front of wireserve (${runtimeName()})`, () => {
           '      proxy_set_header Connection "";',
           "    }",
           "  }",
-          "}",
-          "",
-        ].join("\n");
+        ]);
         const nginx = await startNginx(dir, config, `http://127.0.0.1:${front}/ready`);
         try {
           for (let i = 0; i < REQUESTS; i++) {
