@@ -3722,6 +3722,68 @@ class ConnectionInfo implements ConnInfo<Addr> {
   }
 }
 
+/**
+ * The output queue of a connection: bytes queued by the exchange and written together at a flush
+ * (pipelined responses, a head with its body), and the transport's backpressure. The write
+ * deadline that bounds a wait for a drain is the connection's, with its other deadlines.
+ */
+class OutputQueue {
+  /** Whether the transport still takes writes: false once it is closed. */
+  writable = true;
+  /** The transport's last write said its queue is over the high-water mark; no drain since. */
+  blocked = false;
+  /** Bytes queued and not yet written. */
+  bytes = 0;
+  #pieces: Uint8Array[] = [];
+  #transport: TransportConnection;
+  /** Writers waiting for a drain (rare: only a client slower than the response). */
+  #drainWaiters: Array<() => void> | null = null;
+
+  constructor(transport: TransportConnection) {
+    this.#transport = transport;
+  }
+
+  /** Queues bytes; they go out at the next flush. */
+  send(bytes: Uint8Array): void {
+    this.#pieces.push(bytes);
+    this.bytes += bytes.length;
+  }
+
+  /** Writes the queued bytes, in one write when small. Returns false when the transport asks to wait. */
+  flush(): boolean {
+    const pieces = this.#pieces;
+    if (pieces.length === 0 || !this.writable) return this.writable;
+    const transport = this.#transport;
+    let writable: boolean;
+    if (pieces.length === 1) writable = transport.write(pieces[0]);
+    else if (this.bytes <= MAX_COALESCED_BYTES) {
+      writable = transport.write(concat(pieces, this.bytes));
+    } else {
+      writable = true;
+      for (const piece of pieces) writable = transport.write(piece) && writable;
+    }
+    pieces.length = 0; // reused: the pieces were copied out or handed over
+    this.bytes = 0;
+    if (!writable) this.blocked = true;
+    return writable;
+  }
+
+  /** Resolves at the transport's next drain, or when it closes (see `writable`). */
+  nextDrain(): Promise<void> {
+    return new Promise<void>((resolve) => (this.#drainWaiters ??= []).push(resolve));
+  }
+
+  /** The transport drained (or closed): wakes the writers waiting for it. */
+  drained(): void {
+    this.blocked = false;
+    const waiters = this.#drainWaiters;
+    if (waiters !== null) {
+      this.#drainWaiters = null;
+      for (const wake of waiters) wake();
+    }
+  }
+}
+
 /** Milliseconds from `now` as a deadline; 0 (off) for Infinity. */
 function deadlineAfter(now: number, milliseconds: number): number {
   return milliseconds === Infinity ? 0 : now + milliseconds;
@@ -3796,14 +3858,7 @@ class HttpConnection implements ConnectionEvents {
   #transportPaused = false;
   /** Responses are queued past the high-water mark: read no further request until they drain. */
   #awaitingDrain = false;
-  /** The transport's last write said its queue is over the high-water mark; no drain since. */
-  #outputBlocked = false;
-  /** Writes waiting to be flushed as one (pipelined responses go out together). */
-  #output: Uint8Array[] = [];
-  #outputBytes = 0;
-  /** Writers waiting for `onDrain` (rare: only a client slower than the response). */
-  #drainWaiters: Array<() => void> | null = null;
-  #writable = true;
+  #output: OutputQueue;
   /** The protocol that owns the connection in SWITCHED. */
   #switched: SwitchedConnection | null = null;
   // One deadline per kind, each 0 when off (see the theory of operation).
@@ -3820,6 +3875,7 @@ class HttpConnection implements ConnectionEvents {
     onClosed: (connection: HttpConnection) => void,
   ) {
     this.#transport = transport;
+    this.#output = new OutputQueue(transport);
     this.#options = options;
     this.#onClosed = onClosed;
     this.#info = new ConnectionInfo(transport);
@@ -3918,8 +3974,8 @@ class HttpConnection implements ConnectionEvents {
     ) {
       return false;
     }
-    this.#send(bytes);
-    this.#flush(); // now: the point is to be early
+    this.#output.send(bytes);
+    this.#output.flush(); // now: the point is to be early
     return true;
   }
 
@@ -3988,12 +4044,7 @@ class HttpConnection implements ConnectionEvents {
       return;
     }
     this.#writeDeadline = 0;
-    this.#outputBlocked = false;
-    const waiters = this.#drainWaiters;
-    if (waiters !== null) {
-      this.#drainWaiters = null;
-      for (const wake of waiters) wake();
-    }
+    this.#output.drained();
     if (this.#awaitingDrain && this.#state === READING_HEAD) {
       this.#awaitingDrain = false;
       this.#idleDeadline = deadlineAfter(this.#options.clock.now, this.#options.idleTimeout);
@@ -4004,7 +4055,7 @@ class HttpConnection implements ConnectionEvents {
   onClose(): void {
     const switched = this.#state === SWITCHED ? this.#switched : null;
     this.#state = CLOSED;
-    this.#writable = false;
+    this.#output.writable = false;
     this.#idleDeadline = this.#headDeadline = this.#handlerDeadline = 0;
     this.#bodyDeadline = this.#writeDeadline = this.#closingDeadline = 0;
     if (switched !== null) {
@@ -4101,7 +4152,7 @@ class HttpConnection implements ConnectionEvents {
         this.#idleDeadline = deadlineAfter(now, this.#options.idleTimeout);
       }
     }
-    this.#flush();
+    this.#output.flush();
   }
 
   /** READING_HEAD → ANSWERING: sets up the body, and hands the request to the handler. */
@@ -4230,13 +4281,13 @@ class HttpConnection implements ConnectionEvents {
       },
       pull: () => {
         if (
-          body.expectContinue && !body.continueSent && !body.done && this.#writable &&
+          body.expectContinue && !body.continueSent && !body.done && this.#output.writable &&
           !this.#responseStarted
         ) {
           // RFC 9110 §10.1.1: the client waits for this before sending the body.
           body.continueSent = true;
-          this.#send(CONTINUE_BYTES);
-          this.#flush();
+          this.#output.send(CONTINUE_BYTES);
+          this.#output.flush();
         }
         if (this.#paused) {
           this.#paused = false;
@@ -4356,7 +4407,7 @@ class HttpConnection implements ConnectionEvents {
     try {
       const result = this.#options.handler(request, this.#info);
       if (result instanceof Promise) {
-        this.#flush(); // earlier pipelined responses should not wait for a slow handler
+        this.#output.flush(); // earlier pipelined responses should not wait for a slow handler
         response = await result;
       } else {
         response = result;
@@ -4533,7 +4584,7 @@ class HttpConnection implements ConnectionEvents {
       // Serialized first: a head that cannot be is thrown from here, before anything is sent.
       const bytes = serializeResponseHead(status, headers, headOptions);
       const sendHead = () => {
-        this.#send(bytes);
+        this.#output.send(bytes);
         this.#closeRequested ||= close;
       };
       if (prefix.reader === null) {
@@ -4552,12 +4603,12 @@ class HttpConnection implements ConnectionEvents {
           ? prefix.chunks[0]
           : concat(prefix.chunks, prefix.length);
       }
-      this.#send(serializeResponseHead(status, headers, headOptions));
-      if (!inline) { for (const chunk of prefix.chunks) this.#send(chunk); }
+      this.#output.send(serializeResponseHead(status, headers, headOptions));
+      if (!inline) { for (const chunk of prefix.chunks) this.#output.send(chunk); }
       return;
     }
     // A live stream: send as it comes, with backpressure.
-    this.#send(serializeResponseHead(status, headers, headOptions));
+    this.#output.send(serializeResponseHead(status, headers, headOptions));
     return this.#streamBody(prefix, framing, declaredLength);
   }
 
@@ -4581,7 +4632,7 @@ class HttpConnection implements ConnectionEvents {
           `Cannot send response body: longer than its Content-Length ${declaredLength}`,
         );
       }
-      this.#send(framing.kind === "chunked" ? encodeChunk(piece) : piece);
+      this.#output.send(framing.kind === "chunked" ? encodeChunk(piece) : piece);
       if (!await this.#flushAndWait()) throw new ConnectionGone();
     };
     try {
@@ -4598,7 +4649,7 @@ class HttpConnection implements ConnectionEvents {
           `Cannot send response body: ${sent} bytes, but Content-Length is ${declaredLength}`,
         );
       }
-      if (framing.kind === "chunked") this.#send(LAST_CHUNK);
+      if (framing.kind === "chunked") this.#output.send(LAST_CHUNK);
       if (framing.kind === "close") this.#closeRequested = true;
     } catch (error) {
       // The body failed or the client left: the message cannot be completed, so the connection ends
@@ -4637,7 +4688,7 @@ class HttpConnection implements ConnectionEvents {
       body.controller = null;
       this.#state = DISCARDING_BODY;
       this.#expectBody();
-      this.#flush();
+      this.#output.flush();
       if (this.#paused) {
         this.#paused = false;
         this.#applyReading();
@@ -4652,8 +4703,9 @@ class HttpConnection implements ConnectionEvents {
     // the server answer (and buffer) request after request: once the transport's queue is past
     // its high-water mark, read no further request until it drains (input past the backlog
     // limit then pauses the socket, so neither direction grows without bound).
-    const blocked = this.#outputBytes >= WRITE_HIGH_WATER ? !this.#flush() : this.#outputBlocked;
-    if (blocked && this.#writable) {
+    const output = this.#output;
+    const blocked = output.bytes >= WRITE_HIGH_WATER ? !output.flush() : output.blocked;
+    if (blocked && output.writable) {
       this.#awaitingDrain = true;
       this.#writeDeadline = deadlineAfter(this.#options.clock.now, this.#options.writeTimeout);
       return;
@@ -4667,7 +4719,7 @@ class HttpConnection implements ConnectionEvents {
    * to the new protocol. From now on this object only passes the transport's events on.
    */
   #switchProtocols(protocol: ProtocolHandler, request: Request): void {
-    this.#flush();
+    this.#output.flush();
     this.#abort = null;
     this.#request = null;
     if (this.#record !== null) this.#logExchange(null);
@@ -4704,7 +4756,7 @@ class HttpConnection implements ConnectionEvents {
     const headers = new Headers({ allow: ALLOWED_METHODS_HEADER });
     this.#responseStarted = true;
     if (this.#record !== null) this.#record.status = 204;
-    this.#send(
+    this.#output.send(
       serializeResponseHead(204, headers, {
         framing: NO_BODY,
         close: !keepAlive,
@@ -4746,8 +4798,8 @@ class HttpConnection implements ConnectionEvents {
       record.reason = reason;
     }
     this.#state = CLOSING;
-    this.#send(errorResponseBytes(status, this.#options.clock.date, forHead));
-    this.#flush();
+    this.#output.send(errorResponseBytes(status, this.#options.clock.date, forHead));
+    this.#output.flush();
     this.#endTransport();
     if (this.#record !== null) this.#logExchange(reason);
   }
@@ -4782,45 +4834,22 @@ class HttpConnection implements ConnectionEvents {
     });
   }
 
-  /** Queues bytes; they go out at the next flush. */
-  #send(bytes: Uint8Array): void {
-    this.#output.push(bytes);
-    this.#outputBytes += bytes.length;
-  }
-
-  /** Writes the queued bytes, in one write when small. Returns false when the transport asks to wait. */
-  #flush(): boolean {
-    const output = this.#output;
-    if (output.length === 0 || !this.#writable) return this.#writable;
-    let writable: boolean;
-    if (output.length === 1) writable = this.#transport.write(output[0]);
-    else if (this.#outputBytes <= MAX_COALESCED_BYTES) {
-      writable = this.#transport.write(concat(output, this.#outputBytes));
-    } else {
-      writable = true;
-      for (const piece of output) writable = this.#transport.write(piece) && writable;
-    }
-    output.length = 0; // reused: the pieces were copied out or handed over
-    this.#outputBytes = 0;
-    if (!writable) this.#outputBlocked = true;
-    return writable;
-  }
-
   /** Flushes and waits for the transport to drain if it asks to. Resolves false once closed. */
   async #flushAndWait(): Promise<boolean> {
-    if (this.#flush()) return this.#writable;
-    if (!this.#writable) return false; // closed: no drain will ever come
+    const output = this.#output;
+    if (output.flush()) return output.writable;
+    if (!output.writable) return false; // closed: no drain will ever come
     this.#writeDeadline = deadlineAfter(this.#options.clock.now, this.#options.writeTimeout);
-    await new Promise<void>((resolve) => (this.#drainWaiters ??= []).push(resolve));
+    await output.nextDrain();
     this.#writeDeadline = 0;
-    return this.#writable;
+    return output.writable;
   }
 
   /** → CLOSING: flushes and closes, lingering unless the client has nothing more to send. */
   #closeNow(): void {
     if (this.#state >= CLOSING) return;
     this.#state = CLOSING;
-    this.#flush();
+    this.#output.flush();
     // Close outright only when the client itself asked to close and left nothing unread: no
     // request read ahead, no body unread or failed. Then it has no reason to send more, and
     // waiting for its FIN would cost a wake-up, a read and a timer per connection. When the
@@ -4850,7 +4879,7 @@ class HttpConnection implements ConnectionEvents {
   #destroy(reason: AccessLogReason = "CONNECTION_FAILED"): void {
     if (this.#state === CLOSED) return;
     this.#state = CLOSED;
-    this.#writable = false;
+    this.#output.writable = false;
     this.#transport.destroy();
     if (this.#record !== null) this.#logExchange(reason);
   }
