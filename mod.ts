@@ -3723,6 +3723,65 @@ class ConnectionInfo implements ConnInfo<Addr> {
 }
 
 /**
+ * The unread input of a connection, `bytes[start, end)`. While nothing is pending it is the chunk
+ * just received, parsed where it lies; bytes that must wait for more are copied into an array of
+ * its own, which grows.
+ */
+class InputBuffer {
+  bytes: Uint8Array = EMPTY;
+  start = 0;
+  end = 0;
+  /** Whether views into `bytes` were handed out (to a body stream), so it must never be written again. */
+  shared = false;
+  /** Whether `bytes` was allocated here, so bytes may be appended in place. */
+  #own = false;
+
+  /** Appends `chunk[offset..]` to the unread input. */
+  append(chunk: Uint8Array, offset: number): void {
+    const length = chunk.length - offset;
+    if (this.start === this.end) {
+      // Nothing pending: parse the chunk where it lies.
+      this.bytes = chunk;
+      this.start = offset;
+      this.end = chunk.length;
+      this.#own = false;
+      this.shared = false;
+      return;
+    }
+    const pending = this.end - this.start;
+    if (this.#own && !this.shared && this.end + length <= this.bytes.length) {
+      this.bytes.set(chunk.subarray(offset), this.end);
+      this.end += length;
+      return;
+    }
+    const grown = new Uint8Array(Math.max(4096, (pending + length) * 2));
+    grown.set(this.bytes.subarray(this.start, this.end));
+    grown.set(chunk.subarray(offset), pending);
+    this.bytes = grown;
+    this.start = 0;
+    this.end = pending + length;
+    this.#own = true;
+    this.shared = false;
+  }
+
+  /**
+   * Lets the bytes go when nothing is unread: they may be a view of a shared slab, which an idle
+   * connection should not keep alive.
+   */
+  release(): void {
+    this.bytes = EMPTY;
+    this.start = this.end = 0;
+  }
+
+  /** A copy of what is unread (for the protocol a connection switches to), and lets go of it. */
+  take(): Uint8Array {
+    const unread = this.end > this.start ? this.bytes.slice(this.start, this.end) : EMPTY;
+    this.release();
+    return unread;
+  }
+}
+
+/**
  * The output queue of a connection: bytes queued by the exchange and written together at a flush
  * (pipelined responses, a head with its body), and the transport's backpressure. The write
  * deadline that bounds a wait for a drain is the connection's, with its other deadlines.
@@ -3819,14 +3878,7 @@ class HttpConnection implements ConnectionEvents {
   #info: ConnInfo<Addr>;
   #onClosed: (connection: HttpConnection) => void;
   #state = READING_HEAD;
-  /** Unread input is `#buffer[#start, #end)`. */
-  #buffer: Uint8Array = EMPTY;
-  #start = 0;
-  #end = 0;
-  /** Whether `#buffer` was allocated here (so bytes may be appended in place). */
-  #ownBuffer = false;
-  /** Whether views into `#buffer` were handed out (so it must never be written again). */
-  #bufferShared = false;
+  #input = new InputBuffer();
   #headReader: HeadReader;
   #body: BodyState | null = null;
   #requestCount = 0;
@@ -3943,7 +3995,7 @@ class HttpConnection implements ConnectionEvents {
 
   /** Whether no request is in progress: shutdown may close this connection at once. */
   get idle(): boolean {
-    return this.#state === READING_HEAD && this.#end === this.#start;
+    return this.#state === READING_HEAD && this.#input.end === this.#input.start;
   }
 
   /** Asks the connection to close: at once when idle, after the current response otherwise. */
@@ -3989,15 +4041,15 @@ class HttpConnection implements ConnectionEvents {
     // After a broken body nothing more is read: it could be anything, including a smuggled request.
     if (state >= CLOSING || chunk.length === 0 || body?.error) return;
     let offset = 0;
-    if (body !== null && !body.done && this.#end === this.#start) {
+    if (body !== null && !body.done && this.#input.end === this.#input.start) {
       // Body bytes go straight from the chunk to the body stream, without a copy.
       offset = this.#feedBody(chunk, 0, chunk.length, true);
       if (this.#state >= CLOSING) return;
     }
-    if (offset < chunk.length) this.#append(chunk, offset);
+    if (offset < chunk.length) this.#input.append(chunk, offset);
     if (this.#state === READING_HEAD && !this.#awaitingDrain) {
       this.#processInput();
-    } else if (this.#end - this.#start > MAX_PIPELINE_BACKLOG && !this.#backlogPaused) {
+    } else if (this.#input.end - this.#input.start > MAX_PIPELINE_BACKLOG && !this.#backlogPaused) {
       // Answering, or waiting for the client to read: hold a little, then stop reading, so that
       // a client that sends and never reads cannot make the server buffer without bound.
       this.#backlogPaused = true;
@@ -4033,7 +4085,7 @@ class HttpConnection implements ConnectionEvents {
     } else if (this.#state === READING_HEAD && !this.#awaitingDrain) {
       // Complete pipelined requests still buffered are answered first; #processInput closes once
       // nothing but (at most) a head cut short is left, for nobody is left to read an error.
-      if (this.#end > this.#start) this.#processInput();
+      if (this.#input.end > this.#input.start) this.#processInput();
       else this.#closeNow();
     }
   }
@@ -4079,42 +4131,15 @@ class HttpConnection implements ConnectionEvents {
   }
   //#region input: the head reader and the request body
 
-  /** Appends `chunk[offset..]` to the unread input. */
-  #append(chunk: Uint8Array, offset: number): void {
-    const length = chunk.length - offset;
-    if (this.#start === this.#end) {
-      // Nothing pending: parse the chunk where it lies.
-      this.#buffer = chunk;
-      this.#start = offset;
-      this.#end = chunk.length;
-      this.#ownBuffer = false;
-      this.#bufferShared = false;
-      return;
-    }
-    const pending = this.#end - this.#start;
-    if (this.#ownBuffer && !this.#bufferShared && this.#end + length <= this.#buffer.length) {
-      this.#buffer.set(chunk.subarray(offset), this.#end);
-      this.#end += length;
-      return;
-    }
-    const grown = new Uint8Array(Math.max(4096, (pending + length) * 2));
-    grown.set(this.#buffer.subarray(this.#start, this.#end));
-    grown.set(chunk.subarray(offset), pending);
-    this.#buffer = grown;
-    this.#start = 0;
-    this.#end = pending + length;
-    this.#ownBuffer = true;
-    this.#bufferShared = false;
-  }
-
   /** Parses and answers the requests in the unread input, in order, until one must wait. */
   #processInput(): void {
     if (this.#awaitingDrain) return;
     const reader = this.#headReader;
+    const input = this.#input;
     try {
       while (this.#state === READING_HEAD && !this.#awaitingDrain) {
-        const head = reader.read(this.#buffer, this.#start, this.#end);
-        this.#start += reader.consumed;
+        const head = reader.read(input.bytes, input.start, input.end);
+        input.start += reader.consumed;
         if (head === null) {
           // Nobody is left to send the rest of a head, nor to read an error about it.
           if (this.#peerEnded) this.#closeNow();
@@ -4127,7 +4152,7 @@ class HttpConnection implements ConnectionEvents {
     }
     if (
       this.#backlogPaused && !this.#awaitingDrain &&
-      (this.#state === READING_HEAD || this.#end - this.#start <= MAX_PIPELINE_BACKLOG)
+      (this.#state === READING_HEAD || input.end - input.start <= MAX_PIPELINE_BACKLOG)
     ) {
       // What is held is the start of a head (bounded by maxHeadBytes), or no more than the
       // backlog while a request is answered (its body may be still to come): read again.
@@ -4136,17 +4161,15 @@ class HttpConnection implements ConnectionEvents {
     }
     if (this.#state !== READING_HEAD) return;
     const now = this.#options.clock.now;
-    if (this.#end > this.#start) {
+    if (input.end > input.start) {
       // Part of a head is here: the head deadline runs from its first byte to its end.
       this.#idleDeadline = 0;
       if (this.#headDeadline === 0) {
         this.#headDeadline = deadlineAfter(now, this.#options.headTimeout);
       }
     } else {
-      // Let the input go: it may be a view of a shared slab, which an idle connection should not
-      // keep alive.
-      this.#buffer = EMPTY;
-      this.#start = this.#end = 0;
+      input.release(); // nothing unread: an idle connection holds no bytes
+
       this.#headDeadline = 0;
       if (this.#idleDeadline === 0 && !this.#awaitingDrain) {
         this.#idleDeadline = deadlineAfter(now, this.#options.idleTimeout);
@@ -4199,8 +4222,9 @@ class HttpConnection implements ConnectionEvents {
     this.#handlerDeadline = deadlineAfter(this.#options.clock.now, this.#options.handlerTimeout);
     // The body bytes that came with the head go to the body stream, which the Request creates.
     const request = head.target === "*" ? null : this.#buildRequest(head, body);
-    if (body !== null && this.#end > this.#start) {
-      this.#start += this.#feedBody(this.#buffer, this.#start, this.#end, false);
+    const input = this.#input;
+    if (body !== null && input.end > input.start) {
+      input.start += this.#feedBody(input.bytes, input.start, input.end, false);
     }
     if (request === null) {
       // OPTIONS * asks about the server itself (RFC 9110 §9.3.7); there is no resource to hand over.
@@ -4328,7 +4352,7 @@ class HttpConnection implements ConnectionEvents {
       this.#bodyFailed(body, error as HttpError);
       return end - start;
     }
-    if (!fresh) this.#bufferShared = true;
+    if (!fresh) this.#input.shared = true;
     for (const piece of pieces) body.received += piece.length;
     if (body.received > this.#options.maxBodyBytes) {
       this.#bodyFailed(
@@ -4523,7 +4547,7 @@ class HttpConnection implements ConnectionEvents {
       serverClose: this.#closeRequested ||
         this.#requestCount >= this.#options.maxRequestsPerConnection,
       // A client that half-closed after pipelining more requests still gets all the answers.
-      clientGone: this.#peerEnded && this.#end === this.#start,
+      clientGone: this.#peerEnded && this.#input.end === this.#input.start,
       unreadBodyBytes,
       maxDiscardBytes: MAX_DISCARD_BYTES,
     });
@@ -4726,9 +4750,7 @@ class HttpConnection implements ConnectionEvents {
     this.#body = null;
     this.#idleDeadline = this.#headDeadline = this.#handlerDeadline = 0;
     this.#bodyDeadline = this.#writeDeadline = 0;
-    const buffered = this.#end > this.#start ? this.#buffer.slice(this.#start, this.#end) : EMPTY;
-    this.#buffer = EMPTY;
-    this.#start = this.#end = 0;
+    const buffered = this.#input.take();
     this.#state = SWITCHED;
     this.#paused = this.#backlogPaused = false;
     this.#applyReading();
@@ -4785,13 +4807,13 @@ class HttpConnection implements ConnectionEvents {
   #sendError(status: number, reason: AccessLogReason): void {
     const forHead = this.#answeringHead ||
       (this.#state === READING_HEAD &&
-        HeadReader.isHeadRequest(this.#buffer, this.#start, this.#end));
+        HeadReader.isHeadRequest(this.#input.bytes, this.#input.start, this.#input.end));
     if (this.#options.accessLog !== null) {
       // A request the parser refused has no record yet: its line is taken from the raw bytes.
       const record = this.#record ??= exchangeRecord(
         null,
         addressName(this.#info.remoteAddr),
-        loggedRequestLine(this.#buffer, this.#start, this.#end),
+        loggedRequestLine(this.#input.bytes, this.#input.start, this.#input.end),
       );
       record.status = status;
       record.bytes = forHead ? 0 : statusBody(status).length;
@@ -4857,7 +4879,7 @@ class HttpConnection implements ConnectionEvents {
     // sending its next request right now, and that must not turn into a reset that destroys the
     // response in flight.
     const body = this.#body;
-    const clientDone = this.#clientClosing && this.#end === this.#start &&
+    const clientDone = this.#clientClosing && this.#input.end === this.#input.start &&
       (body === null || (body.done && body.error === null));
     this.#endTransport(!clientDone);
   }
