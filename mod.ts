@@ -3519,21 +3519,6 @@ class ConnectionGone extends Error {
   }
 }
 
-/** The state of the request body being received. */
-interface BodyState {
-  framing: Framing;
-  /** Bytes still expected, for Content-Length framing. */
-  remaining: number;
-  decoder: ChunkedDecoder | null;
-  received: number;
-  done: boolean;
-  /** The body stream handed to the handler; null when there is none (GET with a body, discarding). */
-  controller: ReadableStreamDefaultController<Uint8Array> | null;
-  expectContinue: boolean;
-  continueSent: boolean;
-  error: HttpError | null;
-}
-
 /** A response body read ahead: the chunks available at once, and whether they are all of it. */
 interface BodyPrefix {
   chunks: Uint8Array[];
@@ -3723,6 +3708,163 @@ class ConnectionInfo implements ConnInfo<Addr> {
 }
 
 /**
+ * A request body as it arrives: Content-Length counted or chunked decoded, held to `maxBodyBytes`,
+ * and handed to the stream the handler reads. It is that stream's underlying source (so the
+ * stream needs no closures), and it asks for bytes only as the handler reads: each read tells the
+ * connection (`bodyWanted`), which sends a 100 Continue, resumes reading and runs the body
+ * deadline. It decides nothing about the connection: after each `feed` the connection reads
+ * `done`, `error`, `delivered` and `backedUp`.
+ */
+class RequestBody implements UnderlyingDefaultSource<Uint8Array> {
+  /** The body has ended: all of it arrived, or it failed (`error`). */
+  done = false;
+  /** Why the body failed: a broken rule, its limit, a timeout, or the client leaving. */
+  error: HttpError | null = null;
+  /** Whether the last `feed` handed bytes to the handler's stream. */
+  delivered = false;
+  /** The request asked for a `100 Continue` (RFC 9110 §10.1.1) before it sends the body. */
+  readonly expectContinue: boolean;
+  continueSent = false;
+  /** The handler's stream; null when there is none (a GET's body, one cancelled or abandoned). */
+  #controller: ReadableStreamDefaultController<Uint8Array> | null = null;
+  /** Bytes still expected, for Content-Length framing. */
+  #remaining: number;
+  #decoder: ChunkedDecoder | null;
+  /** Decoded bytes so far, for chunked framing (Content-Length was checked against the limit). */
+  #received = 0;
+  #maxBytes: number;
+  #connection: HttpConnection;
+
+  constructor(
+    framing: Framing,
+    expectContinue: boolean,
+    limits: Limits,
+    connection: HttpConnection,
+  ) {
+    this.expectContinue = expectContinue;
+    this.#remaining = framing.kind === "length" ? framing.length : 0;
+    this.#decoder = framing.kind === "chunked" ? new ChunkedDecoder(limits) : null;
+    this.#maxBytes = limits.maxBodyBytes;
+    this.#connection = connection;
+  }
+
+  /** The stream the handler reads, which asks for bytes only as it is read. */
+  stream(): ReadableStream<Uint8Array> {
+    return new ReadableStream<Uint8Array>(this, { highWaterMark: 0 });
+  }
+
+  /** The stream's start: keeps its controller. */
+  start(controller: ReadableStreamDefaultController<Uint8Array>): void {
+    this.#controller = controller;
+  }
+
+  /** The stream's pull: the handler reads. */
+  pull(): void {
+    this.#connection.bodyWanted(this);
+  }
+
+  /** The stream's cancel: the handler wants no more; the rest is read and dropped. */
+  cancel(): void {
+    this.#controller = null;
+    this.#connection.bodyCancelled();
+  }
+
+  /**
+   * Bytes of the body still to come: Infinity when unknown (chunked), or when they are held back
+   * for a 100 Continue not sent (the client may send them or not).
+   */
+  get unreadBytes(): number {
+    if (this.done) return 0;
+    return this.#decoder !== null || (this.expectContinue && !this.continueSent)
+      ? Infinity
+      : this.#remaining;
+  }
+
+  /** Whether the handler's stream is full: it is not reading, so the socket should not be either. */
+  get backedUp(): boolean {
+    const controller = this.#controller;
+    return controller !== null && !this.done && (controller.desiredSize ?? 0) < 0;
+  }
+
+  /**
+   * Takes body bytes from `buffer[start, end)` and hands them to the stream; returns how many
+   * were taken. A body that breaks a rule or its limit fails (`error`), taking them all.
+   */
+  feed(buffer: Uint8Array, start: number, end: number): number {
+    this.delivered = false;
+    if (this.done) return 0;
+    const controller = this.#controller;
+    const decoder = this.#decoder;
+    if (decoder === null) {
+      // Content-Length: one view of the bytes, no decoding, no list.
+      const consumed = Math.min(this.#remaining, end - start);
+      this.#remaining -= consumed;
+      this.done = this.#remaining === 0;
+      if (controller !== null) {
+        try {
+          if (consumed > 0) {
+            controller.enqueue(buffer.subarray(start, start + consumed));
+            this.delivered = true;
+          }
+          if (this.done) controller.close();
+        } catch { /* the handler cancelled the stream; the bytes are dropped */ }
+      }
+      return consumed;
+    }
+    const pieces: Uint8Array[] = [];
+    let consumed: number;
+    try {
+      consumed = decoder.decode(buffer, start, end, pieces);
+    } catch (error) {
+      this.fail(error as HttpError);
+      return end - start;
+    }
+    this.done = decoder.done;
+    for (const piece of pieces) this.#received += piece.length;
+    if (this.#received > this.#maxBytes) {
+      this.fail(
+        new HttpError("BODY_TOO_LARGE", `Cannot read body: more than ${this.#maxBytes} bytes`),
+      );
+      return end - start;
+    }
+    if (controller !== null) {
+      try {
+        for (const piece of pieces) {
+          if (piece.length > 0) {
+            controller.enqueue(piece);
+            this.delivered = true;
+          }
+        }
+        if (this.done) controller.close();
+      } catch { /* the handler cancelled the stream; the bytes are dropped */ }
+    }
+    return consumed;
+  }
+
+  /** Ends the body with an error, which the handler's stream reports to its reader. */
+  fail(error: HttpError): void {
+    if (this.error !== null) return;
+    this.error = error;
+    this.done = true;
+    try {
+      this.#controller?.error(error);
+    } catch { /* already closed */ }
+  }
+
+  /**
+   * The response went out before the body was read: the rest is read and dropped, not delivered,
+   * and a reader still waiting (a task the handler left behind) learns so instead of waiting
+   * forever.
+   */
+  abandon(): void {
+    try {
+      this.#controller?.error(new Error("Cannot read body: the response was sent before it"));
+    } catch { /* already closed or cancelled */ }
+    this.#controller = null;
+  }
+}
+
+/**
  * The unread input of a connection, `bytes[start, end)`. While nothing is pending it is the chunk
  * just received, parsed where it lies; bytes that must wait for more are copied into an array of
  * its own, which grows.
@@ -3880,7 +4022,7 @@ class HttpConnection implements ConnectionEvents {
   #state = READING_HEAD;
   #input = new InputBuffer();
   #headReader: HeadReader;
-  #body: BodyState | null = null;
+  #body: RequestBody | null = null;
   #requestCount = 0;
   /** Whether the current response's head has been queued (a 100 Continue must come before). */
   #responseStarted = false;
@@ -4117,11 +4259,8 @@ class HttpConnection implements ConnectionEvents {
       return;
     }
     const body = this.#body;
-    if (body !== null && !body.done && body.error === null) {
-      body.error = new HttpError("UNEXPECTED_EOF", "Cannot read body: the connection closed");
-      try {
-        body.controller?.error(body.error);
-      } catch { /* the stream was already closed or errored */ }
+    if (body !== null && !body.done) {
+      body.fail(new HttpError("UNEXPECTED_EOF", "Cannot read body: the connection closed"));
     }
     this.onDrain();
     this.#abort?.abort(new HttpError("UNEXPECTED_EOF", "The client closed the connection"));
@@ -4203,18 +4342,8 @@ class HttpConnection implements ConnectionEvents {
       );
     }
     const hasBody = framing.kind === "chunked" || (framing.kind === "length" && framing.length > 0);
-    const body: BodyState | null = hasBody
-      ? {
-        framing,
-        remaining: framing.kind === "length" ? framing.length : 0,
-        decoder: framing.kind === "chunked" ? new ChunkedDecoder(this.#options) : null,
-        received: 0,
-        done: false,
-        controller: null,
-        expectContinue: head.expectContinue,
-        continueSent: false,
-        error: null,
-      }
+    const body = hasBody
+      ? new RequestBody(framing, head.expectContinue, this.#options, this)
       : null;
     this.#body = body;
     this.#state = ANSWERING;
@@ -4243,7 +4372,7 @@ class HttpConnection implements ConnectionEvents {
   }
 
   /** Builds the `Request` the handler sees. */
-  #buildRequest(head: RequestHead, body: BodyState | null): Request {
+  #buildRequest(head: RequestHead, body: RequestBody | null): Request {
     const url = effectiveRequestUrl(
       head,
       this.#info.secure,
@@ -4259,7 +4388,7 @@ class HttpConnection implements ConnectionEvents {
         this.#abort = new AbortController();
         const init: RequestInit & { duplex?: "half" } = { method, signal: this.#abort.signal };
         if (streamBody) {
-          init.body = this.#bodyStream(body);
+          init.body = body.stream();
           init.duplex = "half";
         }
         request = new Request(url, init);
@@ -4267,9 +4396,7 @@ class HttpConnection implements ConnectionEvents {
         // The smallest init each runtime takes: no init at all for a GET.
         request = method === "GET" ? new Request(url) : new Request(
           url,
-          streamBody
-            ? { method, body: this.#bodyStream(body), duplex: "half" } as RequestInit
-            : { method },
+          streamBody ? { method, body: body.stream(), duplex: "half" } as RequestInit : { method },
         );
       }
     } catch {
@@ -4297,36 +4424,35 @@ class HttpConnection implements ConnectionEvents {
     this.#bodyDeadline = deadlineAfter(this.#options.clock.now, this.#options.bodyTimeout);
   }
 
-  /** The request body as a stream that asks for bytes only as the handler reads. */
-  #bodyStream(body: BodyState): ReadableStream<Uint8Array> {
-    return new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        body.controller = controller;
-      },
-      pull: () => {
-        if (
-          body.expectContinue && !body.continueSent && !body.done && this.#output.writable &&
-          !this.#responseStarted
-        ) {
-          // RFC 9110 §10.1.1: the client waits for this before sending the body.
-          body.continueSent = true;
-          this.#output.send(CONTINUE_BYTES);
-          this.#output.flush();
-        }
-        if (this.#paused) {
-          this.#paused = false;
-          this.#applyReading();
-        }
-        if (!body.done) this.#expectBody();
-      },
-      cancel: () => {
-        body.controller = null;
-        if (this.#paused) {
-          this.#paused = false;
-          this.#applyReading();
-        }
-      },
-    }, { highWaterMark: 0 });
+  /**
+   * The handler reads the request body (its stream's pull): the client may now need a
+   * `100 Continue`, reading resumes, and the body deadline runs until bytes come.
+   */
+  bodyWanted(body: RequestBody): void {
+    if (
+      body.expectContinue && !body.continueSent && !body.done && this.#output.writable &&
+      !this.#responseStarted
+    ) {
+      // RFC 9110 §10.1.1: the client waits for this before sending the body.
+      body.continueSent = true;
+      this.#output.send(CONTINUE_BYTES);
+      this.#output.flush();
+    }
+    this.#bodyUnblocked();
+    if (!body.done) this.#expectBody();
+  }
+
+  /** The handler cancelled the request body's stream: the rest is read (and dropped). */
+  bodyCancelled(): void {
+    this.#bodyUnblocked();
+  }
+
+  /** Nobody is left to read the request body slowly: reading resumes. */
+  #bodyUnblocked(): void {
+    if (this.#paused) {
+      this.#paused = false;
+      this.#applyReading();
+    }
   }
 
   /**
@@ -4334,55 +4460,20 @@ class HttpConnection implements ConnectionEvents {
    * bytes are a chunk just received, so views of it may be handed out as they are.
    */
   #feedBody(buffer: Uint8Array, start: number, end: number, fresh: boolean): number {
-    const body = this.#body as BodyState;
-    if (body.done || body.error !== null) return 0;
-    const pieces: Uint8Array[] = [];
-    let consumed: number;
-    try {
-      if (body.decoder === null) {
-        consumed = Math.min(body.remaining, end - start);
-        pieces.push(buffer.subarray(start, start + consumed));
-        body.remaining -= consumed;
-        body.done = body.remaining === 0;
-      } else {
-        consumed = body.decoder.decode(buffer, start, end, pieces);
-        body.done = body.decoder.done;
-      }
-    } catch (error) {
-      this.#bodyFailed(body, error as HttpError);
-      return end - start;
+    const body = this.#body as RequestBody;
+    if (body.done) return 0;
+    const consumed = body.feed(buffer, start, end);
+    if (body.error !== null) {
+      this.#bodyFailed(body, body.error);
+      return consumed;
     }
     if (!fresh) this.#input.shared = true;
-    for (const piece of pieces) body.received += piece.length;
-    if (body.received > this.#options.maxBodyBytes) {
-      this.#bodyFailed(
-        body,
-        new HttpError(
-          "BODY_TOO_LARGE",
-          `Cannot read body: more than ${this.#options.maxBodyBytes} bytes`,
-        ),
-      );
-      return end - start;
-    }
-    const controller = body.controller;
-    if (controller !== null) {
-      let delivered = false;
-      try {
-        for (const piece of pieces) {
-          if (piece.length > 0) {
-            controller.enqueue(piece);
-            delivered = true;
-          }
-        }
-        if (body.done) controller.close();
-      } catch { /* the handler cancelled the stream; the bytes are dropped */ }
-      // The handler's read is answered: the clock runs again only when it asks for more (pull).
-      if (delivered) this.#bodyDeadline = 0;
-      if (!body.done && (controller.desiredSize ?? 0) < 0 && !this.#paused) {
-        // The handler is not reading: stop reading the socket until it does.
-        this.#paused = true;
-        this.#applyReading();
-      }
+    // The handler's read is answered: the clock runs again only when it asks for more (pull).
+    if (body.delivered) this.#bodyDeadline = 0;
+    if (body.backedUp && !this.#paused) {
+      // The handler is not reading: stop reading the socket until it does.
+      this.#paused = true;
+      this.#applyReading();
     }
     if (body.done) {
       this.#bodyDeadline = 0;
@@ -4407,12 +4498,8 @@ class HttpConnection implements ConnectionEvents {
   }
 
   /** The request body broke a rule or was cut off. */
-  #bodyFailed(body: BodyState, error: HttpError): void {
-    body.error = error;
-    body.done = true;
-    try {
-      body.controller?.error(error);
-    } catch { /* already closed */ }
+  #bodyFailed(body: RequestBody, error: HttpError): void {
+    body.fail(error);
     if (this.#state === DISCARDING_BODY) {
       this.#closeNow();
     } else if (this.#peerEnded && error.code === "UNEXPECTED_EOF") {
@@ -4535,13 +4622,7 @@ class HttpConnection implements ConnectionEvents {
   /** Whether this exchange keeps the connection open: the core's truth table, fed from here. */
   #keepAlive(head: RequestHead): boolean {
     const body = this.#body;
-    let unreadBodyBytes = 0;
-    if (body !== null && !body.done) {
-      // Chunked: unknown. Held back for a 100 Continue never sent: the client may send it or not.
-      unreadBodyBytes = body.decoder !== null || (body.expectContinue && !body.continueSent)
-        ? Infinity
-        : body.remaining;
-    }
+    const unreadBodyBytes = body !== null && !body.done ? body.unreadBytes : 0;
     return shouldKeepAlive({
       clientKeepAlive: head.keepAlive,
       serverClose: this.#closeRequested ||
@@ -4704,19 +4785,12 @@ class HttpConnection implements ConnectionEvents {
     }
     const body = this.#body;
     if (body !== null && !body.done) {
-      // ANSWERING → DISCARDING. The rest is dropped, not delivered: a reader still waiting (a
-      // task the handler left behind) learns so instead of waiting forever.
-      try {
-        body.controller?.error(new Error("Cannot read body: the response was sent before it"));
-      } catch { /* already closed or cancelled */ }
-      body.controller = null;
+      // ANSWERING → DISCARDING. The rest is read and dropped.
+      body.abandon();
       this.#state = DISCARDING_BODY;
       this.#expectBody();
       this.#output.flush();
-      if (this.#paused) {
-        this.#paused = false;
-        this.#applyReading();
-      }
+      this.#bodyUnblocked();
       return;
     }
     // ANSWERING → READING_HEAD

@@ -271,6 +271,20 @@ describe("serve() driver over an in-memory connection", () => {
     });
   });
 
+  test("serve() sends no 100 Continue when the handler cancels the body (RFC 9110 §10.1.1)", async () => {
+    const handler: Handler = async (request) => {
+      await request.body?.cancel();
+      return textResponse("cancelled");
+    };
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const connection = connect();
+      connection.send(
+        "POST /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+      );
+      await expectOutput(connection, ok("cancelled", "connection: close\r\n"), true);
+    });
+  });
+
   test("serve() answers 413 before calling the handler when Content-Length is over maxBodyBytes", async () => {
     let calls = 0;
     const handler: Handler = () => {
