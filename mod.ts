@@ -3725,6 +3725,11 @@ class RequestBody implements UnderlyingDefaultSource<Uint8Array> {
   /** The request asked for a `100 Continue` (RFC 9110 §10.1.1) before it sends the body. */
   readonly expectContinue: boolean;
   continueSent = false;
+  /**
+   * The body deadline: when the next bytes must have come (0: off, or nobody waits for them). It
+   * runs while the handler waits on a read, and while a body nobody reads is discarded.
+   */
+  deadline = 0;
   /** The handler's stream; null when there is none (a GET's body, one cancelled or abandoned). */
   #controller: ReadableStreamDefaultController<Uint8Array> | null = null;
   /** Bytes still expected, for Content-Length framing. */
@@ -3732,20 +3737,25 @@ class RequestBody implements UnderlyingDefaultSource<Uint8Array> {
   #decoder: ChunkedDecoder | null;
   /** Decoded bytes so far, for chunked framing (Content-Length was checked against the limit). */
   #received = 0;
-  #maxBytes: number;
+  #options: DriverOptions;
   #connection: HttpConnection;
 
   constructor(
     framing: Framing,
     expectContinue: boolean,
-    limits: Limits,
+    options: DriverOptions,
     connection: HttpConnection,
   ) {
     this.expectContinue = expectContinue;
     this.#remaining = framing.kind === "length" ? framing.length : 0;
-    this.#decoder = framing.kind === "chunked" ? new ChunkedDecoder(limits) : null;
-    this.#maxBytes = limits.maxBodyBytes;
+    this.#decoder = framing.kind === "chunked" ? new ChunkedDecoder(options) : null;
+    this.#options = options;
     this.#connection = connection;
+  }
+
+  /** Arms the body deadline: the next bytes must come within bodyTimeout. */
+  expect(): void {
+    this.deadline = deadlineAfter(this.#options.clock.now, this.#options.bodyTimeout);
   }
 
   /** The stream the handler reads, which asks for bytes only as it is read. */
@@ -3791,6 +3801,15 @@ class RequestBody implements UnderlyingDefaultSource<Uint8Array> {
    * were taken. A body that breaks a rule or its limit fails (`error`), taking them all.
    */
   feed(buffer: Uint8Array, start: number, end: number): number {
+    const consumed = this.#take(buffer, start, end);
+    // A read answered stops the clock until the handler asks again (pull); a read still waiting
+    // gets a new bodyTimeout from these bytes.
+    if (this.done || this.delivered) this.deadline = 0;
+    else if (this.deadline !== 0) this.expect();
+    return consumed;
+  }
+
+  #take(buffer: Uint8Array, start: number, end: number): number {
     this.delivered = false;
     if (this.done) return 0;
     const controller = this.#controller;
@@ -3821,9 +3840,12 @@ class RequestBody implements UnderlyingDefaultSource<Uint8Array> {
     }
     this.done = decoder.done;
     for (const piece of pieces) this.#received += piece.length;
-    if (this.#received > this.#maxBytes) {
+    if (this.#received > this.#options.maxBodyBytes) {
       this.fail(
-        new HttpError("BODY_TOO_LARGE", `Cannot read body: more than ${this.#maxBytes} bytes`),
+        new HttpError(
+          "BODY_TOO_LARGE",
+          `Cannot read body: more than ${this.#options.maxBodyBytes} bytes`,
+        ),
       );
       return end - start;
     }
@@ -3846,6 +3868,7 @@ class RequestBody implements UnderlyingDefaultSource<Uint8Array> {
     if (this.error !== null) return;
     this.error = error;
     this.done = true;
+    this.deadline = 0;
     try {
       this.#controller?.error(error);
     } catch { /* already closed */ }
@@ -3925,8 +3948,8 @@ class InputBuffer {
 
 /**
  * The output queue of a connection: bytes queued by the exchange and written together at a flush
- * (pipelined responses, a head with its body), and the transport's backpressure. The write
- * deadline that bounds a wait for a drain is the connection's, with its other deadlines.
+ * (pipelined responses, a head with its body), the transport's backpressure, and the write
+ * deadline that bounds a wait for the client to read.
  */
 class OutputQueue {
   /** Whether the transport still takes writes: false once it is closed. */
@@ -3935,13 +3958,17 @@ class OutputQueue {
   blocked = false;
   /** Bytes queued and not yet written. */
   bytes = 0;
+  /** The write deadline: the client must read what is queued by then (0: not waiting, or off). */
+  deadline = 0;
   #pieces: Uint8Array[] = [];
   #transport: TransportConnection;
+  #options: DriverOptions;
   /** Writers waiting for a drain (rare: only a client slower than the response). */
   #drainWaiters: Array<() => void> | null = null;
 
-  constructor(transport: TransportConnection) {
+  constructor(transport: TransportConnection, options: DriverOptions) {
     this.#transport = transport;
+    this.#options = options;
   }
 
   /** Queues bytes; they go out at the next flush. */
@@ -3969,13 +3996,24 @@ class OutputQueue {
     return writable;
   }
 
-  /** Resolves at the transport's next drain, or when it closes (see `writable`). */
-  nextDrain(): Promise<void> {
-    return new Promise<void>((resolve) => (this.#drainWaiters ??= []).push(resolve));
+  /** Flushes and waits for the transport to drain if it asks to. Resolves false once closed. */
+  async flushAndWait(): Promise<boolean> {
+    if (this.flush()) return this.writable;
+    if (!this.writable) return false; // closed: no drain will ever come
+    this.expectDrain();
+    await new Promise<void>((resolve) => (this.#drainWaiters ??= []).push(resolve));
+    this.deadline = 0;
+    return this.writable;
+  }
+
+  /** Arms the write deadline: the client has writeTimeout to read what is queued. */
+  expectDrain(): void {
+    this.deadline = deadlineAfter(this.#options.clock.now, this.#options.writeTimeout);
   }
 
   /** The transport drained (or closed): wakes the writers waiting for it. */
   drained(): void {
+    this.deadline = 0;
     this.blocked = false;
     const waiters = this.#drainWaiters;
     if (waiters !== null) {
@@ -4059,8 +4097,6 @@ class HttpConnection implements ConnectionEvents {
   #idleDeadline = 0;
   #headDeadline = 0;
   #handlerDeadline = 0;
-  #bodyDeadline = 0;
-  #writeDeadline = 0;
   #closingDeadline = 0;
 
   constructor(
@@ -4069,7 +4105,7 @@ class HttpConnection implements ConnectionEvents {
     onClosed: (connection: HttpConnection) => void,
   ) {
     this.#transport = transport;
-    this.#output = new OutputQueue(transport);
+    this.#output = new OutputQueue(transport, options);
     this.#options = options;
     this.#onClosed = onClosed;
     this.#info = new ConnectionInfo(transport);
@@ -4092,20 +4128,18 @@ class HttpConnection implements ConnectionEvents {
       return;
     }
     if (state === CLOSING) return;
-    if (this.#writeDeadline !== 0 && now >= this.#writeDeadline) {
-      this.#writeDeadline = 0;
+    const output = this.#output;
+    if (output.deadline !== 0 && now >= output.deadline) {
+      output.deadline = 0;
       this.#destroy("WRITE_TIMEOUT"); // the client stopped reading the response
       return;
     }
     const body = this.#body;
-    if (this.#bodyDeadline !== 0 && now >= this.#bodyDeadline) {
-      this.#bodyDeadline = 0;
-      if (body !== null && !body.done) {
-        this.#bodyFailed(
-          body,
-          new HttpError("TIMEOUT", "Cannot read body: the client stopped sending it"),
-        );
-      }
+    if (body !== null && body.deadline !== 0 && now >= body.deadline) {
+      this.#bodyFailed(
+        body,
+        new HttpError("TIMEOUT", "Cannot read body: the client stopped sending it"),
+      );
     }
     if (this.#handlerDeadline !== 0 && now >= this.#handlerDeadline && this.#state === ANSWERING) {
       // The handler is stuck. Answer for it; whatever it returns later is dropped.
@@ -4237,7 +4271,6 @@ class HttpConnection implements ConnectionEvents {
       this.#switched?.onDrain();
       return;
     }
-    this.#writeDeadline = 0;
     this.#output.drained();
     if (this.#awaitingDrain && this.#state === READING_HEAD) {
       this.#awaitingDrain = false;
@@ -4250,8 +4283,8 @@ class HttpConnection implements ConnectionEvents {
     const switched = this.#state === SWITCHED ? this.#switched : null;
     this.#state = CLOSED;
     this.#output.writable = false;
-    this.#idleDeadline = this.#headDeadline = this.#handlerDeadline = 0;
-    this.#bodyDeadline = this.#writeDeadline = this.#closingDeadline = 0;
+    this.#clearDeadlines();
+    this.#closingDeadline = 0;
     if (switched !== null) {
       this.#switched = null;
       switched.onClose();
@@ -4419,11 +4452,6 @@ class HttpConnection implements ConnectionEvents {
     return request;
   }
 
-  /** Waits for the next bytes of the request body, within the body timeout. */
-  #expectBody(): void {
-    this.#bodyDeadline = deadlineAfter(this.#options.clock.now, this.#options.bodyTimeout);
-  }
-
   /**
    * The handler reads the request body (its stream's pull): the client may now need a
    * `100 Continue`, reading resumes, and the body deadline runs until bytes come.
@@ -4439,7 +4467,7 @@ class HttpConnection implements ConnectionEvents {
       this.#output.flush();
     }
     this.#bodyUnblocked();
-    if (!body.done) this.#expectBody();
+    if (!body.done) body.expect();
   }
 
   /** The handler cancelled the request body's stream: the rest is read (and dropped). */
@@ -4468,19 +4496,12 @@ class HttpConnection implements ConnectionEvents {
       return consumed;
     }
     if (!fresh) this.#input.shared = true;
-    // The handler's read is answered: the clock runs again only when it asks for more (pull).
-    if (body.delivered) this.#bodyDeadline = 0;
     if (body.backedUp && !this.#paused) {
       // The handler is not reading: stop reading the socket until it does.
       this.#paused = true;
       this.#applyReading();
     }
-    if (body.done) {
-      this.#bodyDeadline = 0;
-      this.#bodyFinished();
-    } else if (this.#bodyDeadline !== 0) {
-      this.#expectBody();
-    }
+    if (body.done) this.#bodyFinished();
     return consumed;
   }
 
@@ -4490,7 +4511,6 @@ class HttpConnection implements ConnectionEvents {
       // DISCARDING → READING_HEAD
       this.#body = null;
       this.#state = READING_HEAD;
-      this.#bodyDeadline = 0;
       this.#idleDeadline = deadlineAfter(this.#options.clock.now, this.#options.idleTimeout);
       if (this.#closeRequested) this.#closeNow();
       else queueMicrotask(() => this.#processInput());
@@ -4738,7 +4758,7 @@ class HttpConnection implements ConnectionEvents {
         );
       }
       this.#output.send(framing.kind === "chunked" ? encodeChunk(piece) : piece);
-      if (!await this.#flushAndWait()) throw new ConnectionGone();
+      if (!await this.#output.flushAndWait()) throw new ConnectionGone();
     };
     try {
       for (const piece of prefix.chunks) await sendPiece(piece);
@@ -4788,14 +4808,13 @@ class HttpConnection implements ConnectionEvents {
       // ANSWERING → DISCARDING. The rest is read and dropped.
       body.abandon();
       this.#state = DISCARDING_BODY;
-      this.#expectBody();
+      body.expect();
       this.#output.flush();
       this.#bodyUnblocked();
       return;
     }
     // ANSWERING → READING_HEAD
     this.#body = null;
-    this.#bodyDeadline = 0;
     this.#state = READING_HEAD;
     // Pipelined responses go out together, but a client that does not read them must not make
     // the server answer (and buffer) request after request: once the transport's queue is past
@@ -4805,7 +4824,7 @@ class HttpConnection implements ConnectionEvents {
     const blocked = output.bytes >= WRITE_HIGH_WATER ? !output.flush() : output.blocked;
     if (blocked && output.writable) {
       this.#awaitingDrain = true;
-      this.#writeDeadline = deadlineAfter(this.#options.clock.now, this.#options.writeTimeout);
+      output.expectDrain();
       return;
     }
     this.#idleDeadline = deadlineAfter(this.#options.clock.now, this.#options.idleTimeout);
@@ -4821,9 +4840,8 @@ class HttpConnection implements ConnectionEvents {
     this.#abort = null;
     this.#request = null;
     if (this.#record !== null) this.#logExchange(null);
+    this.#clearDeadlines();
     this.#body = null;
-    this.#idleDeadline = this.#headDeadline = this.#handlerDeadline = 0;
-    this.#bodyDeadline = this.#writeDeadline = 0;
     const buffered = this.#input.take();
     this.#state = SWITCHED;
     this.#paused = this.#backlogPaused = false;
@@ -4930,17 +4948,6 @@ class HttpConnection implements ConnectionEvents {
     });
   }
 
-  /** Flushes and waits for the transport to drain if it asks to. Resolves false once closed. */
-  async #flushAndWait(): Promise<boolean> {
-    const output = this.#output;
-    if (output.flush()) return output.writable;
-    if (!output.writable) return false; // closed: no drain will ever come
-    this.#writeDeadline = deadlineAfter(this.#options.clock.now, this.#options.writeTimeout);
-    await output.nextDrain();
-    this.#writeDeadline = 0;
-    return output.writable;
-  }
-
   /** → CLOSING: flushes and closes, lingering unless the client has nothing more to send. */
   #closeNow(): void {
     if (this.#state >= CLOSING) return;
@@ -4960,8 +4967,7 @@ class HttpConnection implements ConnectionEvents {
 
   /** Closes, with writeTimeout (plus the linger) as the bound on a client that never reads. */
   #endTransport(linger = true): void {
-    this.#idleDeadline = this.#headDeadline = this.#handlerDeadline = 0;
-    this.#bodyDeadline = this.#writeDeadline = 0;
+    this.#clearDeadlines();
     this.#closingDeadline = deadlineAfter(
       this.#options.clock.now,
       this.#options.writeTimeout + LINGER_MILLISECONDS, // Infinity stays Infinity: off
@@ -4969,6 +4975,13 @@ class HttpConnection implements ConnectionEvents {
     // Input is dropped from here on (onData returns in CLOSING); the transport keeps reading it,
     // so that the kernel never answers it with a reset.
     this.#transport.end(linger);
+  }
+
+  /** Clears every deadline but the closing one: what they waited for is over. */
+  #clearDeadlines(): void {
+    this.#idleDeadline = this.#headDeadline = this.#handlerDeadline = 0;
+    this.#output.deadline = 0;
+    if (this.#body !== null) this.#body.deadline = 0;
   }
 
   /** → CLOSED without ceremony; `reason` is what the access log says of a request cut short. */
