@@ -3359,10 +3359,18 @@ const IGNORED_EVENTS: ConnectionEvents = {
 //   any ─error, close decided─► CLOSING ─transport closed─► CLOSED;  any ─destroy─► CLOSED
 //
 // Whether a response keeps the connection is decided once, by shouldKeepAlive (in the core).
-// The parts with one job each: the head reader (HeadReader, in the core, over #buffer), the
-// request body (#body: framing, decoding, 100-continue, read backpressure), the exchange (#answer:
-// handler, onError, handler deadline, writing the response whole or streamed), and the output
-// queue (#send / #flush / #flushAndWait: batching, drain, write deadline).
+//
+// The connection sequences parts with one job each, defined below in the order a request meets
+// them; each holds its own deadline:
+//   InputBuffer   the unread input, parsed where it lies; HeadReader (in the core) reads heads in it
+//   RequestBody   Content-Length or chunked decoding, maxBodyBytes, the stream the handler reads
+//                 (its pull sends the 100 Continue and resumes reading); the body deadline
+//   Exchange      one request and its response: the Request, the handler and onError, reading the
+//                 response body ahead, writing it whole or streamed; the handler deadline
+//   OutputQueue   batching writes, backpressure, drain waiters; the write deadline
+// The idle, head and closing deadlines are the connection's own. The parts never change the
+// state: they tell the connection (RequestBody: bodyWanted; Exchange: responded, exchangeFailed,
+// exchangeBroken), and the connection makes the transition.
 
 /** What the server writes to its log. */
 export interface LogEntry {
@@ -3670,14 +3678,14 @@ const EXCHANGE: unique symbol = Symbol("wireserve.exchange");
  * ```
  */
 export function sendEarlyHints(request: Request, headers: HeadersInit): boolean {
-  const connection = (request as unknown as { [EXCHANGE]?: HttpConnection })[EXCHANGE];
-  if (connection === undefined) return false;
+  const exchange = (request as unknown as { [EXCHANGE]?: Exchange })[EXCHANGE];
+  if (exchange === undefined) return false;
   const bytes = serializeResponseHead(103, new Headers(headers), {
     framing: NO_BODY,
     close: false,
     version: 1,
   });
-  return connection.sendInterim(request, bytes);
+  return exchange.sendInterim(bytes);
 }
 
 /**
@@ -4048,6 +4056,378 @@ function exchangeRecord(head: RequestHead | null, peer: string, line = ""): Exch
 }
 
 /**
+ * The `Request` a handler sees for a parsed head: the effective request URL (RFC 9112 §3.3), the
+ * method, the head's fields, and the body as a stream.
+ */
+function buildRequest(
+  head: RequestHead,
+  info: ConnInfo<Addr>,
+  body: RequestBody | null,
+  signal: AbortSignal | null,
+): Request {
+  const url = effectiveRequestUrl(
+    head,
+    info.secure,
+    head.host === "" ? authorityOf(info.localAddr) : "",
+  );
+  // A GET or HEAD body has no meaning (RFC 9110 §9.3.1) and fetch's Request cannot carry one:
+  // it is read and dropped to keep the framing.
+  const { method } = head;
+  const streamBody = body !== null && method !== "GET" && method !== "HEAD";
+  let request: Request;
+  try {
+    if (signal !== null) {
+      const init: RequestInit & { duplex?: "half" } = { method, signal };
+      if (streamBody) {
+        init.body = body.stream();
+        init.duplex = "half";
+      }
+      request = new Request(url, init);
+    } else {
+      // The smallest init each runtime takes: no init at all for a GET.
+      request = method === "GET" ? new Request(url) : new Request(
+        url,
+        streamBody ? { method, body: body.stream(), duplex: "half" } as RequestInit : { method },
+      );
+    }
+  } catch {
+    throw new HttpError(
+      "INVALID_TARGET",
+      `Cannot build request URL from ${JSON.stringify(url.slice(0, 64))}`,
+    );
+  }
+  if (request.method !== method) {
+    throw new HttpError(
+      "METHOD_NOT_IMPLEMENTED",
+      `Cannot serve method ${JSON.stringify(method)} on this runtime`,
+    );
+  }
+  // Appending to the request's own Headers costs about half of what converting a headers init
+  // does, on every runtime (measured for five fields). The fields were validated by the parser.
+  const fields = request.headers;
+  const { headers } = head;
+  for (let i = 0; i < headers.length; i++) fields.append(headers[i][0], headers[i][1]);
+  return request;
+}
+
+/**
+ * One request and its response: builds the `Request`, calls the handler (and `onError` when it
+ * fails), holds the handler deadline, reads what the response body has ready, and writes the
+ * response whole or streamed through the connection's output queue. What the response means for
+ * the connection (keep it, drop the rest of the body, close, switch protocols) it leaves to the
+ * connection, through the few methods of the connection's "what the exchange asks" region.
+ */
+class Exchange {
+  readonly head: RequestHead;
+  readonly request: Request;
+  /** The handler deadline: when the handler must have answered (0: answered, or off). */
+  deadline: number;
+  /** Whether the response head has been queued: no 100 Continue or 103 may follow it. */
+  responseStarted = false;
+  #body: RequestBody | null;
+  /** The access log's record of this request (the connection's; null without an access log). */
+  #record: ExchangeRecord | null;
+  /** Aborts the request's `signal` if the client goes away (with `abortOnDisconnect`). */
+  #abort: AbortController | null;
+  #connection: HttpConnection;
+  #output: OutputQueue;
+  #options: DriverOptions;
+  #info: ConnInfo<Addr>;
+
+  constructor(
+    connection: HttpConnection,
+    output: OutputQueue,
+    options: DriverOptions,
+    info: ConnInfo<Addr>,
+    head: RequestHead,
+    body: RequestBody | null,
+    record: ExchangeRecord | null,
+  ) {
+    this.#connection = connection;
+    this.#output = output;
+    this.#options = options;
+    this.#info = info;
+    this.head = head;
+    this.#body = body;
+    this.#record = record;
+    this.#abort = options.abortOnDisconnect ? new AbortController() : null;
+    this.request = buildRequest(head, info, body, this.#abort?.signal ?? null);
+    (this.request as unknown as { [EXCHANGE]?: Exchange })[EXCHANGE] = this;
+    this.deadline = deadlineAfter(options.clock.now, options.handlerTimeout);
+  }
+
+  /** Whether the request is HTTP/1.1: only then may 1xx responses precede the final one. */
+  get isHttp11(): boolean {
+    return this.head.version === 1;
+  }
+
+  /**
+   * Sends an interim response (a 103) ahead of the final response: only while this request is
+   * the one being answered, its response not started, and it is HTTP/1.1.
+   */
+  sendInterim(bytes: Uint8Array): boolean {
+    if (!this.#connection.isAnswering(this) || this.responseStarted || !this.isHttp11) {
+      return false;
+    }
+    this.#output.send(bytes);
+    this.#output.flush(); // now: the point is to be early
+    return true;
+  }
+
+  /** The client went away (its FIN, or the connection closed): the request's signal aborts. */
+  clientLeft(): void {
+    this.#abort?.abort(new HttpError("UNEXPECTED_EOF", "The client closed the connection"));
+    this.#abort = null;
+  }
+
+  /** Calls the handler and writes its response, or the error that replaces it. Never rejects. */
+  async answer(): Promise<void> {
+    const request = this.request;
+    let response: Response;
+    try {
+      const result = this.#options.handler(request, this.#info);
+      if (result instanceof Promise) {
+        this.#output.flush(); // earlier pipelined responses should not wait for a slow handler
+        response = await result;
+      } else {
+        response = result;
+      }
+      if (!(response instanceof Response)) {
+        throw new TypeError(
+          `Cannot send response: the handler returned ${typeof response}, not a Response`,
+        );
+      }
+      if (response.type === "error") {
+        throw new TypeError("Cannot send response: the handler returned Response.error()");
+      }
+      if (response.status === 101) this.#checkSwitch(response);
+    } catch (error) {
+      response = await this.#handlerFailed(error);
+    }
+    // Read what the body has ready before anything is sent: a body that fails at once (or yields
+    // something other than bytes) can still be answered with a 500 instead of a cut connection.
+    let prefix: BodyPrefix;
+    try {
+      // No body, or a FastResponse's: no await.
+      const read = readBodyPrefix(response);
+      prefix = read instanceof Promise ? await read : read;
+    } catch (error) {
+      // A body that was read from is locked to its reader, which readAvailable has cancelled.
+      if (!response.bodyUsed) response.body?.cancel().catch(() => {});
+      response = await this.#handlerFailed(error);
+      try {
+        prefix = await readBodyPrefix(response);
+      } catch {
+        prefix = EMPTY_PREFIX;
+      }
+    }
+    this.deadline = 0;
+    const connection = this.#connection;
+    const body = this.#body;
+    if (body !== null && body.error !== null) {
+      // The request was broken (body too large, bad chunk): that is the answer, not the handler's.
+      prefix.reader?.cancel().catch(() => {});
+      connection.exchangeFailed(body.error);
+      return;
+    }
+    if (!connection.isAnswering(this)) {
+      prefix.reader?.cancel().catch(() => {}); // answered for it already (503), or closed
+      return;
+    }
+    let streaming: Promise<void> | undefined;
+    try {
+      // A response whose body was read whole is written at once: no await, no promise.
+      streaming = this.#writeResponse(response, prefix);
+    } catch (error) {
+      // Its head cannot be serialized (a status text with CR LF, which Bun's Response accepts),
+      // and not a byte of it was written: a handler failure like any other, answered by onError.
+      prefix.reader?.cancel().catch(() => {});
+      response = await this.#handlerFailed(error);
+      try {
+        streaming = this.#writeResponse(response, await readBodyPrefix(response));
+      } catch {
+        response = plainResponse(500); // onError's answer cannot be sent either
+        streaming = this.#writeResponse(response, await readBodyPrefix(response));
+      }
+    }
+    try {
+      if (streaming !== undefined) await streaming;
+    } catch (error) {
+      connection.exchangeFailed(error);
+      return;
+    }
+    connection.responded(
+      this,
+      response instanceof SwitchingProtocolsResponse ? response.protocol : null,
+    );
+  }
+
+  /**
+   * A 101 is sent only for a switch the handler set up with switchProtocols, on a request that
+   * can switch: HTTP/1.1 (RFC 9110 §7.8: not for HTTP/1.0), its body read to the end.
+   */
+  #checkSwitch(response: Response): void {
+    if (!(response instanceof SwitchingProtocolsResponse)) {
+      throw new TypeError("Cannot send response: a 101 needs switchProtocols() to make it");
+    }
+    if (!this.isHttp11) {
+      throw new TypeError("Cannot switch protocols: the request is HTTP/1.0");
+    }
+    if (this.#body !== null && !this.#body.done) {
+      throw new TypeError("Cannot switch protocols: the request body was not read to its end");
+    }
+  }
+
+  /** Turns a handler failure into a response via `onError`, or a plain 500 if that fails too. */
+  async #handlerFailed(error: unknown): Promise<Response> {
+    if (this.#record !== null) this.#record.reason = "HANDLER_ERROR";
+    try {
+      const response = await this.#options.onError(error, this.request);
+      if (response instanceof Response) return response;
+    } catch { /* fall through to the plain 500 */ }
+    return plainResponse(500);
+  }
+
+  /**
+   * Writes a handler's response with the framing it calls for. Returns a promise only when the
+   * writing goes on (a live body stream, or one to cancel first). Throws, having sent nothing,
+   * when the head cannot be serialized.
+   */
+  #writeResponse(response: Response, prefix: BodyPrefix): Promise<void> | undefined {
+    const head = this.head;
+    const connection = this.#connection;
+    const output = this.#output;
+    this.responseStarted = true;
+    const upgrade = response.status === 101;
+    const status = response.status;
+    if (this.#record !== null) this.#record.status = status;
+    const headers = response.headers;
+    const keepAlive = upgrade || (connection.keepsAlive(head) && !asksToClose(headers));
+    const hasBody = prefix !== BODYLESS; // the Response has a body (which HEAD does not send)
+    let bodyLength: number | null = prefix.done ? prefix.length : null;
+    let declaredLength: number | undefined;
+    if (bodyLength === null) {
+      // A stream with a declared length (a file, say) keeps it; the driver holds it to that length.
+      const declared = headers.get("content-length");
+      if (declared !== null) {
+        try {
+          declaredLength = parseContentLength(declared);
+          bodyLength = declaredLength;
+        } catch { /* not a usable length: send chunked */ }
+      }
+    }
+    const { framing, close } = responseFraming({
+      method: head.method,
+      version: head.version,
+      keepAlive,
+      status,
+      bodyLength,
+    });
+    const headOptions: SerializeResponseHeadOptions = {
+      statusText: response.statusText,
+      framing,
+      close,
+      version: head.version,
+      date: this.#options.clock.date,
+      upgrade,
+    };
+    if (framing.kind === "none") {
+      if (head.method === "HEAD") {
+        const length = headContentLength(
+          hasBody ? bodyLength : undefined,
+          hasBody ? null : headers.get("content-length"),
+        );
+        if (length !== undefined) headOptions.contentLength = length;
+      }
+      // Serialized first: a head that cannot be is thrown from here, before anything is sent.
+      const bytes = serializeResponseHead(status, headers, headOptions);
+      const sendHead = () => {
+        output.send(bytes);
+        if (close) connection.closeAfterResponse();
+      };
+      if (prefix.reader === null) {
+        sendHead();
+        return;
+      }
+      return prefix.reader.cancel().catch(() => {}).then(sendHead);
+    }
+    if (close) connection.closeAfterResponse();
+    if (this.#record !== null && prefix.done) this.#record.bytes = prefix.length;
+    if (prefix.done) {
+      // A small body goes out in one array with its head; a large one after it, uncopied.
+      const inline = prefix.length <= MAX_COALESCED_BYTES;
+      if (inline) {
+        headOptions.body = prefix.chunks.length === 1
+          ? prefix.chunks[0]
+          : concat(prefix.chunks, prefix.length);
+      }
+      output.send(serializeResponseHead(status, headers, headOptions));
+      if (!inline) { for (const chunk of prefix.chunks) output.send(chunk); }
+      return;
+    }
+    // A live stream: send as it comes, with backpressure.
+    output.send(serializeResponseHead(status, headers, headOptions));
+    return this.#streamBody(prefix, framing, declaredLength);
+  }
+
+  /** Sends a response body of unknown length chunk by chunk, waiting whenever the client lags. */
+  async #streamBody(
+    prefix: BodyPrefix,
+    framing: Framing,
+    declaredLength: number | undefined,
+  ): Promise<void> {
+    const reader = prefix.reader as ReadableStreamDefaultReader<Uint8Array>;
+    const output = this.#output;
+    let sent = 0;
+    const sendPiece = async (piece: Uint8Array): Promise<void> => {
+      if (!(piece instanceof Uint8Array)) {
+        throw new TypeError("Cannot send response body: a chunk is not a Uint8Array");
+      }
+      if (piece.length === 0) return;
+      sent += piece.length;
+      if (this.#record !== null) this.#record.bytes = sent;
+      if (declaredLength !== undefined && sent > declaredLength) {
+        throw new TypeError(
+          `Cannot send response body: longer than its Content-Length ${declaredLength}`,
+        );
+      }
+      output.send(framing.kind === "chunked" ? encodeChunk(piece) : piece);
+      if (!await output.flushAndWait()) throw new ConnectionGone();
+    };
+    try {
+      for (const piece of prefix.chunks) await sendPiece(piece);
+      let pending = prefix.pending;
+      while (true) {
+        const result = await (pending ?? reader.read());
+        pending = null;
+        if (result.done) break;
+        await sendPiece(result.value);
+      }
+      if (declaredLength !== undefined && sent !== declaredLength) {
+        throw new TypeError(
+          `Cannot send response body: ${sent} bytes, but Content-Length is ${declaredLength}`,
+        );
+      }
+      if (framing.kind === "chunked") output.send(LAST_CHUNK);
+      if (framing.kind === "close") this.#connection.closeAfterResponse();
+    } catch (error) {
+      // The body failed or the client left: the message cannot be completed, so the connection ends
+      // without a proper end of body, which tells the client the response is incomplete.
+      reader.cancel(error).catch(() => {});
+      const gone = error instanceof ConnectionGone;
+      if (this.#connection.isAnswering(this) && !gone) {
+        this.#options.log({
+          level: "error",
+          message: "wireserve: response body stream failed",
+          error,
+        });
+      }
+      this.#connection.exchangeBroken(gone ? "CLIENT_LEFT" : "BODY_STREAM_FAILED");
+    }
+  }
+}
+
+/**
  * The HTTP/1.1 state machine of one connection (see the theory of operation above): feeds bytes
  * to the head reader, builds `Request`s, calls the handler, writes `Response`s, one request at a
  * time and strictly in order.
@@ -4061,21 +4441,15 @@ class HttpConnection implements ConnectionEvents {
   #input = new InputBuffer();
   #headReader: HeadReader;
   #body: RequestBody | null = null;
+  /** The request being answered, in ANSWERING (and past it, in CLOSING, if it was cut short). */
+  #exchange: Exchange | null = null;
   #requestCount = 0;
-  /** Whether the current response's head has been queued (a 100 Continue must come before). */
-  #responseStarted = false;
   /** Whether the request in progress is a HEAD: an error answering it carries no body either. */
   #answeringHead = false;
-  /** The request being answered, while its handler may still send interim responses. */
-  #request: Request | null = null;
   /** The access log's record of the request in progress (null when there is no access log). */
   #record: ExchangeRecord | null = null;
-  /** Whether the request in progress is HTTP/1.1: only then may 1xx responses precede the final one. */
-  #http11 = true;
   /** Whether the request in progress asked to close the connection after its response. */
   #clientClosing = false;
-  /** Aborts the current request's `signal` if the client goes away (with `abortOnDisconnect`). */
-  #abort: AbortController | null = null;
   #peerEnded = false;
   /** The server decided to close after the current response (shutdown, request cap, framing). */
   #closeRequested = false;
@@ -4096,7 +4470,6 @@ class HttpConnection implements ConnectionEvents {
   // One deadline per kind, each 0 when off (see the theory of operation).
   #idleDeadline = 0;
   #headDeadline = 0;
-  #handlerDeadline = 0;
   #closingDeadline = 0;
 
   constructor(
@@ -4112,6 +4485,8 @@ class HttpConnection implements ConnectionEvents {
     this.#headReader = new HeadReader(options);
     this.#idleDeadline = deadlineAfter(options.clock.now, options.idleTimeout);
   }
+
+  //#region what the server and the transport call
 
   /** Checks the deadlines against the clock; called by the server's sweep. */
   checkTimers(now: number): void {
@@ -4141,9 +4516,13 @@ class HttpConnection implements ConnectionEvents {
         new HttpError("TIMEOUT", "Cannot read body: the client stopped sending it"),
       );
     }
-    if (this.#handlerDeadline !== 0 && now >= this.#handlerDeadline && this.#state === ANSWERING) {
+    const exchange = this.#exchange;
+    if (
+      exchange !== null && exchange.deadline !== 0 && now >= exchange.deadline &&
+      this.#state === ANSWERING
+    ) {
       // The handler is stuck. Answer for it; whatever it returns later is dropped.
-      this.#handlerDeadline = 0;
+      exchange.deadline = 0;
       this.#options.log({ level: "warn", message: "wireserve: handler timed out" });
       this.#sendError(503, "HANDLER_TIMEOUT");
       return;
@@ -4184,27 +4563,6 @@ class HttpConnection implements ConnectionEvents {
     // A head that has begun to arrive is a request in progress: it is answered (with
     // Connection: close), within the shutdown grace period.
     if (this.idle) this.#closeNow();
-  }
-
-  /** Whether the request being answered is HTTP/1.1 (only such a request may switch protocols). */
-  get isHttp11(): boolean {
-    return this.#http11;
-  }
-
-  /**
-   * Sends an interim response (a 103) for `request` ahead of its final response: only while that
-   * request is the one being answered, its response not started, and it is HTTP/1.1.
-   */
-  sendInterim(request: Request, bytes: Uint8Array): boolean {
-    if (
-      request !== this.#request || this.#state !== ANSWERING || this.#responseStarted ||
-      !this.#http11
-    ) {
-      return false;
-    }
-    this.#output.send(bytes);
-    this.#output.flush(); // now: the point is to be early
-    return true;
   }
 
   onData(chunk: Uint8Array): void {
@@ -4250,8 +4608,7 @@ class HttpConnection implements ConnectionEvents {
     this.#peerEnded = true;
     // As node:http does, a client's FIN while its request is answered counts as leaving: the
     // response is still sent, but a handler that listens can stop its work.
-    this.#abort?.abort(new HttpError("UNEXPECTED_EOF", "The client closed the connection"));
-    this.#abort = null;
+    this.#exchange?.clientLeft();
     const body = this.#body;
     if (body !== null && !body.done) {
       this.#bodyFailed(
@@ -4296,12 +4653,13 @@ class HttpConnection implements ConnectionEvents {
       body.fail(new HttpError("UNEXPECTED_EOF", "Cannot read body: the connection closed"));
     }
     this.onDrain();
-    this.#abort?.abort(new HttpError("UNEXPECTED_EOF", "The client closed the connection"));
-    this.#abort = null;
+    this.#exchange?.clientLeft();
     if (this.#record !== null) this.#logExchange("CLIENT_LEFT");
     this.#onClosed(this);
   }
-  //#region input: the head reader and the request body
+
+  //#endregion
+  //#region input: heads, and the request body
 
   /** Parses and answers the requests in the unread input, in order, until one must wait. */
   #processInput(): void {
@@ -4358,7 +4716,6 @@ class HttpConnection implements ConnectionEvents {
     }
     const { method } = head;
     this.#answeringHead = method === "HEAD";
-    this.#http11 = head.version === 1;
     this.#clientClosing = !head.keepAlive;
     this.#headDeadline = this.#idleDeadline = 0;
     if (!SERVED_METHODS.has(method)) {
@@ -4380,76 +4737,27 @@ class HttpConnection implements ConnectionEvents {
       : null;
     this.#body = body;
     this.#state = ANSWERING;
-    this.#responseStarted = false;
-    this.#handlerDeadline = deadlineAfter(this.#options.clock.now, this.#options.handlerTimeout);
-    // The body bytes that came with the head go to the body stream, which the Request creates.
-    const request = head.target === "*" ? null : this.#buildRequest(head, body);
+    // OPTIONS * asks about the server itself (RFC 9110 §9.3.7): there is no resource to hand over.
+    const exchange = head.target === "*"
+      ? null
+      : new Exchange(this, this.#output, this.#options, this.#info, head, body, this.#record);
+    this.#exchange = exchange;
+    // The body bytes that came with the head go to the body stream, which the Request made.
     const input = this.#input;
     if (body !== null && input.end > input.start) {
       input.start += this.#feedBody(input.bytes, input.start, input.end, false);
     }
-    if (request === null) {
-      // OPTIONS * asks about the server itself (RFC 9110 §9.3.7); there is no resource to hand over.
+    if (exchange === null) {
       this.#answerAsterisk(head);
       return;
     }
-    this.#request = request;
-    (request as unknown as { [EXCHANGE]?: HttpConnection })[EXCHANGE] = this;
     const record = this.#record;
     if (record !== null) {
       // Behind trusted proxies the log names the forwarded client, which needs the Request.
       const trusting = (this.#options.accessLog as AccessLog).client;
-      if (trusting !== null) record.client = trusting(request, this.#info);
+      if (trusting !== null) record.client = trusting(exchange.request, this.#info);
     }
-    void this.#answer(head, request); // it never rejects: failures end in #fail
-  }
-
-  /** Builds the `Request` the handler sees. */
-  #buildRequest(head: RequestHead, body: RequestBody | null): Request {
-    const url = effectiveRequestUrl(
-      head,
-      this.#info.secure,
-      head.host === "" ? authorityOf(this.#info.localAddr) : "",
-    );
-    // A GET or HEAD body has no meaning (RFC 9110 §9.3.1) and fetch's Request cannot carry one:
-    // it is read and dropped to keep the framing.
-    const { method } = head;
-    const streamBody = body !== null && method !== "GET" && method !== "HEAD";
-    let request: Request;
-    try {
-      if (this.#options.abortOnDisconnect) {
-        this.#abort = new AbortController();
-        const init: RequestInit & { duplex?: "half" } = { method, signal: this.#abort.signal };
-        if (streamBody) {
-          init.body = body.stream();
-          init.duplex = "half";
-        }
-        request = new Request(url, init);
-      } else {
-        // The smallest init each runtime takes: no init at all for a GET.
-        request = method === "GET" ? new Request(url) : new Request(
-          url,
-          streamBody ? { method, body: body.stream(), duplex: "half" } as RequestInit : { method },
-        );
-      }
-    } catch {
-      throw new HttpError(
-        "INVALID_TARGET",
-        `Cannot build request URL from ${JSON.stringify(url.slice(0, 64))}`,
-      );
-    }
-    if (request.method !== method) {
-      throw new HttpError(
-        "METHOD_NOT_IMPLEMENTED",
-        `Cannot serve method ${JSON.stringify(method)} on this runtime`,
-      );
-    }
-    // Appending to the request's own Headers costs about half of what converting a headers init
-    // does, on every runtime (measured for five fields). The fields were validated by the parser.
-    const fields = request.headers;
-    const { headers } = head;
-    for (let i = 0; i < headers.length; i++) fields.append(headers[i][0], headers[i][1]);
-    return request;
+    void exchange.answer(); // it never rejects: failures end in exchangeFailed
   }
 
   /**
@@ -4459,7 +4767,7 @@ class HttpConnection implements ConnectionEvents {
   bodyWanted(body: RequestBody): void {
     if (
       body.expectContinue && !body.continueSent && !body.done && this.#output.writable &&
-      !this.#responseStarted
+      this.#exchange?.responseStarted === false
     ) {
       // RFC 9110 §10.1.1: the client waits for this before sending the body.
       body.continueSent = true;
@@ -4526,121 +4834,19 @@ class HttpConnection implements ConnectionEvents {
       // Nobody is left to read an answer.
       this.#closeNow();
     }
-    // While answering, #answer sees body.error and sends its status instead of the handler's.
+    // While answering, the exchange sees body.error and sends its status instead of the handler's.
   }
 
   //#endregion
-  //#region output: the exchange and the output queue
+  //#region what the exchange asks of its connection
 
-  /** Calls the handler and writes its response, or the error that replaces it. */
-  async #answer(head: RequestHead, request: Request): Promise<void> {
-    let response: Response;
-    try {
-      const result = this.#options.handler(request, this.#info);
-      if (result instanceof Promise) {
-        this.#output.flush(); // earlier pipelined responses should not wait for a slow handler
-        response = await result;
-      } else {
-        response = result;
-      }
-      if (!(response instanceof Response)) {
-        throw new TypeError(
-          `Cannot send response: the handler returned ${typeof response}, not a Response`,
-        );
-      }
-      if (response.type === "error") {
-        throw new TypeError("Cannot send response: the handler returned Response.error()");
-      }
-      if (response.status === 101) this.#checkSwitch(head, response);
-    } catch (error) {
-      response = await this.#handlerFailed(error, request);
-    }
-    // Read what the body has ready before anything is sent: a body that fails at once (or yields
-    // something other than bytes) can still be answered with a 500 instead of a cut connection.
-    let prefix: BodyPrefix;
-    try {
-      // No body, or a FastResponse's: no await.
-      const read = readBodyPrefix(response);
-      prefix = read instanceof Promise ? await read : read;
-    } catch (error) {
-      // A body that was read from is locked to its reader, which readAvailable has cancelled.
-      if (!response.bodyUsed) response.body?.cancel().catch(() => {});
-      response = await this.#handlerFailed(error, request);
-      try {
-        prefix = await readBodyPrefix(response);
-      } catch {
-        prefix = EMPTY_PREFIX;
-      }
-    }
-    this.#handlerDeadline = 0;
-    const body = this.#body;
-    if (body !== null && body.error !== null) {
-      // The request was broken (body too large, bad chunk): that is the answer, not the handler's.
-      prefix.reader?.cancel().catch(() => {});
-      this.#fail(body.error);
-      return;
-    }
-    if (this.#state !== ANSWERING) {
-      prefix.reader?.cancel().catch(() => {}); // answered for it already (503), or closed
-      return;
-    }
-    let streaming: Promise<void> | undefined;
-    try {
-      // A response whose body was read whole is written at once: no await, no promise.
-      streaming = this.#writeResponse(head, response, prefix);
-    } catch (error) {
-      // Its head cannot be serialized (a status text with CR LF, which Bun's Response accepts),
-      // and not a byte of it was written: a handler failure like any other, answered by onError.
-      prefix.reader?.cancel().catch(() => {});
-      response = await this.#handlerFailed(error, request);
-      try {
-        streaming = this.#writeResponse(head, response, await readBodyPrefix(response));
-      } catch {
-        response = plainResponse(500); // onError's answer cannot be sent either
-        streaming = this.#writeResponse(head, response, await readBodyPrefix(response));
-      }
-    }
-    try {
-      if (streaming !== undefined) await streaming;
-    } catch (error) {
-      this.#fail(error);
-      return;
-    }
-    if (response instanceof SwitchingProtocolsResponse) {
-      this.#switchProtocols(response.protocol, request);
-    } else {
-      this.#finishExchange();
-    }
-  }
-
-  /**
-   * A 101 is sent only for a switch the handler set up with switchProtocols, on a request that
-   * can switch: HTTP/1.1 (RFC 9110 §7.8: not for HTTP/1.0), its body read to the end.
-   */
-  #checkSwitch(head: RequestHead, response: Response): void {
-    if (!(response instanceof SwitchingProtocolsResponse)) {
-      throw new TypeError("Cannot send response: a 101 needs switchProtocols() to make it");
-    }
-    if (head.version !== 1) {
-      throw new TypeError("Cannot switch protocols: the request is HTTP/1.0");
-    }
-    if (this.#body !== null && !this.#body.done) {
-      throw new TypeError("Cannot switch protocols: the request body was not read to its end");
-    }
-  }
-
-  /** Turns a handler failure into a response via `onError`, or a plain 500 if that fails too. */
-  async #handlerFailed(error: unknown, request: Request): Promise<Response> {
-    if (this.#record !== null) this.#record.reason = "HANDLER_ERROR";
-    try {
-      const response = await this.#options.onError(error, request);
-      if (response instanceof Response) return response;
-    } catch { /* fall through to the plain 500 */ }
-    return plainResponse(500);
+  /** Whether `exchange` is the one being answered, on a connection still open. */
+  isAnswering(exchange: Exchange): boolean {
+    return this.#state === ANSWERING && this.#exchange === exchange;
   }
 
   /** Whether this exchange keeps the connection open: the core's truth table, fed from here. */
-  #keepAlive(head: RequestHead): boolean {
+  keepsAlive(head: RequestHead): boolean {
     const body = this.#body;
     const unreadBodyBytes = body !== null && !body.done ? body.unreadBytes : 0;
     return shouldKeepAlive({
@@ -4654,150 +4860,35 @@ class HttpConnection implements ConnectionEvents {
     });
   }
 
-  /**
-   * Writes a handler's response with the framing it calls for. Returns a promise only when the
-   * writing goes on (a live body stream, or one to cancel first). Throws, having sent nothing,
-   * when the head cannot be serialized.
-   */
-  #writeResponse(
-    head: RequestHead,
-    response: Response,
-    prefix: BodyPrefix,
-  ): Promise<void> | undefined {
-    this.#responseStarted = true;
-    const upgrade = response.status === 101;
-    const status = response.status;
-    if (this.#record !== null) this.#record.status = status;
-    const headers = response.headers;
-    const keepAlive = upgrade || (this.#keepAlive(head) && !asksToClose(headers));
-    const hasBody = prefix !== BODYLESS; // the Response has a body (which HEAD does not send)
-    let bodyLength: number | null = prefix.done ? prefix.length : null;
-    let declaredLength: number | undefined;
-    if (bodyLength === null) {
-      // A stream with a declared length (a file, say) keeps it; the driver holds it to that length.
-      const declared = headers.get("content-length");
-      if (declared !== null) {
-        try {
-          declaredLength = parseContentLength(declared);
-          bodyLength = declaredLength;
-        } catch { /* not a usable length: send chunked */ }
-      }
-    }
-    const { framing, close } = responseFraming({
-      method: head.method,
-      version: head.version,
-      keepAlive,
-      status,
-      bodyLength,
-    });
-    const headOptions: SerializeResponseHeadOptions = {
-      statusText: response.statusText,
-      framing,
-      close,
-      version: head.version,
-      date: this.#options.clock.date,
-      upgrade,
-    };
-    if (framing.kind === "none") {
-      if (head.method === "HEAD") {
-        const length = headContentLength(
-          hasBody ? bodyLength : undefined,
-          hasBody ? null : headers.get("content-length"),
-        );
-        if (length !== undefined) headOptions.contentLength = length;
-      }
-      // Serialized first: a head that cannot be is thrown from here, before anything is sent.
-      const bytes = serializeResponseHead(status, headers, headOptions);
-      const sendHead = () => {
-        this.#output.send(bytes);
-        this.#closeRequested ||= close;
-      };
-      if (prefix.reader === null) {
-        sendHead();
-        return;
-      }
-      return prefix.reader.cancel().catch(() => {}).then(sendHead);
-    }
-    this.#closeRequested ||= close;
-    if (this.#record !== null && prefix.done) this.#record.bytes = prefix.length;
-    if (prefix.done) {
-      // A small body goes out in one array with its head; a large one after it, uncopied.
-      const inline = prefix.length <= MAX_COALESCED_BYTES;
-      if (inline) {
-        headOptions.body = prefix.chunks.length === 1
-          ? prefix.chunks[0]
-          : concat(prefix.chunks, prefix.length);
-      }
-      this.#output.send(serializeResponseHead(status, headers, headOptions));
-      if (!inline) { for (const chunk of prefix.chunks) this.#output.send(chunk); }
-      return;
-    }
-    // A live stream: send as it comes, with backpressure.
-    this.#output.send(serializeResponseHead(status, headers, headOptions));
-    return this.#streamBody(prefix, framing, declaredLength);
+  /** The response makes the connection close once it is written. */
+  closeAfterResponse(): void {
+    this.#closeRequested = true;
   }
 
-  /** Sends a response body of unknown length chunk by chunk, waiting whenever the client lags. */
-  async #streamBody(
-    prefix: BodyPrefix,
-    framing: Framing,
-    declaredLength: number | undefined,
-  ): Promise<void> {
-    const reader = prefix.reader as ReadableStreamDefaultReader<Uint8Array>;
-    let sent = 0;
-    const sendPiece = async (piece: Uint8Array): Promise<void> => {
-      if (!(piece instanceof Uint8Array)) {
-        throw new TypeError("Cannot send response body: a chunk is not a Uint8Array");
-      }
-      if (piece.length === 0) return;
-      sent += piece.length;
-      if (this.#record !== null) this.#record.bytes = sent;
-      if (declaredLength !== undefined && sent > declaredLength) {
-        throw new TypeError(
-          `Cannot send response body: longer than its Content-Length ${declaredLength}`,
-        );
-      }
-      this.#output.send(framing.kind === "chunked" ? encodeChunk(piece) : piece);
-      if (!await this.#output.flushAndWait()) throw new ConnectionGone();
-    };
-    try {
-      for (const piece of prefix.chunks) await sendPiece(piece);
-      let pending = prefix.pending;
-      while (true) {
-        const result = await (pending ?? reader.read());
-        pending = null;
-        if (result.done) break;
-        await sendPiece(result.value);
-      }
-      if (declaredLength !== undefined && sent !== declaredLength) {
-        throw new TypeError(
-          `Cannot send response body: ${sent} bytes, but Content-Length is ${declaredLength}`,
-        );
-      }
-      if (framing.kind === "chunked") this.#output.send(LAST_CHUNK);
-      if (framing.kind === "close") this.#closeRequested = true;
-    } catch (error) {
-      // The body failed or the client left: the message cannot be completed, so the connection ends
-      // without a proper end of body, which tells the client the response is incomplete.
-      reader.cancel(error).catch(() => {});
-      if (this.#state < CLOSING && !(error instanceof ConnectionGone)) {
-        this.#options.log({
-          level: "error",
-          message: "wireserve: response body stream failed",
-          error,
-        });
-      }
-      this.#destroy(error instanceof ConnectionGone ? "CLIENT_LEFT" : "BODY_STREAM_FAILED");
-    }
+  /** The request or its response broke a rule: answered with its status if it can still be. */
+  exchangeFailed(error: unknown): void {
+    this.#fail(error);
   }
+
+  /** A response body stream failed, or the client left under it: the connection is dropped. */
+  exchangeBroken(reason: AccessLogReason): void {
+    this.#destroy(reason);
+  }
+
+  /** The response is written: a 101's connection goes to `protocol`; else the next request. */
+  responded(exchange: Exchange, protocol: ProtocolHandler | null): void {
+    if (protocol !== null) this.#switchProtocols(protocol, exchange.request);
+    else this.#finishExchange();
+  }
+
+  //#endregion
+  //#region transitions
 
   /** After a response: close, drop the rest of the body, or read the next request. */
   #finishExchange(readNext = true): void {
-    this.#abort = null; // the exchange is complete: a later disconnect aborts nothing
-    this.#request = null;
+    this.#exchange = null; // the exchange is complete: a later disconnect aborts nothing
     if (this.#record !== null) this.#logExchange(null);
     this.#answeringHead = false;
-    this.#handlerDeadline = 0;
     if (this.#state >= CLOSING) return;
     if (this.#closeRequested || this.#body?.error) {
       this.#closeNow();
@@ -4837,10 +4928,9 @@ class HttpConnection implements ConnectionEvents {
    */
   #switchProtocols(protocol: ProtocolHandler, request: Request): void {
     this.#output.flush();
-    this.#abort = null;
-    this.#request = null;
-    if (this.#record !== null) this.#logExchange(null);
     this.#clearDeadlines();
+    this.#exchange = null;
+    if (this.#record !== null) this.#logExchange(null);
     this.#body = null;
     const buffered = this.#input.take();
     this.#state = SWITCHED;
@@ -4866,9 +4956,8 @@ class HttpConnection implements ConnectionEvents {
 
   /** Answers `OPTIONS *` for the server as a whole. */
   #answerAsterisk(head: RequestHead): void {
-    const keepAlive = this.#keepAlive(head);
+    const keepAlive = this.keepsAlive(head);
     const headers = new Headers({ allow: ALLOWED_METHODS_HEADER });
-    this.#responseStarted = true;
     if (this.#record !== null) this.#record.status = 204;
     this.#output.send(
       serializeResponseHead(204, headers, {
@@ -4979,7 +5068,8 @@ class HttpConnection implements ConnectionEvents {
 
   /** Clears every deadline but the closing one: what they waited for is over. */
   #clearDeadlines(): void {
-    this.#idleDeadline = this.#headDeadline = this.#handlerDeadline = 0;
+    this.#idleDeadline = this.#headDeadline = 0;
+    if (this.#exchange !== null) this.#exchange.deadline = 0;
     this.#output.deadline = 0;
     if (this.#body !== null) this.#body.deadline = 0;
   }
@@ -6016,15 +6106,15 @@ export function upgradeWebSocket(
   request: Request,
   options: UpgradeWebSocketOptions = {},
 ): { socket: ServerWebSocket; response: Response } {
-  const connection = (request as unknown as { [EXCHANGE]?: HttpConnection })[EXCHANGE];
-  if (connection === undefined) {
+  const exchange = (request as unknown as { [EXCHANGE]?: Exchange })[EXCHANGE];
+  if (exchange === undefined) {
     throw new WebSocketUpgradeError(400, "Cannot upgrade: the request did not come from serve()");
   }
   const headers = request.headers;
   if (request.method !== "GET") {
     throw new WebSocketUpgradeError(400, "Cannot upgrade: the method is not GET");
   }
-  if (!connection.isHttp11) {
+  if (!exchange.isHttp11) {
     throw new WebSocketUpgradeError(400, "Cannot upgrade: the request is HTTP/1.0");
   }
   if (!listsToken(headers.get("upgrade"), "websocket")) {
