@@ -445,8 +445,8 @@ interface RuntimeProfile {
   /** The runtime: also the name of its own transport and file adapter. */
   readonly name: TransportName;
   /**
-   * Small byte arrays come from a shared slab. On V8 (Deno, Node) `new Uint8Array(150)` costs
-   * about 0.55 µs, a view of a slab 0.03 µs; on JSC (Bun) allocating is cheaper than a view.
+   * Small byte arrays come from a shared slab: on V8 (Deno, Node) a view of a slab costs far less
+   * than a new small array; on JSC (Bun) allocating is the cheaper (numbers: bench/NOTES.md).
    */
   readonly slabAllocation: boolean;
   /**
@@ -1948,7 +1948,7 @@ export function serializeResponseHead(
   let hasDate = false;
   if (headers instanceof Headers) {
     // A Headers object validated its names and values and yields them lower-cased. forEach, not
-    // for-of: Deno's Headers iterator costs about 5× as much (0.57 µs against 0.12 for one field).
+    // for-of: Deno's Headers iterator costs several times as much (bench/NOTES.md).
     headers.forEach((value, name) => {
       if (HOP_BY_HOP.has(name)) return;
       if (name === "date") hasDate = true;
@@ -2037,9 +2037,9 @@ export function encodeChunk(data: Uint8Array): Uint8Array {
 //#endregion
 //#region FastResponse
 
-// Node's Response (undici) builds a ReadableStream for a body as soon as it is constructed: about
-// 6 µs for "Hello, World!" against 0.2 µs for no body (measured), the largest single cost per
-// request there. Deno and Bun make the stream only when `body` is read.
+// Node's Response (undici) builds a ReadableStream for a body as soon as it is constructed, the
+// largest single cost per request there (bench/NOTES.md). Deno and Bun make the stream only when
+// `body` is read.
 const EAGER_RESPONSE_STREAMS = RUNTIME_PROFILE.eagerResponseStreams;
 
 /** Statuses whose responses cannot have a body (Fetch: "null body status"). */
@@ -3483,9 +3483,8 @@ const BODY_READ_TURNS = 12;
 /**
  * Macrotask turns a response body may take, in all, on top of the microtask turns. Node's `Blob`
  * stream (and so `File` and `FormData` bodies) answers a read only after one: without them a
- * Blob went out chunked on Node and with `Content-Length` on Deno and Bun (measured: one turn for
- * each of a 4-byte Blob, a 1 MiB Blob and a FormData with a File). A live stream waits this long
- * before its head is sent.
+ * Blob went out chunked on Node and with `Content-Length` on Deno and Bun (bench/NOTES.md). A live
+ * stream waits this long before its head is sent.
  */
 const BODY_READ_MACROTASKS = 2;
 
@@ -3637,8 +3636,8 @@ export function switchProtocols(handler: ProtocolHandler, headers?: HeadersInit)
 /**
  * The key of the connection a request is being answered on, for what a handler does with the
  * connection beyond returning a response (interim responses). A symbol property on the request
- * rather than a WeakMap: it costs nothing measurable per request (bench/driver.ts), where the
- * WeakMap cost 0.1-0.2 µs on Node and Deno, and it goes with its request.
+ * rather than a WeakMap: it costs nothing measurable per request, where a WeakMap did
+ * (bench/NOTES.md), and it goes with its request.
  */
 const EXCHANGE: unique symbol = Symbol("wireserve.exchange");
 
@@ -4103,7 +4102,7 @@ function buildRequest(
     );
   }
   // Appending to the request's own Headers costs about half of what converting a headers init
-  // does, on every runtime (measured for five fields). The fields were validated by the parser.
+  // does, on every runtime (bench/NOTES.md). The fields were validated by the parser.
   const fields = request.headers;
   const { headers } = head;
   for (let i = 0; i < headers.length; i++) fields.append(headers[i][0], headers[i][1]);
@@ -7476,8 +7475,8 @@ export interface ServeOptions extends Partial<Limits>, Partial<Timeouts> {
   /**
    * Give each request a `signal` that aborts when the client disconnects before its response is
    * complete, as `Deno.serve` does, so a handler can stop work nobody will receive. Off by
-   * default because it costs: an `AbortController` and a `Request` init per request, measured at
-   * about 3.7 µs per request on Node and 2.7 µs on Deno.
+   * default because it costs: an `AbortController` and a `Request` init per request, a few
+   * microseconds each on Node and Deno.
    * @default {false}
    */
   abortOnDisconnect?: boolean;
@@ -9784,8 +9783,8 @@ interface CachedFile {
  * The entries of a {@linkcode FileCache}, oldest first (a `Map` keeps insertion order), forgotten
  * by the CLOCK (second chance) approximation of least recently used: a hit only marks its entry
  * used, and eviction moves a used entry to the end, unmarked, instead of dropping it. Exact LRU
- * would move the entry on every hit, a Map delete and set that cost as much as the rest of the
- * lookup (measured on Node).
+ * would move the entry on every hit, a Map delete and set that cost a measurable share of the
+ * lookup (bench/NOTES.md).
  */
 class FileCacheStore {
   readonly entries: Map<string, CachedFile> = new Map();
@@ -10961,9 +10960,9 @@ export interface CompressOptions {
   compressible?: (mediaType: string) => boolean;
   /**
    * Compression levels: gzip 1-9 (default 6, zlib's), brotli quality 0-11 (default 3: 11 is
-   * for files compressed once, far too slow per response; measured on 5 KB of JSON, quality 3
-   * gave 337 B in 25-39 µs, quality 5 323 B in 40-83 µs, gzip 6 600 B in 26-41 µs), zstd 1-19
-   * (default 3, zstd's).
+   * for files compressed once, far too slow per response; 3 compresses JSON far better than
+   * gzip 6 in about its time, and nearly as well as 5 in half of its), zstd 1-19 (default 3,
+   * zstd's).
    */
   level?: { gzip?: number; br?: number; zstd?: number };
 }
