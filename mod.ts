@@ -4036,6 +4036,36 @@ function deadlineAfter(now: number, milliseconds: number): number {
 }
 
 /**
+ * The access log's entry for a finished record: a request never answered is a 499 (nginx's code
+ * for a client that left first) of no bytes.
+ */
+function accessLogEntry(record: ExchangeRecord, reason: AccessLogReason | null): AccessLogEntry {
+  const head = record.head;
+  let referer: string | null = null;
+  let userAgent: string | null = null;
+  if (head !== null) {
+    for (const [name, value] of head.headers) {
+      if (name === "referer") referer = value;
+      else if (name === "user-agent") userAgent = value;
+    }
+  }
+  return {
+    time: record.time,
+    client: record.client,
+    request: record.line,
+    method: head === null ? null : head.method,
+    target: head === null ? null : head.target,
+    version: head === null ? null : head.version === 1 ? "HTTP/1.1" : "HTTP/1.0",
+    status: record.status === 0 ? 499 : record.status,
+    bytes: record.status === 0 ? 0 : record.bytes,
+    referer,
+    userAgent,
+    duration: performance.now() - record.started,
+    reason: reason ?? record.reason,
+  };
+}
+
+/**
  * A new access log record for a request whose head has arrived, or (head null) one the parser
  * refused, whose request line is then given as read from the raw bytes.
  */
@@ -5010,30 +5040,7 @@ class HttpConnection implements ConnectionEvents {
   #logExchange(reason: AccessLogReason | null): void {
     const record = this.#record as ExchangeRecord;
     this.#record = null;
-    const log = this.#options.accessLog as AccessLog;
-    const head = record.head;
-    let referer: string | null = null;
-    let userAgent: string | null = null;
-    if (head !== null) {
-      for (const [name, value] of head.headers) {
-        if (name === "referer") referer = value;
-        else if (name === "user-agent") userAgent = value;
-      }
-    }
-    log.add({
-      time: record.time,
-      client: record.client,
-      request: record.line,
-      method: head === null ? null : head.method,
-      target: head === null ? null : head.target,
-      version: head === null ? null : head.version === 1 ? "HTTP/1.1" : "HTTP/1.0",
-      status: record.status === 0 ? 499 : record.status,
-      bytes: record.status === 0 ? 0 : record.bytes,
-      referer,
-      userAgent,
-      duration: performance.now() - record.started,
-      reason: reason ?? record.reason,
-    });
+    (this.#options.accessLog as AccessLog).add(accessLogEntry(record, reason));
   }
 
   /** → CLOSING: flushes and closes, lingering unless the client has nothing more to send. */

@@ -3,9 +3,11 @@
 // what wireserve itself costs per request (parsing, `Request`, the handler's `Response`, reading
 // its body, serializing) from the runtime's socket I/O, and is the loop to profile:
 //
-//   deno run -A bench/driver.ts [N] [fast] [log|json|compress]
-//   bun bench/driver.ts [N] [fast] [log|json|compress]   node bench/driver.ts [N] [fast] [log|json|compress]
+//   deno run -A bench/driver.ts [N] [fast] [log|json|compress|echo]
+//   bun bench/driver.ts [N] [fast] [log|json|compress|echo]   node bench/driver.ts [N] [fast] [log|json|compress|echo]
 //
+// `echo` sends a POST with a 16 KiB Content-Length body in the same chunk as its head, which the
+// handler reads whole (`arrayBuffer()`) and sends back, to price a request body.
 // `log` turns the access log on (Combined format) and `json` (JSON lines), both into a sink that
 // keeps only the byte count, so what is measured is the driver's part of logging: gathering the
 // entry, formatting it, batching. `compress` wraps the handler in compress() with a 10 KiB JSON
@@ -31,9 +33,14 @@ const count = Number(args[0] ?? 200_000);
 // `fast` as the second argument: the handler returns a FastResponse instead of a Response.
 const ResponseClass = args[1] === "fast" ? FastResponse : Response;
 const mode = args[2] ?? "";
+const ECHO_BODY_BYTES = 16 * 1024;
 const request = new TextEncoder().encode(
-  "GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n" +
-    (mode.startsWith("compress") ? "Accept-Encoding: gzip, br\r\n" : "") + "\r\n",
+  mode === "echo"
+    ? "POST /echo HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n" +
+      `Content-Type: application/octet-stream\r\nContent-Length: ${ECHO_BODY_BYTES}\r\n\r\n` +
+      "x".repeat(ECHO_BODY_BYTES)
+    : "GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n" +
+      (mode.startsWith("compress") ? "Accept-Encoding: gzip, br\r\n" : "") + "\r\n",
 );
 /** About 10 KiB of JSON, as an API answers. */
 const JSON_BODY = JSON.stringify(
@@ -81,6 +88,7 @@ function handlerFor(mode: string): Handler {
     new ResponseClass(JSON_BODY, { headers: { "content-type": "application/json" } });
   if (mode === "compress") return compress(json);
   if (mode === "compress-off") return json;
+  if (mode === "echo") return async (request) => new ResponseClass(await request.arrayBuffer());
   return () => new ResponseClass("Hello, World!");
 }
 await server.ready;
