@@ -7,12 +7,13 @@
  *
  * 1. the pure protocol core (below): tables of raw requests from `test/core_cases.ts`, each fed
  *    whole, split at every index, byte by byte and inside poison bytes (`test/feed.ts`);
- * 2. the connection driver over an in-memory transport, asserting exact bytes, and 3. end to end
+ * 2. the connection driver over an in-memory transport, asserting exact bytes (`test/driver.ts`;
+ *    the driver tests that send their bytes at once and check the exact answer are a table in
+ *    `test/driver_exchanges.ts`, its states and deadlines on a manual clock are in
+ *    `test/driver_states.ts`), and `FastResponse` (`test/fast_response.ts`), and 3. end to end
  *    over every transport the runtime has, with raw sockets, fetch, curl and a Hono app
- *    (`test/driver_and_e2e.ts`; the driver tests that send their bytes at once and check the exact
- *    answer are a table in `test/driver_exchanges.ts`), and the transport contract kept by every
- *    built-in adapter the runtime runs (`test/transport_contract.ts`: no event inside a call,
- *    `onClose` once, last);
+ *    (`test/e2e.ts`), and the transport contract kept by every built-in adapter the runtime runs
+ *    (`test/transport_contract.ts`: no event inside a call, `onClose` once, last);
  * 4. the router and static files, with real files and raw-socket traversal attempts
  *    (`test/static.ts`), and headless Chromium loading a page and seeking a video
  *    (`test/browser.ts`), and `compress` (`test/compress.ts`: each coding decoded by node:zlib
@@ -35,7 +36,9 @@
  * Shared helpers are in `test/helpers.ts`.
  */
 
-import "./test/driver_and_e2e.ts";
+import "./test/driver.ts";
+import "./test/fast_response.ts";
+import "./test/e2e.ts";
 import "./test/driver_exchanges.ts";
 import "./test/driver_states.ts";
 import "./test/transport_contract.ts";

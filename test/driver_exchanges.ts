@@ -2,7 +2,7 @@
 // case. Each case sends its raw bytes at once on one connection and asserts the exact bytes written
 // back (the Date value masked as `date: X`) and whether the driver ended the connection; the tests
 // that need more turns than that (several sends, waits, gates, backpressure) stay as ordinary tests
-// in `test/driver_and_e2e.ts`.
+// in `test/driver.ts`.
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
