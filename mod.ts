@@ -2053,8 +2053,10 @@ let takeFixedBody: (response: FastResponse) => BodyPrefix | undefined;
 
 /**
  * A {@linkcode FastResponse} of bytes that nothing writes to (a file's contents, read for it or kept
- * by a {@linkcode FileCache}), on every runtime: they are neither copied nor given to `Response`,
- * and a read of the body gets its own copy (Response copies bytes on every runtime). Set by the
+ * by a {@linkcode FileCache}): wireserve sends them as they are, uncopied. On Node they are not
+ * given to `Response` either (a read of the body gets its own copy, as Response makes one). On Deno
+ * and Bun the `Response` gets them too, and makes its own copy: `Deno.serve` and `Bun.serve` send a
+ * Response's own body, so a handler such as `serveDir` answers under them as well. Set by the
  * class's static block.
  */
 let fixedBytesResponse: (bytes: Uint8Array<ArrayBuffer>, init: ResponseInit) => FastResponse;
@@ -2098,9 +2100,9 @@ export class FastResponse extends Response {
   static {
     takeFixedBody = (response) => response.#takeFixedBody();
     fixedBytesResponse = (bytes, init) => {
-      const response = new FastResponse(null, init);
+      const response = new FastResponse(EAGER_RESPONSE_STREAMS ? null : bytes, init);
       response.#source = bytes;
-      response.#deferred = true;
+      response.#deferred = EAGER_RESPONSE_STREAMS;
       return response;
     };
   }

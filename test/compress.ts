@@ -21,6 +21,7 @@ import {
   field,
   gate,
   harness,
+  nativeServe,
   parseResponses,
   runCommand,
   runtimeName,
@@ -458,51 +459,6 @@ for (const transport of transportsHere()) {
       }
     });
   });
-}
-
-/** The runtime's own fetch server, where it has one (Node's node:http takes no fetch handler). */
-type NativeServe = (
-  handler: (request: Request) => Response | Promise<Response>,
-) => Promise<{ port: number; close: () => Promise<void> }>;
-
-function nativeServe(): NativeServe | null {
-  const runtime = globalThis as unknown as {
-    Deno?: {
-      serve(
-        options: { port: number; hostname: string; onListen?: () => void },
-        handler: (request: Request) => Response | Promise<Response>,
-      ): { addr: { port: number }; shutdown(): Promise<void> };
-    };
-    Bun?: {
-      serve(
-        options: {
-          port: number;
-          hostname: string;
-          fetch: (request: Request) => Response | Promise<Response>;
-        },
-      ): {
-        port: number;
-        stop(force?: boolean): Promise<void> | void;
-      };
-    };
-  };
-  const name = runtimeName();
-  if (name === "deno") {
-    return (handler) => {
-      const server = runtime.Deno!.serve(
-        { port: 0, hostname: "127.0.0.1", onListen() {} },
-        handler,
-      );
-      return Promise.resolve({ port: server.addr.port, close: () => server.shutdown() });
-    };
-  }
-  if (name === "bun") {
-    return (handler) => {
-      const server = runtime.Bun!.serve({ port: 0, hostname: "127.0.0.1", fetch: handler });
-      return Promise.resolve({ port: server.port, close: async () => await server.stop(true) });
-    };
-  }
-  return null;
 }
 
 const native = nativeServe();

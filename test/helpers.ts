@@ -8,7 +8,8 @@
  *   writes (`ok`, `okHead`, `errorResponse`, `BAD_REQUEST`), and `parseResponses` / `field`, a
  *   small HTTP/1.1 response parser for what a raw client received;
  * - logging: `capturingErrors` and `logLines`;
- * - servers: `runtimeName`, `transportsHere`, `listen` (127.0.0.1, a free port) and `withServer`
+ * - servers: `runtimeName`, `transportsHere`, `listen` (127.0.0.1, a free port), `withServer`, and
+ *   `nativeServe` (Deno.serve or Bun.serve, where the runtime has one)
  *   (a bounded shutdown when the test ends);
  * - `MemoryConnection` and `memoryServer`: a custom `Transport` whose connections record every call
  *   the driver makes, so tests can assert the exact bytes written;
@@ -1036,3 +1037,48 @@ export async function freePort(): Promise<number> {
 }
 
 //#endregion
+
+/** The runtime's own fetch server, where it has one (Node's node:http takes no fetch handler). */
+export type NativeServe = (
+  handler: (request: Request) => Response | Promise<Response>,
+) => Promise<{ port: number; close: () => Promise<void> }>;
+
+export function nativeServe(): NativeServe | null {
+  const runtime = globalThis as unknown as {
+    Deno?: {
+      serve(
+        options: { port: number; hostname: string; onListen?: () => void },
+        handler: (request: Request) => Response | Promise<Response>,
+      ): { addr: { port: number }; shutdown(): Promise<void> };
+    };
+    Bun?: {
+      serve(
+        options: {
+          port: number;
+          hostname: string;
+          fetch: (request: Request) => Response | Promise<Response>;
+        },
+      ): {
+        port: number;
+        stop(force?: boolean): Promise<void> | void;
+      };
+    };
+  };
+  const name = runtimeName();
+  if (name === "deno") {
+    return (handler) => {
+      const server = runtime.Deno!.serve(
+        { port: 0, hostname: "127.0.0.1", onListen() {} },
+        handler,
+      );
+      return Promise.resolve({ port: server.addr.port, close: () => server.shutdown() });
+    };
+  }
+  if (name === "bun") {
+    return (handler) => {
+      const server = runtime.Bun!.serve({ port: 0, hostname: "127.0.0.1", fetch: handler });
+      return Promise.resolve({ port: server.port, close: async () => await server.stop(true) });
+    };
+  }
+  return null;
+}

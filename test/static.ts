@@ -36,7 +36,16 @@ import {
   serveFile,
 } from "../mod.ts";
 import type { DecodedPath, RangeResult, ServeDirOptions } from "../mod.ts";
-import { bytesOf, delay, rawExchange, textOf, withServer, withTimeout } from "./helpers.ts";
+import {
+  bytesOf,
+  delay,
+  nativeServe,
+  rawExchange,
+  runtimeName,
+  textOf,
+  withServer,
+  withTimeout,
+} from "./helpers.ts";
 
 //#region Pure functions
 
@@ -1868,5 +1877,55 @@ describe("FileCache", () => {
     );
   });
 });
+
+//#endregion
+
+//#region under the runtime's own server
+
+// serveDir and serveFile are fetch handlers: under Deno.serve and Bun.serve, which send a
+// Response's own body (not what a subclass's methods return), they must answer the same bytes.
+const native = nativeServe();
+if (native !== null) {
+  describe(`serveDir and serveFile under ${runtimeName() === "deno" ? "Deno.serve" : "Bun.serve"}`, () => {
+    test("small files (from the cache, whole, as ranges and as HEAD) and a large streamed one arrive whole", async () => {
+      const root = await fs.mkdtemp(path.join(os.tmpdir(), "wireserve-native-"));
+      const small = "small file\n".repeat(100); // 1,100 bytes: kept in the cache
+      const large = new Uint8Array(200 * 1024).map((_, i) => i % 251); // past maxFileBytes: streamed
+      await fs.writeFile(path.join(root, "small.txt"), small);
+      await fs.writeFile(path.join(root, "large.bin"), large);
+      const cache = new FileCache();
+      const server = await native((request) =>
+        new URL(request.url).pathname === "/file"
+          ? serveFile(request, path.join(root, "small.txt"), { cache })
+          : serveDir(request, { root, cache })
+      );
+      const url = (target: string) => `http://127.0.0.1:${server.port}${target}`;
+      try {
+        for (let round = 0; round < 2; round++) { // the second round comes from the cache
+          const response = await fetch(url("/small.txt"));
+          assert.equal(response.status, 200);
+          assert.equal(response.headers.get("content-length"), String(small.length));
+          assert.equal(await response.text(), small, `round ${round}`);
+        }
+        const range = await fetch(url("/small.txt"), { headers: { range: "bytes=5-8" } });
+        assert.equal(range.status, 206);
+        assert.equal(range.headers.get("content-range"), `bytes 5-8/${small.length}`);
+        assert.equal(await range.text(), small.slice(5, 9));
+        const head = await fetch(url("/small.txt"), { method: "HEAD" });
+        assert.equal(head.status, 200);
+        assert.equal(head.headers.get("content-length"), String(small.length));
+        assert.equal(await head.text(), "");
+        const file = await fetch(url("/file"));
+        assert.equal(await file.text(), small);
+        const big = await fetch(url("/large.bin"));
+        assert.equal(big.status, 200);
+        assert.deepEqual(new Uint8Array(await big.arrayBuffer()), large);
+      } finally {
+        await server.close();
+        await fs.rm(root, { recursive: true, force: true });
+      }
+    });
+  });
+}
 
 //#endregion
