@@ -2053,13 +2053,16 @@ let takeFixedBody: (response: FastResponse) => BodyPrefix | undefined;
 
 /**
  * A {@linkcode FastResponse} of bytes that nothing writes to (a file's contents, read for it or kept
- * by a {@linkcode FileCache}): wireserve sends them as they are, uncopied. On Node they are not
- * given to `Response` either (a read of the body gets its own copy, as Response makes one). On Deno
- * and Bun the `Response` gets them too, and makes its own copy: `Deno.serve` and `Bun.serve` send a
- * Response's own body, so a handler such as `serveDir` answers under them as well. Set by the
- * class's static block.
+ * by a {@linkcode FileCache}): wireserve sends them as they are, uncopied, and a read of the body
+ * gets its own copy (as Response makes one). They are given to `Response` too only when `sentHere`
+ * is false on Deno or Bun: `Deno.serve` and `Bun.serve` send a Response's own body, and Deno's
+ * `Response` costs microseconds to copy a few KiB (bench/NOTES.md). Set by the class's static block.
  */
-let fixedBytesResponse: (bytes: Uint8Array<ArrayBuffer>, init: ResponseInit) => FastResponse;
+let fixedBytesResponse: (
+  bytes: Uint8Array<ArrayBuffer>,
+  init: ResponseInit,
+  sentHere: boolean,
+) => FastResponse;
 
 /**
  * A `Response` whose body, when it is a string (or, on Node, bytes), wireserve writes straight to
@@ -2099,10 +2102,11 @@ export class FastResponse extends Response {
 
   static {
     takeFixedBody = (response) => response.#takeFixedBody();
-    fixedBytesResponse = (bytes, init) => {
-      const response = new FastResponse(EAGER_RESPONSE_STREAMS ? null : bytes, init);
+    fixedBytesResponse = (bytes, init, sentHere) => {
+      const deferred = EAGER_RESPONSE_STREAMS || sentHere;
+      const response = new FastResponse(deferred ? null : bytes, init);
       response.#source = bytes;
-      response.#deferred = EAGER_RESPONSE_STREAMS;
+      response.#deferred = deferred;
       return response;
     };
   }
@@ -3642,6 +3646,11 @@ export function switchProtocols(handler: ProtocolHandler, headers?: HeadersInit)
  * (bench/NOTES.md), and it goes with its request.
  */
 const EXCHANGE: unique symbol = Symbol("wireserve.exchange");
+
+/** Whether `serve` parsed `request`, and so writes its response itself (not `Deno.serve`, say). */
+function answeredHere(request: Request): boolean {
+  return (request as unknown as { [EXCHANGE]?: Exchange })[EXCHANGE] !== undefined;
+}
 
 /**
  * Sends a `103 Early Hints` response (RFC 8297) ahead of the final response to `request`, so a
@@ -10108,7 +10117,7 @@ function respondWithFile(
       const { start, end } = ranges[0];
       headers.push(["content-type", contentType]);
       headers.push(["content-range", `bytes ${start}-${end}/${size}`]);
-      return sendBytes(file, 206, headers, start, end + 1, method);
+      return sendBytes(file, 206, headers, start, end + 1, request);
     }
     // Several ranges: multipart/byteranges (RFC 9110 §14.6), parts in ascending order.
     const boundary = multipartBoundary();
@@ -10131,7 +10140,7 @@ function respondWithFile(
     return new Response(fileBody(file, parts), { status: 206, headers });
   }
   headers.push(["content-type", contentType]);
-  return sendBytes(file, 200, headers, 0, size, method);
+  return sendBytes(file, 200, headers, 0, size, request);
 }
 
 /** The ranges of a GET to send: those of `Range`, unless `If-Range` says the client's copy is old. */
@@ -10153,21 +10162,23 @@ async function sendBytes(
   headers: Array<[string, string]>,
   start: number,
   end: number,
-  method: string,
+  request: Request,
 ): Promise<Response> {
+  const method = request.method;
   const length = end - start;
   headers.push(["content-length", String(length)]);
   if (method === "HEAD" || length === 0) {
     file.close();
     return new Response(method === "HEAD" ? null : new Uint8Array(0), { status, headers });
   }
+  const sentHere = answeredHere(request);
   if (file.memory !== undefined) {
-    return fixedBytesResponse(file.memory.subarray(start, end), { status, headers });
+    return fixedBytesResponse(file.memory.subarray(start, end), { status, headers }, sentHere);
   }
   if (length <= SMALL_FILE_BYTES) {
     try {
       // The bytes are this response's own: written as they are, not copied or streamed.
-      return fixedBytesResponse(await file.bytes(start, end), { status, headers });
+      return fixedBytesResponse(await file.bytes(start, end), { status, headers }, sentHere);
     } finally {
       file.close();
     }
