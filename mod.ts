@@ -2056,7 +2056,8 @@ let takeFixedBody: (response: FastResponse) => BodyPrefix | undefined;
  * by a {@linkcode FileCache}): wireserve sends them as they are, uncopied, and a read of the body
  * gets its own copy (as Response makes one). They are given to `Response` too only when `sentHere`
  * is false on Deno or Bun: `Deno.serve` and `Bun.serve` send a Response's own body, and Deno's
- * `Response` costs microseconds to copy a few KiB (bench/NOTES.md). Set by the class's static block.
+ * `Response` costs microseconds to copy a few KiB (bench/NOTES.md). Set by the class's static
+ * block.
  */
 let fixedBytesResponse: (
   bytes: Uint8Array<ArrayBuffer>,
@@ -3368,7 +3369,7 @@ const IGNORED_EVENTS: ConnectionEvents = {
 //
 // The connection sequences parts with one job each, defined below in the order a request meets
 // them; each holds its own deadline:
-//   InputBuffer   the unread input, parsed where it lies; HeadReader (in the core) reads heads in it
+//   InputBuffer   the unread input, parsed where it lies; HeadReader (in the core) finds heads in it
 //   RequestBody   Content-Length or chunked decoding, maxBodyBytes, the stream the handler reads
 //                 (its pull sends the 100 Continue and resumes reading); the body deadline
 //   Exchange      one request and its response: the Request, the handler and onError, reading the
@@ -3808,7 +3809,7 @@ class RequestBody implements UnderlyingDefaultSource<Uint8Array> {
       : this.#remaining;
   }
 
-  /** Whether the handler's stream is full: it is not reading, so the socket should not be either. */
+  /** Whether the handler's stream is full: it is not reading, so the socket should not be. */
   get backedUp(): boolean {
     const controller = this.#controller;
     return controller !== null && !this.done && (controller.desiredSize ?? 0) < 0;
@@ -3914,7 +3915,7 @@ class InputBuffer {
   bytes: Uint8Array = EMPTY;
   start = 0;
   end = 0;
-  /** Whether views into `bytes` were handed out (to a body stream), so it must never be written again. */
+  /** Whether views of `bytes` were handed out (to a body stream): it is never written again. */
   shared = false;
   /** Whether `bytes` was allocated here, so bytes may be appended in place. */
   #own = false;
@@ -3995,7 +3996,7 @@ class OutputQueue {
     this.bytes += bytes.length;
   }
 
-  /** Writes the queued bytes, in one write when small. Returns false when the transport asks to wait. */
+  /** Writes the queued bytes, in one write when small; false when the transport asks to wait. */
   flush(): boolean {
     const pieces = this.#pieces;
     if (pieces.length === 0 || !this.writable) return this.writable;

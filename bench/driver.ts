@@ -4,7 +4,8 @@
 // its body, serializing) from the runtime's socket I/O, and is the loop to profile:
 //
 //   deno run -A bench/driver.ts [N] [fast] [log|json|compress|echo]
-//   bun bench/driver.ts [N] [fast] [log|json|compress|echo]   node bench/driver.ts [N] [fast] [log|json|compress|echo]
+//   bun bench/driver.ts [N] [fast] [log|json|compress|echo]
+//   node bench/driver.ts [N] [fast] [log|json|compress|echo]
 //
 // `echo` sends a POST with a 16 KiB Content-Length body in the same chunk as its head, which the
 // handler reads whole (`arrayBuffer()`) and sends back, to price a request body.
