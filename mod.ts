@@ -3732,15 +3732,13 @@ class ConnectionInfo implements ConnInfo<Addr> {
  * stream needs no closures), and it asks for bytes only as the handler reads: each read tells the
  * connection (`bodyWanted`), which sends a 100 Continue, resumes reading and runs the body
  * deadline. It decides nothing about the connection: after each `feed` the connection reads
- * `done`, `error`, `delivered` and `backedUp`.
+ * `done`, `error` and `backedUp`.
  */
 class RequestBody implements UnderlyingDefaultSource<Uint8Array> {
   /** The body has ended: all of it arrived, or it failed (`error`). */
   done = false;
   /** Why the body failed: a broken rule, its limit, a timeout, or the client leaving. */
   error: HttpError | null = null;
-  /** Whether the last `feed` handed bytes to the handler's stream. */
-  delivered = false;
   /** The request asked for a `100 Continue` (RFC 9110 §10.1.1) before it sends the body. */
   readonly expectContinue: boolean;
   continueSent = false;
@@ -3749,11 +3747,15 @@ class RequestBody implements UnderlyingDefaultSource<Uint8Array> {
    * runs while the handler waits on a read, and while a body nobody reads is discarded.
    */
   deadline = 0;
+  /** Whether the last `feed` handed bytes to the handler's stream. */
+  #delivered = false;
   /** The handler's stream; null when there is none (a GET's body, one cancelled or abandoned). */
   #controller: ReadableStreamDefaultController<Uint8Array> | null = null;
   /** Bytes still expected, for Content-Length framing. */
   #remaining: number;
   #decoder: ChunkedDecoder | null;
+  /** The chunk data of one `feed`, for chunked framing: one list per body, reused. */
+  #pieces: Uint8Array[] | null = null;
   /** Decoded bytes so far, for chunked framing (Content-Length was checked against the limit). */
   #received = 0;
   #options: DriverOptions;
@@ -3823,13 +3825,14 @@ class RequestBody implements UnderlyingDefaultSource<Uint8Array> {
     const consumed = this.#take(buffer, start, end);
     // A read answered stops the clock until the handler asks again (pull); a read still waiting
     // gets a new bodyTimeout from these bytes.
-    if (this.done || this.delivered) this.deadline = 0;
+    if (this.done || this.#delivered) this.deadline = 0;
     else if (this.deadline !== 0) this.expect();
     return consumed;
   }
 
+  /** The decoding and delivery of `feed`, without the deadline. */
   #take(buffer: Uint8Array, start: number, end: number): number {
-    this.delivered = false;
+    this.#delivered = false;
     if (this.done) return 0;
     const controller = this.#controller;
     const decoder = this.#decoder;
@@ -3842,14 +3845,14 @@ class RequestBody implements UnderlyingDefaultSource<Uint8Array> {
         try {
           if (consumed > 0) {
             controller.enqueue(buffer.subarray(start, start + consumed));
-            this.delivered = true;
+            this.#delivered = true;
           }
           if (this.done) controller.close();
         } catch { /* the handler cancelled the stream; the bytes are dropped */ }
       }
       return consumed;
     }
-    const pieces: Uint8Array[] = [];
+    const pieces = this.#pieces ??= []; // the decoder appends views of the chunk data
     let consumed: number;
     try {
       consumed = decoder.decode(buffer, start, end, pieces);
@@ -3873,12 +3876,13 @@ class RequestBody implements UnderlyingDefaultSource<Uint8Array> {
         for (const piece of pieces) {
           if (piece.length > 0) {
             controller.enqueue(piece);
-            this.delivered = true;
+            this.#delivered = true;
           }
         }
         if (this.done) controller.close();
       } catch { /* the handler cancelled the stream; the bytes are dropped */ }
     }
+    pieces.length = 0; // the stream holds the views now, or nobody does
     return consumed;
   }
 
