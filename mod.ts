@@ -4483,11 +4483,14 @@ class HttpConnection implements ConnectionEvents {
   #info: ConnInfo<Addr>;
   #onClosed: (connection: HttpConnection) => void;
   #state = READING_HEAD;
+  // Its parts, in the order a request meets them (see the theory of operation).
   #input = new InputBuffer();
   #headReader: HeadReader;
   #body: RequestBody | null = null;
   /** The request being answered, in ANSWERING (and past it, in CLOSING, if it was cut short). */
   #exchange: Exchange | null = null;
+  #output: OutputQueue;
+  // What it knows of the request in progress, and of the reading and writing around it.
   #requestCount = 0;
   /** Whether the request in progress is a HEAD: an error answering it carries no body either. */
   #answeringHead = false;
@@ -4509,7 +4512,6 @@ class HttpConnection implements ConnectionEvents {
   #transportPaused = false;
   /** Responses are queued past the high-water mark: read no further request until they drain. */
   #awaitingDrain = false;
-  #output: OutputQueue;
   /** The protocol that owns the connection in SWITCHED. */
   #switched: SwitchedConnection | null = null;
   // One deadline per kind, each 0 when off (see the theory of operation).
