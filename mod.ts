@@ -56,8 +56,9 @@
  * - a new limit: `Limits` (public types) and `resolveLimits`, checked in the core where the bytes
  *   are parsed, never in the driver;
  * - a new status error: an `HttpError` code in Errors, thrown from the core;
- * - a new timeout: `Timeouts`, one deadline field in the driver, armed and cleared by the
- *   transitions its theory-of-operation table names, and checked in `checkTimers`;
+ * - a new timeout: `Timeouts`, one deadline field on the driver's part that waits (the connection
+ *   for its own states), armed and cleared by the transitions its theory-of-operation table
+ *   names, and checked in `checkTimers`;
  * - a new transport: implement the transport contract (its rules are at the top of that region)
  *   and pass it as `transport`; a new built-in one goes in Transport adapters and `transports`;
  * - a runtime difference: the runtime profile table, or an adapter; nowhere else;
@@ -65,7 +66,7 @@
  * - a middleware: a function from handler to handler on the fetch API, beside Router (as
  *   `compress` and `rateLimit` are);
  * - something the handler does to its connection besides answering (interim responses): a method
- *   of `HttpConnection` reached through the request's `EXCHANGE` key, as `sendEarlyHints` does;
+ *   of `Exchange` reached through the request's `EXCHANGE` key, as `sendEarlyHints` does;
  * - a new access log field: `AccessLogEntry`, `ExchangeRecord` (filled where the driver knows it),
  *   and `formatAccessLogEntry`;
  * - a CLI flag: `parseArguments` and `USAGE` in CLI;
@@ -3641,8 +3642,8 @@ export function switchProtocols(handler: ProtocolHandler, headers?: HeadersInit)
 }
 
 /**
- * The key of the connection a request is being answered on, for what a handler does with the
- * connection beyond returning a response (interim responses). A symbol property on the request
+ * The key of the exchange a request is being answered in, for what a handler does with its
+ * connection beyond returning a response (interim responses, a protocol switch). A symbol property on the request
  * rather than a WeakMap: it costs nothing measurable per request, where a WeakMap did
  * (bench/NOTES.md), and it goes with its request.
  */

@@ -14,8 +14,8 @@
  *    over every transport the runtime has, with raw sockets, fetch, curl and a Hono app
  *    (`test/e2e.ts`), and the transport contract kept by every built-in adapter the runtime runs
  *    (`test/transport_contract.ts`: no event inside a call, `onClose` once, last);
- * 4. the router and static files, with real files and raw-socket traversal attempts
- *    (`test/static.ts`), and headless Chromium loading a page and seeking a video
+ * 4. the router and static files, with real files and raw-socket traversal attempts, and under
+ *    `Deno.serve` and `Bun.serve` (`test/static.ts`), and headless Chromium loading a page and seeking a video
  *    (`test/browser.ts`), and `compress` (`test/compress.ts`: each coding decoded by node:zlib
  *    and curl, event streams flushed event by event, backpressure through the compressor), and
  *    `sendEarlyHints` (`test/interim.ts`: exact bytes, then curl, Node's `http` client and
@@ -24,7 +24,9 @@
  *    (`test/proxy_protocol.ts`: parseProxyHeader fed whole and as every prefix, the gate in
  *    serve() over the in-memory transport, then raw clients and curl on every transport), and
  *    deploying (`test/deploy.ts`: Unix sockets on every transport, HTTPS behind the PROXY
- *    protocol, HAProxy with send-proxy and send-proxy-v2, nginx over a socket and over TCP);
+ *    protocol, HAProxy with send-proxy and send-proxy-v2, nginx over a socket and over TCP), and
+ *    WebSocket (`test/websocket.ts`: the frame reader fed whole and split, the protocol through
+ *    the driver with exact frames, then the runtime's client, the ws package and Python's);
  * 5. hostile clients: TLS, timeouts, connection caps, 1,000 slowloris and 5,000 idle connections,
  *    rate limiting, graceful shutdown, faults, a seeded fuzzer and a table of smuggling vectors
  *    (`test/hostile.ts`), and several servers on one port: `reusePort`, `startWorkers` (a worker
