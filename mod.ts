@@ -4474,9 +4474,9 @@ class Exchange {
 }
 
 /**
- * The HTTP/1.1 state machine of one connection (see the theory of operation above): feeds bytes
- * to the head reader, builds `Request`s, calls the handler, writes `Response`s, one request at a
- * time and strictly in order.
+ * The HTTP/1.1 state machine of one connection (see the theory of operation above): it feeds
+ * input to the head reader and the request body, starts one `Exchange` per request, one at a
+ * time and strictly in order, and makes every state transition its parts report.
  */
 class HttpConnection implements ConnectionEvents {
   #transport: TransportConnection;
