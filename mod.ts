@@ -732,9 +732,16 @@ export function findHeadEnd(buf: Uint8Array, start: number, end: number, from = 
   return -1;
 }
 
-/** Fills in the defaults for a partial set of limits. */
+/** Fills in the defaults for a partial set of limits; a complete set is returned as it is. */
 function resolveLimits(limits: Partial<Limits> | undefined): Limits {
   if (limits === undefined) return DEFAULT_LIMITS;
+  // A complete set (the server's options) is used as it is: each connection's reader and each
+  // chunked body's decoder would otherwise hold a copy, and an idle connection should hold little.
+  if (
+    limits.maxHeadBytes !== undefined && limits.maxHeaderCount !== undefined &&
+    limits.maxTargetBytes !== undefined && limits.maxBodyBytes !== undefined &&
+    limits.maxChunkExtensionBytes !== undefined
+  ) return limits as Limits;
   return {
     maxHeadBytes: limits.maxHeadBytes ?? DEFAULT_LIMITS.maxHeadBytes,
     maxHeaderCount: limits.maxHeaderCount ?? DEFAULT_LIMITS.maxHeaderCount,
@@ -3282,6 +3289,13 @@ export interface TransportConnection {
    * that a client that does not read cannot make the server buffer without bound.
    */
   write(bytes: Uint8Array): boolean;
+  /**
+   * Optional: queues several byte arrays to go out together, as `write` would one after another,
+   * where the transport can gather them into one system call (`writev`). The adapter takes
+   * ownership of the arrays, not of the list. Without it the driver copies a response's head and
+   * body into one array, or writes large pieces one by one.
+   */
+  writeMany?(pieces: readonly Uint8Array[]): boolean;
   /** Stops delivering `onData` until `resume()` (read backpressure). */
   pause(): void;
   /** Resumes delivering `onData`. */
@@ -3504,6 +3518,11 @@ const MAX_BODY_PREFIX_BYTES = 1024 * 1024;
  * responses). Past it, copying costs more than another write: the pieces go out as they are.
  */
 const MAX_COALESCED_BYTES = 128 * 1024;
+/**
+ * The largest body copied in after its head where the transport gathers writes (`writeMany`):
+ * past it, gathering the two costs less than the copy (bench/NOTES.md).
+ */
+const MAX_GATHERED_INLINE_BYTES = 2 * 1024;
 
 /**
  * Bytes of unread input to hold while a request is answered (pipelined requests, or bytes behind
@@ -3982,6 +4001,8 @@ class OutputQueue {
   blocked = false;
   /** Bytes queued and not yet written. */
   bytes = 0;
+  /** Whether the transport gathers several pieces into one write: no need to copy them into one. */
+  readonly gathers: boolean;
   /** The write deadline: the client must read what is queued by then (0: not waiting, or off). */
   deadline = 0;
   #pieces: Uint8Array[] = [];
@@ -3993,6 +4014,7 @@ class OutputQueue {
   constructor(transport: TransportConnection, options: DriverOptions) {
     this.#transport = transport;
     this.#options = options;
+    this.gathers = transport.writeMany !== undefined;
   }
 
   /** Queues bytes; they go out at the next flush. */
@@ -4008,6 +4030,7 @@ class OutputQueue {
     const transport = this.#transport;
     let writable: boolean;
     if (pieces.length === 1) writable = transport.write(pieces[0]);
+    else if (this.gathers) writable = transport.writeMany!(pieces);
     else if (this.bytes <= MAX_COALESCED_BYTES) {
       writable = transport.write(concat(pieces, this.bytes));
     } else {
@@ -4400,8 +4423,10 @@ class Exchange {
     if (close) connection.closeAfterResponse();
     if (this.#record !== null && prefix.done) this.#record.bytes = prefix.length;
     if (prefix.done) {
-      // A small body goes out in one array with its head; a large one after it, uncopied.
-      const inline = prefix.length <= MAX_COALESCED_BYTES;
+      // A small body goes out in one array with its head; a large one after it, uncopied, in the
+      // same write where the transport gathers pieces (writev), else in a write of its own.
+      const inline =
+        prefix.length <= (output.gathers ? MAX_GATHERED_INLINE_BYTES : MAX_COALESCED_BYTES);
       if (inline) {
         headOptions.body = prefix.chunks.length === 1
           ? prefix.chunks[0]
@@ -6996,7 +7021,8 @@ class BunConnection implements TransportConnection {
   readonly secure: boolean;
   events: ConnectionEvents = IGNORED_EVENTS;
   #socket: BunSocket;
-  #queue: Uint8Array[] = [];
+  /** Bytes the socket did not take yet; null when none (an idle connection holds no array). */
+  #queue: Uint8Array[] | null = null;
   #queuedBytes = 0;
   #ending = false;
   #lingering = true;
@@ -7050,16 +7076,19 @@ class BunConnection implements TransportConnection {
   /** Bun says the socket may take more bytes: send what is queued. */
   onWritable(): void {
     const queue = this.#queue;
-    while (queue.length > 0) {
-      const bytes = queue[0];
-      const written = this.#socket.write(bytes);
-      if (written < 0) return;
-      this.#queuedBytes -= written;
-      if (written < bytes.length) {
-        queue[0] = bytes.subarray(written);
-        return;
+    if (queue !== null) {
+      while (queue.length > 0) {
+        const bytes = queue[0];
+        const written = this.#socket.write(bytes);
+        if (written < 0) return;
+        this.#queuedBytes -= written;
+        if (written < bytes.length) {
+          queue[0] = bytes.subarray(written);
+          return;
+        }
+        queue.shift();
       }
-      queue.shift();
+      this.#queue = null;
     }
     if (this.#ending) this.#halfClose();
     else this.events.onDrain();
@@ -7067,13 +7096,13 @@ class BunConnection implements TransportConnection {
 
   write(bytes: Uint8Array): boolean {
     if (this.#closed || this.#ending) return false;
-    if (this.#queue.length === 0) {
+    if (this.#queue === null) {
       const written = this.#socket.write(bytes);
       if (written === bytes.length) return true;
       if (written < 0) return false;
       bytes = bytes.subarray(written);
     }
-    this.#queue.push(bytes);
+    (this.#queue ??= []).push(bytes);
     this.#queuedBytes += bytes.length;
     return this.#queuedBytes < WRITE_HIGH_WATER;
   }
@@ -7091,7 +7120,7 @@ class BunConnection implements TransportConnection {
     this.#ending = true;
     this.#lingering = linger;
     this.#socket.resume();
-    if (this.#queue.length === 0) this.#halfClose();
+    if (this.#queue === null) this.#halfClose();
   }
 
   #halfClose(): void {
@@ -7219,6 +7248,17 @@ class NodeConnection implements TransportConnection {
   write(bytes: Uint8Array): boolean {
     if (this.#ending || this.#socket.destroyed) return false;
     return this.#socket.write(bytes);
+  }
+
+  // Corked writes go out in one writev: a head and a large body, uncopied.
+  writeMany(pieces: readonly Uint8Array[]): boolean {
+    if (this.#ending || this.#socket.destroyed) return false;
+    const socket = this.#socket;
+    socket.cork();
+    let writable = true;
+    for (const piece of pieces) writable = socket.write(piece);
+    socket.uncork();
+    return writable;
   }
 
   pause(): void {
@@ -7419,10 +7459,15 @@ class ProxiedConnection implements TransportConnection {
   readonly localAddr: Addr;
   readonly secure: boolean;
   readonly proxy: ProxyInfo;
+  /** The wrapped transport's, when it has one. */
+  readonly writeMany?: (pieces: readonly Uint8Array[]) => boolean;
   #transport: TransportConnection;
 
   constructor(transport: TransportConnection, header: ProxyProtocolHeader) {
     this.#transport = transport;
+    if (transport.writeMany !== undefined) {
+      this.writeMany = (pieces) => transport.writeMany!(pieces);
+    }
     this.remoteAddr = header.source ?? transport.remoteAddr;
     this.localAddr = header.destination ?? transport.localAddr;
     this.secure = transport.secure;
@@ -7700,8 +7745,10 @@ export function serve(
   if (typeof handler !== "function") {
     throw new TypeError("Cannot serve: the handler is not a function");
   }
-  const limits = resolveLimits(options);
-  for (const [name, value] of Object.entries(limits)) checkInteger(name, value, 1);
+  const limits: Limits = { ...DEFAULT_LIMITS };
+  for (const name of Object.keys(limits) as Array<keyof Limits>) {
+    limits[name] = checkInteger(name, options[name] ?? DEFAULT_LIMITS[name], 1);
+  }
   const timeouts: Timeouts = { ...DEFAULT_TIMEOUTS };
   for (const name of Object.keys(timeouts) as Array<keyof Timeouts>) {
     timeouts[name] = checkTimeout(name, options[name] ?? DEFAULT_TIMEOUTS[name]);

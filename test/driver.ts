@@ -16,6 +16,8 @@ import {
   errorResponse,
   expectOutput,
   gate,
+  maskDate,
+  MemoryConnection,
   memoryServer,
   ok,
   okHead,
@@ -1018,6 +1020,73 @@ describe("serve() driver over an in-memory connection", () => {
       }
       await settle(() => connection.ended);
       assert.equal(connection.output().split("HTTP/1.1 200 OK").length - 1, 4);
+    });
+  });
+});
+
+/** A memory connection that gathers writes: it records each writeMany call's pieces. */
+class GatheringConnection extends MemoryConnection {
+  /** The pieces of each writeMany call, as latin1 text. */
+  readonly gathered: string[][] = [];
+
+  writeMany(pieces: readonly Uint8Array[]): boolean {
+    this.gathered.push(pieces.map((piece) => textOf(piece)));
+    for (const piece of pieces) this.write(piece);
+    return this.writeResult;
+  }
+}
+
+describe("serve() driver over a transport that gathers writes (writeMany)", () => {
+  const LARGE = "x".repeat(16 * 1024);
+  const handler = (request: Request) =>
+    new Response(new URL(request.url).pathname === "/large" ? LARGE : "small", {
+      headers: { "content-type": "text/plain" },
+    });
+  const LARGE_RESPONSE = okHead(LARGE.length) + LARGE;
+  const SMALL_RESPONSE = okHead(5) + "small";
+
+  test("a large body goes out after its head, uncopied, in one writeMany; a small one inline", async () => {
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const connection = connect(new GatheringConnection());
+      connection.send(
+        "GET /large HTTP/1.1\r\nHost: x\r\n\r\nGET /small HTTP/1.1\r\nHost: x\r\n\r\n",
+      );
+      await settle(() => connection.output().endsWith("small"));
+      assert.ok(connection.output() === LARGE_RESPONSE + SMALL_RESPONSE, "both responses, exactly");
+      // Head and body of the large response are pieces of one call: the body was not copied.
+      const heads = connection.gathered.map((pieces) => pieces.map((piece) => maskDate(piece)));
+      assert.ok(
+        heads.some((pieces) =>
+          pieces.indexOf(okHead(LARGE.length)) !== -1 && pieces.indexOf(LARGE) !== -1
+        ),
+        "the head and the body are separate pieces of one writeMany",
+      );
+      // The small body is in the same array as its head.
+      const pieces = connection.writes.map((bytes) => maskDate(textOf(bytes)));
+      assert.ok(pieces.includes(SMALL_RESPONSE), "the small response is one array");
+    });
+  });
+
+  test("without writeMany a large body is copied in after its head: one write", async () => {
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const connection = connect();
+      connection.send("GET /large HTTP/1.1\r\nHost: x\r\n\r\n");
+      await settle(() => connection.output().endsWith(LARGE));
+      assert.ok(connection.output() === LARGE_RESPONSE, "the response, exactly");
+      assert.equal(connection.writes.length, 1);
+    });
+  });
+
+  test("a PROXY protocol connection gathers through the transport it wraps", async () => {
+    const server = memoryServer(handler, { proxyProtocol: { trusted: ["192.0.2.7"] } });
+    await withServer(server, async ({ connect }) => {
+      const connection = connect(new GatheringConnection());
+      connection.send(
+        "PROXY TCP4 203.0.113.9 192.0.2.1 4444 80\r\nGET /large HTTP/1.1\r\nHost: x\r\n\r\n",
+      );
+      await settle(() => connection.output().endsWith(LARGE));
+      assert.ok(connection.output() === LARGE_RESPONSE, "the response, exactly");
+      assert.ok(connection.gathered.some((pieces) => pieces.includes(LARGE)), "gathered");
     });
   });
 });
