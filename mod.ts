@@ -456,6 +456,13 @@ interface RuntimeProfile {
    */
   readonly eagerResponseStreams: boolean;
   /**
+   * A request body that came whole with its head is given to `Request` as bytes, not as a
+   * stream: `arrayBuffer()` and the like then read it without a stream reader. Only on Bun,
+   * where that halved an echoed 16 KiB body's cost; on Node undici copies the bytes into a
+   * stream of its own, which costs more, and on Deno it measured no faster (bench/NOTES.md).
+   */
+  readonly wholeBodyBytes: boolean;
+  /**
    * The transport HTTPS uses by default. Deno's `Deno.listenTls` hands over a connection before
    * its handshake and cannot close it until the handshake ends, so a client that stalls its
    * handshake would hold a connection forever: Deno serves HTTPS through `node:tls`.
@@ -465,9 +472,27 @@ interface RuntimeProfile {
 
 /** Every runtime branch outside the adapters reads this table, and nothing else. */
 const RUNTIME_PROFILES: Readonly<Record<TransportName, RuntimeProfile>> = {
-  deno: { name: "deno", slabAllocation: true, eagerResponseStreams: false, tlsTransport: "node" },
-  bun: { name: "bun", slabAllocation: false, eagerResponseStreams: false, tlsTransport: "bun" },
-  node: { name: "node", slabAllocation: true, eagerResponseStreams: true, tlsTransport: "node" },
+  deno: {
+    name: "deno",
+    slabAllocation: true,
+    eagerResponseStreams: false,
+    wholeBodyBytes: false,
+    tlsTransport: "node",
+  },
+  bun: {
+    name: "bun",
+    slabAllocation: false,
+    eagerResponseStreams: false,
+    wholeBodyBytes: true,
+    tlsTransport: "bun",
+  },
+  node: {
+    name: "node",
+    slabAllocation: true,
+    eagerResponseStreams: true,
+    wholeBodyBytes: false,
+    tlsTransport: "node",
+  },
 };
 
 /** This runtime's profile: node:net's on Node and on anything else. */
@@ -482,6 +507,7 @@ const RUNTIME_PROFILE: RuntimeProfile = RUNTIME_PROFILES[
 const SLAB_BYTES = 16 * 1024;
 const MAX_SLAB_ALLOCATION = 2 * 1024;
 const SLAB_ALLOCATION = RUNTIME_PROFILE.slabAllocation;
+const WHOLE_BODY_BYTES = RUNTIME_PROFILE.wholeBodyBytes;
 let slab = new Uint8Array(0);
 let slabUsed = 0;
 
@@ -3519,8 +3545,9 @@ const MAX_BODY_PREFIX_BYTES = 1024 * 1024;
  */
 const MAX_COALESCED_BYTES = 128 * 1024;
 /**
- * The largest body copied in after its head where the transport gathers writes (`writeMany`):
- * past it, gathering the two costs less than the copy (bench/NOTES.md).
+ * Where the transport gathers writes (`writeMany`), the most output still copied into one array
+ * (a body after its head, pipelined responses): past it, gathering costs less than the copy
+ * (bench/NOTES.md).
  */
 const MAX_GATHERED_INLINE_BYTES = 2 * 1024;
 
@@ -4030,8 +4057,9 @@ class OutputQueue {
     const transport = this.#transport;
     let writable: boolean;
     if (pieces.length === 1) writable = transport.write(pieces[0]);
-    else if (this.gathers) writable = transport.writeMany!(pieces);
-    else if (this.bytes <= MAX_COALESCED_BYTES) {
+    else if (this.gathers && this.bytes > MAX_GATHERED_INLINE_BYTES) {
+      writable = transport.writeMany!(pieces); // small pieces are cheaper copied together
+    } else if (this.bytes <= MAX_COALESCED_BYTES) {
       writable = transport.write(concat(pieces, this.bytes));
     } else {
       writable = true;
@@ -4126,12 +4154,12 @@ function exchangeRecord(head: RequestHead | null, peer: string, line = ""): Exch
 
 /**
  * The `Request` a handler sees for a parsed head: the effective request URL (RFC 9112 §3.3), the
- * method, the head's fields, and the body as a stream.
+ * method, the head's fields, and the body: as a stream, or as the bytes when it came whole.
  */
 function buildRequest(
   head: RequestHead,
   info: ConnInfo<Addr>,
-  body: RequestBody | null,
+  body: RequestBody | Uint8Array | null,
   signal: AbortSignal | null,
 ): Request {
   const url = effectiveRequestUrl(
@@ -4148,7 +4176,7 @@ function buildRequest(
     if (signal !== null) {
       const init: RequestInit & { duplex?: "half" } = { method, signal };
       if (streamBody) {
-        init.body = body.stream();
+        init.body = body instanceof Uint8Array ? body as BodyInit : body.stream();
         init.duplex = "half";
       }
       request = new Request(url, init);
@@ -4156,7 +4184,11 @@ function buildRequest(
       // The smallest init each runtime takes: no init at all for a GET.
       request = method === "GET" ? new Request(url) : new Request(
         url,
-        streamBody ? { method, body: body.stream(), duplex: "half" } as RequestInit : { method },
+        !streamBody
+          ? { method }
+          : body instanceof Uint8Array
+          ? { method, body: body as BodyInit }
+          : { method, body: body.stream(), duplex: "half" } as RequestInit,
       );
     }
   } catch {
@@ -4210,6 +4242,7 @@ class Exchange {
     info: ConnInfo<Addr>,
     head: RequestHead,
     body: RequestBody | null,
+    wholeBody: Uint8Array | null,
     record: ExchangeRecord | null,
   ) {
     this.#connection = connection;
@@ -4220,7 +4253,7 @@ class Exchange {
     this.#body = body;
     this.#record = record;
     this.#abort = options.abortOnDisconnect ? new AbortController() : null;
-    this.request = buildRequest(head, info, body, this.#abort?.signal ?? null);
+    this.request = buildRequest(head, info, wholeBody ?? body, this.#abort?.signal ?? null);
     (this.request as unknown as { [EXCHANGE]?: Exchange })[EXCHANGE] = this;
     this.deadline = deadlineAfter(options.clock.now, options.handlerTimeout);
   }
@@ -4805,18 +4838,36 @@ class HttpConnection implements ConnectionEvents {
       );
     }
     const hasBody = framing.kind === "chunked" || (framing.kind === "length" && framing.length > 0);
-    const body = hasBody
+    const input = this.#input;
+    // A body that came whole with its head needs no stream to arrive through: the Request gets
+    // the bytes (where the runtime profile says that is cheaper), and the connection moves on.
+    let wholeBody: Uint8Array | null = null;
+    if (
+      WHOLE_BODY_BYTES && framing.kind === "length" && framing.length > 0 &&
+      input.end - input.start >= framing.length && method !== "GET" && method !== "HEAD"
+    ) {
+      wholeBody = input.bytes.subarray(input.start, input.start + framing.length);
+      input.start += framing.length;
+      input.shared = true;
+    }
+    const body = hasBody && wholeBody === null
       ? new RequestBody(framing, head.expectContinue, this.#options, this)
       : null;
     this.#body = body;
     this.#state = ANSWERING;
     // OPTIONS * asks about the server itself (RFC 9110 §9.3.7): there is no resource to hand over.
-    const exchange = head.target === "*"
-      ? null
-      : new Exchange(this, this.#output, this.#options, this.#info, head, body, this.#record);
+    const exchange = head.target === "*" ? null : new Exchange(
+      this,
+      this.#output,
+      this.#options,
+      this.#info,
+      head,
+      body,
+      wholeBody,
+      this.#record,
+    );
     this.#exchange = exchange;
     // The body bytes that came with the head go to the body stream, which the Request made.
-    const input = this.#input;
     if (body !== null && input.end > input.start) {
       input.start += this.#feedBody(input.bytes, input.start, input.end, false);
     }

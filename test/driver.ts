@@ -1090,3 +1090,39 @@ describe("serve() driver over a transport that gathers writes (writeMany)", () =
     });
   });
 });
+
+describe("serve() driver: a request body that came whole with its head", () => {
+  const BODY = "b".repeat(3000);
+  const REQUESTS = `POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: ${BODY.length}\r\n\r\n${BODY}` +
+    "GET /next HTTP/1.1\r\nHost: x\r\n\r\n";
+
+  test("is the same body read whole, and the next request follows", async () => {
+    const handler = async (request: Request) =>
+      textResponse(request.method === "POST" ? String((await request.text()) === BODY) : "next");
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const connection = connect();
+      connection.send(REQUESTS);
+      await settle(() => connection.output().endsWith("next"));
+      assert.equal(connection.output(), ok("true") + ok("next"));
+    });
+  });
+
+  test("is still a real stream when the handler reads request.body", async () => {
+    const handler = async (request: Request) => {
+      if (request.method !== "POST") return textResponse("next");
+      assert.ok(request.body instanceof ReadableStream);
+      const reader = request.body.getReader();
+      let text = "";
+      for (let read = await reader.read(); !read.done; read = await reader.read()) {
+        text += textOf(read.value);
+      }
+      return textResponse(`${text === BODY} ${request.bodyUsed}`);
+    };
+    await withServer(memoryServer(handler), async ({ connect }) => {
+      const connection = connect();
+      connection.send(REQUESTS);
+      await settle(() => connection.output().endsWith("next"));
+      assert.equal(connection.output(), ok("true true") + ok("next"));
+    });
+  });
+});
