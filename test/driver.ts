@@ -1047,7 +1047,8 @@ describe("serve() driver over a transport that gathers writes (writeMany)", () =
 
   test("a large body goes out after its head, uncopied, in one writeMany; a small one inline", async () => {
     await withServer(memoryServer(handler), async ({ connect }) => {
-      const connection = connect(new GatheringConnection());
+      const connection = new GatheringConnection();
+      connect(connection);
       connection.send(
         "GET /large HTTP/1.1\r\nHost: x\r\n\r\nGET /small HTTP/1.1\r\nHost: x\r\n\r\n",
       );
@@ -1080,7 +1081,8 @@ describe("serve() driver over a transport that gathers writes (writeMany)", () =
   test("a PROXY protocol connection gathers through the transport it wraps", async () => {
     const server = memoryServer(handler, { proxyProtocol: { trusted: ["192.0.2.7"] } });
     await withServer(server, async ({ connect }) => {
-      const connection = connect(new GatheringConnection());
+      const connection = new GatheringConnection();
+      connect(connection);
       connection.send(
         "PROXY TCP4 203.0.113.9 192.0.2.1 4444 80\r\nGET /large HTTP/1.1\r\nHost: x\r\n\r\n",
       );
