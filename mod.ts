@@ -758,16 +758,17 @@ export function findHeadEnd(buf: Uint8Array, start: number, end: number, from = 
   return -1;
 }
 
-/** Fills in the defaults for a partial set of limits; a complete set is returned as it is. */
+/**
+ * Limits `serve()` validated: used as they are, not copied, so that each connection's reader and
+ * each chunked body's decoder do not hold a copy of their own (an idle connection should hold
+ * little). A set given by anyone else is copied, so that changing it later changes nothing.
+ */
+const SERVER_LIMITS = new WeakSet<Limits>();
+
+/** Fills in the defaults for a partial set of limits. */
 function resolveLimits(limits: Partial<Limits> | undefined): Limits {
   if (limits === undefined) return DEFAULT_LIMITS;
-  // A complete set (the server's options) is used as it is: each connection's reader and each
-  // chunked body's decoder would otherwise hold a copy, and an idle connection should hold little.
-  if (
-    limits.maxHeadBytes !== undefined && limits.maxHeaderCount !== undefined &&
-    limits.maxTargetBytes !== undefined && limits.maxBodyBytes !== undefined &&
-    limits.maxChunkExtensionBytes !== undefined
-  ) return limits as Limits;
+  if (SERVER_LIMITS.has(limits as Limits)) return limits as Limits;
   return {
     maxHeadBytes: limits.maxHeadBytes ?? DEFAULT_LIMITS.maxHeadBytes,
     maxHeaderCount: limits.maxHeaderCount ?? DEFAULT_LIMITS.maxHeaderCount,
@@ -3489,6 +3490,8 @@ class CoarseClock {
 
 /** The options the connection driver works with, all resolved. */
 interface DriverOptions extends Limits, Timeouts {
+  /** The same limits as a set of their own, for each connection's reader and chunked decoder. */
+  limits: Limits;
   handler: Handler<ConnInfo<Addr>>;
   onError: (error: unknown, request: Request) => Response | Promise<Response>;
   log: (entry: LogEntry) => void;
@@ -3816,7 +3819,7 @@ class RequestBody implements UnderlyingDefaultSource<Uint8Array> {
   ) {
     this.expectContinue = expectContinue;
     this.#remaining = framing.kind === "length" ? framing.length : 0;
-    this.#decoder = framing.kind === "chunked" ? new ChunkedDecoder(options) : null;
+    this.#decoder = framing.kind === "chunked" ? new ChunkedDecoder(options.limits) : null;
     this.#options = options;
     this.#connection = connection;
   }
@@ -4588,7 +4591,7 @@ class HttpConnection implements ConnectionEvents {
     this.#options = options;
     this.#onClosed = onClosed;
     this.#info = new ConnectionInfo(transport);
-    this.#headReader = new HeadReader(options);
+    this.#headReader = new HeadReader(options.limits);
     this.#idleDeadline = deadlineAfter(options.clock.now, options.idleTimeout);
   }
 
@@ -7800,6 +7803,7 @@ export function serve(
   for (const name of Object.keys(limits) as Array<keyof Limits>) {
     limits[name] = checkInteger(name, options[name] ?? DEFAULT_LIMITS[name], 1);
   }
+  SERVER_LIMITS.add(limits);
   const timeouts: Timeouts = { ...DEFAULT_TIMEOUTS };
   for (const name of Object.keys(timeouts) as Array<keyof Timeouts>) {
     timeouts[name] = checkTimeout(name, options[name] ?? DEFAULT_TIMEOUTS[name]);
@@ -7858,6 +7862,7 @@ export function serve(
   );
   const driverOptions: DriverOptions = {
     ...limits,
+    limits,
     ...timeouts,
     handler,
     onError: options.onError ?? defaultOnError,
