@@ -1970,16 +1970,7 @@ export function serializeResponseHead(
   headers: Headers | Iterable<readonly [string, string]>,
   options: SerializeResponseHeadOptions,
 ): Uint8Array {
-  if (!Number.isInteger(status) || status < 100 || status > 999) {
-    throw new RangeError(`Cannot serialize response: status ${status} is not in 100-999`);
-  }
-  const given = options.statusText;
-  if (given !== undefined && given !== "" && !isReasonPhrase(given)) {
-    // Bun's Response accepts any statusText, CR LF included: never let one split the head.
-    throw new TypeError("Cannot serialize response: the status text has a forbidden character");
-  }
-  const reason = given || STATUS_TEXT[status] || "";
-  let head = `HTTP/1.1 ${status} ${reason}\r\n`;
+  let head = statusLine(status, options.statusText);
   let hasDate = false;
   if (headers instanceof Headers) {
     // A Headers object validated its names and values and yields them lower-cased. forEach, not
@@ -1998,6 +1989,32 @@ export function serializeResponseHead(
       head += `${name}: ${value}\r\n`;
     }
   }
+  return finishHead(head, hasDate, status, options);
+}
+
+/** The status line of a response head, its reason phrase checked. */
+function statusLine(status: number, statusText: string | undefined): string {
+  if (!Number.isInteger(status) || status < 100 || status > 999) {
+    throw new RangeError(`Cannot serialize response: status ${status} is not in 100-999`);
+  }
+  if (statusText !== undefined && statusText !== "" && !isReasonPhrase(statusText)) {
+    // Bun's Response accepts any statusText, CR LF included: never let one split the head.
+    throw new TypeError("Cannot serialize response: the status text has a forbidden character");
+  }
+  return `HTTP/1.1 ${status} ${statusText || STATUS_TEXT[status] || ""}\r\n`;
+}
+
+/**
+ * The rest of a response head after the handler's fields (`head`, from the status line on; `hasDate`
+ * when they include `Date`): `Date`, the framing and connection fields, the empty line; then the
+ * whole as bytes, with the body appended if given.
+ */
+function finishHead(
+  head: string,
+  hasDate: boolean,
+  status: number,
+  options: SerializeResponseHeadOptions,
+): Uint8Array {
   if (!hasDate && options.date !== undefined) head += `date: ${options.date}\r\n`;
   const { framing } = options;
   if (framing.kind === "length") head += `content-length: ${framing.length}\r\n`;
@@ -2010,6 +2027,20 @@ export function serializeResponseHead(
   else if (options.version === 0) head += "connection: keep-alive\r\n";
   head += "\r\n";
   return encodeLatin1(head, options.body);
+}
+
+/**
+ * {@linkcode serializeResponseHead} from a `Headers`, or else from fields serialized already
+ * ({@linkcode serializeFields}, without `Date`).
+ */
+function serializeHead(
+  status: number,
+  headers: Headers | null,
+  fieldText: string | null,
+  options: SerializeResponseHeadOptions,
+): Uint8Array {
+  if (headers !== null) return serializeResponseHead(status, headers, options);
+  return finishHead(statusLine(status, options.statusText) + fieldText, false, status, options);
 }
 
 /** reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ) (RFC 9112 §4). */
@@ -2101,6 +2132,47 @@ let fixedBytesResponse: (
 ) => FastResponse;
 
 /**
+ * A 200 {@linkcode FastResponse} of fixed bytes that wireserve sends itself, whose fields are given
+ * to its `Headers` only when someone asks for them (`headers`): until then the driver writes
+ * `fieldText`, the same fields serialized once ({@linkcode serializeFields}) for every response
+ * that has them (a file's contents held by a {@linkcode FileCache}). Building a `Headers` of eight
+ * fields and reading it back was the larger part of such a response. Set by the class's static
+ * block.
+ */
+let pendingFieldsResponse: (
+  bytes: Uint8Array<ArrayBuffer>,
+  fields: Array<[string, string]>,
+  fieldText: string,
+) => FastResponse;
+
+/**
+ * The fields of a {@linkcode FastResponse} serialized already, when its `Headers` was never asked
+ * for ({@linkcode pendingFieldsResponse}); otherwise null. Set by the class's static block.
+ */
+let takeFieldText: (response: FastResponse) => string | null;
+
+/**
+ * Header fields as `name: value` lines (each ending in CR LF) in the order a `Headers` object
+ * yields them: names lower-cased and sorted, the values of a repeated name joined with `, `
+ * (Set-Cookie lines kept apart); hop-by-hop fields left out, as the serializer leaves them.
+ */
+function serializeFields(fields: ReadonlyArray<readonly [string, string]>): string {
+  const lines: Array<[string, string]> = [];
+  for (const [field, value] of fields) {
+    const name = field.toLowerCase();
+    if (HOP_BY_HOP.has(name)) continue;
+    checkField(name, value);
+    const last = lines.find((line) => line[0] === name);
+    if (last !== undefined && name !== "set-cookie") last[1] += `, ${value}`;
+    else lines.push([name, value]);
+  }
+  lines.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  let text = "";
+  for (const [name, value] of lines) text += `${name}: ${value}\r\n`;
+  return text;
+}
+
+/**
  * A `Response` whose body, when it is a string (or, on Node, bytes), wireserve writes straight to
  * the socket: no body stream is made and read. It is a genuine `Response` (a subclass) with the same
  * constructor, fields and methods, so it works under `Deno.serve` and `Bun.serve` too and can be
@@ -2112,7 +2184,9 @@ let fixedBytesResponse: (
  * the stream's reads. On Node the body waits beside the `Response` until someone reads it (`body`,
  * `text()`…), which then makes the stream; calling `Response.prototype`'s methods on it directly
  * (`Response.prototype.text.call(response)`) sees an empty body there (and on every runtime in the
- * file responses of {@linkcode serveDir} and {@linkcode serveFile}, whose bytes wait the same way).
+ * file responses of {@linkcode serveDir} and {@linkcode serveFile}, whose bytes wait the same way;
+ * when wireserve sends such a response itself, its header fields wait too, until `headers` is
+ * read, so `Response.prototype`'s own `headers` getter sees none).
  *
  * Once someone asks for `body` (to read it, pipe it or tee it), the stream is what wireserve sends,
  * read as any other body is. As with any `Response`, a body is used once: after wireserve takes it
@@ -2135,9 +2209,21 @@ export class FastResponse extends Response {
   #streamAsked = false;
   /** wireserve took the body to send it: it is used from then on. */
   #taken = false;
+  /** Fields not yet in `headers` ({@linkcode pendingFieldsResponse}), and the same serialized. */
+  #pendingFields: Array<[string, string]> | null = null;
+  #fieldText: string | null = null;
 
   static {
     takeFixedBody = (response) => response.#takeFixedBody();
+    takeFieldText = (response) => response.#fieldText;
+    pendingFieldsResponse = (bytes, fields, fieldText) => {
+      const response = new FastResponse(null);
+      response.#source = bytes;
+      response.#deferred = true;
+      response.#pendingFields = fields;
+      response.#fieldText = fieldText;
+      return response;
+    };
     fixedBytesResponse = (bytes, init, sentHere) => {
       const deferred = EAGER_RESPONSE_STREAMS || sentHere;
       const response = new FastResponse(deferred ? null : bytes, init);
@@ -2200,6 +2286,21 @@ export class FastResponse extends Response {
     const headers = new Headers(init?.headers);
     if (!headers.has("content-type")) headers.set("content-type", "application/json");
     return new FastResponse(text, { status: init?.status, statusText: init?.statusText, headers });
+  }
+
+  /**
+   * The header fields, as `Response`'s.
+   *
+   * @returns The fields.
+   */
+  override get headers(): Headers {
+    const headers = super.headers;
+    const pending = this.#pendingFields;
+    if (pending !== null) {
+      this.#pendingFields = this.#fieldText = null;
+      for (const [name, value] of pending) headers.append(name, value);
+    }
+    return headers;
   }
 
   /**
@@ -4406,14 +4507,18 @@ class Exchange {
     const upgrade = response.status === 101;
     const status = response.status;
     if (this.#record !== null) this.#record.status = status;
-    const headers = response.headers;
-    const keepAlive = upgrade || (connection.keepsAlive(head) && !asksToClose(headers));
+    // A file response's fields serialized already, unless someone asked for its Headers (none of
+    // them is Connection); otherwise the Headers, which is then made if it was not.
+    const fieldText = response instanceof FastResponse ? takeFieldText(response) : null;
+    const headers = fieldText === null ? response.headers : null;
+    const keepAlive = upgrade ||
+      (connection.keepsAlive(head) && (headers === null || !asksToClose(headers)));
     const hasBody = prefix !== BODYLESS; // the Response has a body (which HEAD does not send)
     let bodyLength: number | null = prefix.done ? prefix.length : null;
     let declaredLength: number | undefined;
     if (bodyLength === null) {
       // A stream with a declared length (a file, say) keeps it; the driver holds it to that length.
-      const declared = headers.get("content-length");
+      const declared = response.headers.get("content-length");
       if (declared !== null) {
         try {
           declaredLength = parseContentLength(declared);
@@ -4440,12 +4545,12 @@ class Exchange {
       if (head.method === "HEAD") {
         const length = headContentLength(
           hasBody ? bodyLength : undefined,
-          hasBody ? null : headers.get("content-length"),
+          hasBody ? null : response.headers.get("content-length"),
         );
         if (length !== undefined) headOptions.contentLength = length;
       }
       // Serialized first: a head that cannot be is thrown from here, before anything is sent.
-      const bytes = serializeResponseHead(status, headers, headOptions);
+      const bytes = serializeHead(status, headers, fieldText, headOptions);
       const sendHead = () => {
         output.send(bytes);
         if (close) connection.closeAfterResponse();
@@ -4468,12 +4573,12 @@ class Exchange {
           ? prefix.chunks[0]
           : concat(prefix.chunks, prefix.length);
       }
-      output.send(serializeResponseHead(status, headers, headOptions));
+      output.send(serializeHead(status, headers, fieldText, headOptions));
       if (!inline) { for (const chunk of prefix.chunks) output.send(chunk); }
       return;
     }
     // A live stream: send as it comes, with backpressure.
-    output.send(serializeResponseHead(status, headers, headOptions));
+    output.send(serializeHead(status, headers, fieldText, headOptions));
     return this.#streamBody(prefix, framing, declaredLength);
   }
 
@@ -9498,6 +9603,12 @@ interface OpenFile {
   readonly etag?: string;
   /** Its `Last-Modified`, when a {@linkcode FileCache} formatted it already. */
   readonly lastModified?: string;
+  /**
+   * With `memory`: the fields of its 200 response serialized ({@linkcode serializeFields}), once
+   * one was made. They are the same for every such response: everything they say (type, tags,
+   * coding, Vary) is fixed for the contents held, which a cache entry never changes.
+   */
+  okFields?: string;
   /** Bytes `start` to `end - 1` in one array, for small reads. */
   bytes(start: number, end: number): Promise<Uint8Array<ArrayBuffer>>;
   /** Bytes `start` to `end - 1` as a stream that reads only when pulled, so backpressure holds. */
@@ -9885,6 +9996,8 @@ interface CachedVariant {
   readonly stat: FileStat;
   /** Its contents, or null when it is too large to hold and is opened for each response. */
   readonly bytes: Uint8Array<ArrayBuffer> | null;
+  /** An open file over `bytes` (it holds nothing else, so one serves every response), or null. */
+  readonly memory: OpenFile | null;
   /** Its `ETag` and `Last-Modified`, made once rather than for each response. */
   readonly etag: string;
   readonly lastModified: string | undefined;
@@ -10267,14 +10380,14 @@ function evaluateRange(
 }
 
 /** Sends bytes `start` to `end - 1` of a file: from memory, read at once when small, or streamed. */
-async function sendBytes(
+function sendBytes(
   file: OpenFile,
   status: number,
   headers: Array<[string, string]>,
   start: number,
   end: number,
   request: Request,
-): Promise<Response> {
+): Response | Promise<Response> {
   const method = request.method;
   const length = end - start;
   headers.push(["content-length", String(length)]);
@@ -10284,17 +10397,31 @@ async function sendBytes(
   }
   const sentHere = answeredHere(request);
   if (file.memory !== undefined) {
-    return fixedBytesResponse(file.memory.subarray(start, end), { status, headers }, sentHere);
-  }
-  if (length <= SMALL_FILE_BYTES) {
-    try {
-      // The bytes are this response's own: written as they are, not copied or streamed.
-      return fixedBytesResponse(await file.bytes(start, end), { status, headers }, sentHere);
-    } finally {
-      file.close();
+    const bytes = file.memory.subarray(start, end);
+    if (status !== 200 || !sentHere) {
+      return fixedBytesResponse(bytes, { status, headers }, sentHere);
     }
+    return pendingFieldsResponse(bytes, headers, file.okFields ??= serializeFields(headers));
   }
+  if (length <= SMALL_FILE_BYTES) return sendSmallFile(file, status, headers, start, end, sentHere);
   return new Response(fileBody(file, [{ start, end: end - 1 }]), { status, headers });
+}
+
+/** {@linkcode sendBytes} for a small file on disk: read whole, then closed. */
+async function sendSmallFile(
+  file: OpenFile,
+  status: number,
+  headers: Array<[string, string]>,
+  start: number,
+  end: number,
+  sentHere: boolean,
+): Promise<Response> {
+  try {
+    // The bytes are this response's own: written as they are, not copied or streamed.
+    return fixedBytesResponse(await file.bytes(start, end), { status, headers }, sentHere);
+  } finally {
+    file.close();
+  }
 }
 
 /**
@@ -10414,13 +10541,16 @@ async function learnFile(
           : await file.bytes(0, stat.size);
         bytes += contents.length;
       }
+      const etag = fileEtag(stat, coding);
+      const lastModified = stat.mtime === null ? undefined : formatHttpDate(stat.mtime);
       variants.push({
         coding,
         target,
         stat,
         bytes: contents,
-        etag: fileEtag(stat, coding),
-        lastModified: stat.mtime === null ? undefined : formatHttpDate(stat.mtime),
+        memory: contents === null ? null : memoryFile(stat, contents, etag, lastModified),
+        etag,
+        lastModified,
       });
     }
     return {
@@ -10439,12 +10569,17 @@ async function learnFile(
 }
 
 /** An {@linkcode OpenFile} over contents a {@linkcode FileCache} holds. */
-function memoryFile(variant: CachedVariant, memory: Uint8Array<ArrayBuffer>): OpenFile {
+function memoryFile(
+  stat: FileStat,
+  memory: Uint8Array<ArrayBuffer>,
+  etag: string,
+  lastModified: string | undefined,
+): OpenFile {
   return {
-    stat: variant.stat,
+    stat,
     memory,
-    etag: variant.etag,
-    lastModified: variant.lastModified,
+    etag,
+    lastModified,
     bytes: (start, end) => Promise.resolve(memory.slice(start, end)),
     stream: (start, end) =>
       new ReadableStream<Uint8Array>({
@@ -10463,20 +10598,27 @@ function memoryFile(variant: CachedVariant, memory: Uint8Array<ArrayBuffer>): Op
  * one the answer uses). Null when it cannot be opened now: it was removed, or replaced by something
  * that is not a file, since the cache last asked.
  */
-async function chooseCachedVariant(
+function chooseCachedVariant(
   request: Request,
   entry: CachedFile,
-): Promise<ChosenFile | null> {
+): ChosenFile | null | Promise<ChosenFile | null> {
   let variant = entry.variants[0];
   if (entry.codings.length > 0) {
     const coding = negotiateEncoding(request.headers.get("accept-encoding"), entry.codings);
     if (coding !== null) variant = entry.variants[entry.codings.indexOf(coding) + 1];
   }
-  const { contentType } = entry;
-  const { coding } = variant;
-  if (variant.bytes !== null) {
-    return { file: memoryFile(variant, variant.bytes), contentType, coding };
+  if (variant.memory !== null) {
+    return { file: variant.memory, contentType: entry.contentType, coding: variant.coding };
   }
+  return openCachedVariant(variant, entry.contentType);
+}
+
+/** {@linkcode chooseCachedVariant} for a variant whose contents are not held: opened again. */
+async function openCachedVariant(
+  variant: CachedVariant,
+  contentType: string,
+): Promise<ChosenFile | null> {
+  const { coding } = variant;
   let file: OpenFile;
   try {
     file = await FILES.open(variant.target);
@@ -10495,7 +10637,7 @@ async function chooseCachedVariant(
  * `key` first (the contents read then, a failed read rejecting as a read while sending would),
  * and a cached file that is gone is forgotten and found again.
  */
-async function answerWithFile(
+function answerWithFile(
   request: Request,
   found: FoundFile | CachedFile,
   precompressed: boolean,
@@ -10503,33 +10645,76 @@ async function answerWithFile(
   key: string,
   checked: number,
   findAgain: () => Promise<FoundFile | Response>,
+): Response | Promise<Response> {
+  if (found.kind === "file") {
+    return answerFoundFile(request, found, precompressed, store, key, checked, findAgain);
+  }
+  // A hit whose contents are held is answered in this turn, without a promise on the way.
+  const chosen = chooseCachedVariant(request, found);
+  return chosen instanceof Promise
+    ? chosen.then((chosen) =>
+      answerWithChosen(request, chosen, precompressed, store, key, checked, findAgain)
+    )
+    : answerWithChosen(request, chosen, precompressed, store, key, checked, findAgain);
+}
+
+/** {@linkcode answerWithFile} for a file found on disk: learnt by the cache first, if any. */
+async function answerFoundFile(
+  request: Request,
+  found: FoundFile,
+  precompressed: boolean,
+  store: FileCacheStore | null,
+  key: string,
+  checked: number,
+  findAgain: () => Promise<FoundFile | Response>,
 ): Promise<Response> {
   let chosen: ChosenFile | null;
-  if (found.kind === "file") {
-    if (store === null) {
-      chosen = await chooseVariant(request, found, precompressed);
-    } else {
-      let entry: CachedFile;
-      try {
-        entry = await learnFile(store, found, precompressed, store.entries.get(key), checked);
-      } catch (error) {
-        store.delete(key);
-        throw error;
-      }
-      store.put(key, entry);
-      chosen = await chooseCachedVariant(request, entry);
-    }
+  if (store === null) {
+    chosen = await chooseVariant(request, found, precompressed);
   } else {
-    chosen = await chooseCachedVariant(request, found);
+    let entry: CachedFile;
+    try {
+      entry = await learnFile(store, found, precompressed, store.entries.get(key), checked);
+    } catch (error) {
+      store.delete(key);
+      throw error;
+    }
+    store.put(key, entry);
+    chosen = await chooseCachedVariant(request, entry);
   }
+  return answerWithChosen(request, chosen, precompressed, store, key, checked, findAgain);
+}
+
+/** The answer with the file chosen, or, when a cached one is gone (null), with what is there now. */
+function answerWithChosen(
+  request: Request,
+  chosen: ChosenFile | null,
+  precompressed: boolean,
+  store: FileCacheStore | null,
+  key: string,
+  checked: number,
+  findAgain: () => Promise<FoundFile | Response>,
+): Response | Promise<Response> {
   if (chosen === null) {
-    store?.delete(key);
-    const again = await findAgain();
-    if (again instanceof Response) return again;
-    return answerWithFile(request, again, precompressed, null, key, checked, findAgain);
+    return answerFoundAgain(request, precompressed, store, key, checked, findAgain);
   }
   // Vary whenever siblings are looked for, found or not: caches must key on Accept-Encoding.
   return respondWithFile(request, chosen.file, chosen.contentType, chosen.coding, precompressed);
+}
+
+/** Forgets a cached file that is gone and answers with what the file system has now. */
+async function answerFoundAgain(
+  request: Request,
+  precompressed: boolean,
+  store: FileCacheStore | null,
+  key: string,
+  checked: number,
+  findAgain: () => Promise<FoundFile | Response>,
+): Promise<Response> {
+  store?.delete(key);
+  const again = await findAgain();
+  if (again instanceof Response) return again;
+  return answerWithFile(request, again, precompressed, null, key, checked, findAgain);
 }
 
 /** Canonical roots by the root as given, so that a request costs one realpath, not two. */
@@ -10599,10 +10784,7 @@ export async function serveFile(
     const key = `file\0${precompressed ? 1 : 0}\0${path}`;
     const now = Date.now();
     const find = () => openFileToServe(path);
-    const found = await findThroughCache(store, key, now, find);
-    response = found instanceof Response
-      ? found
-      : await answerWithFile(request, found, precompressed, store, key, now, find);
+    response = await answerThroughCache(request, precompressed, store, key, now, find);
   }
   return cors ? withCors(response) : response;
 }
@@ -10621,17 +10803,37 @@ async function openFileToServe(path: string): Promise<FoundFile | Response> {
 }
 
 /**
- * What `key` names in a cache, when there is an entry to trust; otherwise what `find` finds on
- * disk, where a response (an error, a redirect, a listing) or a failure forgets the entry.
+ * The answer with what `key` names in a cache, when there is an entry to trust (in this turn when
+ * its contents are held); otherwise with what `find` finds on disk, where a response (an error, a
+ * redirect, a listing) or a failure forgets the entry.
  */
-async function findThroughCache(
+function answerThroughCache(
+  request: Request,
+  precompressed: boolean,
   store: FileCacheStore | null,
   key: string,
   now: number,
   find: () => Promise<FoundFile | Response>,
-): Promise<FoundFile | CachedFile | Response> {
+): Response | Promise<Response> {
   const entry = store?.get(key, now);
-  if (entry !== undefined) return entry;
+  if (entry !== undefined) {
+    return answerWithFile(request, entry, precompressed, store, key, now, find);
+  }
+  return findOnDisk(store, key, find).then((found) =>
+    // Outside the mapping on purpose: a file that was found but fails as it is read is a fault of
+    // the server, not of the request, and rejects so that serve()'s onError logs it.
+    found instanceof Response
+      ? found
+      : answerWithFile(request, found, precompressed, store, key, now, find)
+  );
+}
+
+/** What `find` finds on disk; a response or a failure forgets the cache entry at `key`. */
+async function findOnDisk(
+  store: FileCacheStore | null,
+  key: string,
+  find: () => Promise<FoundFile | Response>,
+): Promise<FoundFile | Response> {
   try {
     const found = await find();
     if (found instanceof Response) store?.delete(key);
@@ -11030,12 +11232,12 @@ export async function serveDir(request: Request, options: ServeDirOptions): Prom
  * has there ({@linkcode resolveTarget}, {@linkcode answerDirectory}), then the file's answer.
  * `directories: false` answers a directory with 404, for the fallback.
  */
-async function answerFromDir(
+function answerFromDir(
   request: Request,
   settings: DirSettings,
   store: FileCacheStore | null,
   directories: boolean,
-): Promise<Response> {
+): Response | Promise<Response> {
   const target = dirTarget(request, settings);
   if (target instanceof Response) return target;
   const key = store === null ? "" : dirCacheKey(settings, target, directories);
@@ -11050,12 +11252,7 @@ async function answerFromDir(
       return fileErrorResponse(fileErrorStatus(error));
     }
   };
-  const found = await findThroughCache(store, key, now, find);
-  // Outside the mapping on purpose: a file that was found but fails as it is read is a fault of
-  // the server, not of the request, and rejects so that serve()'s onError logs it.
-  return found instanceof Response
-    ? found
-    : answerWithFile(request, found, settings.precompressed, store, key, now, find);
+  return answerThroughCache(request, settings.precompressed, store, key, now, find);
 }
 
 //#endregion

@@ -3,12 +3,15 @@
 // what wireserve itself costs per request (parsing, `Request`, the handler's `Response`, reading
 // its body, serializing) from the runtime's socket I/O, and is the loop to profile:
 //
-//   deno run -A bench/driver.ts [N] [fast] [log|json|compress|echo]
-//   bun bench/driver.ts [N] [fast] [log|json|compress|echo]
-//   node bench/driver.ts [N] [fast] [log|json|compress|echo]
+//   deno run -A bench/driver.ts [N] [fast] [log|json|compress|echo|static]
+//   bun bench/driver.ts [N] [fast] [log|json|compress|echo|static]
+//   node bench/driver.ts [N] [fast] [log|json|compress|echo|static]
 //
 // `echo` sends a POST with a 16 KiB Content-Length body in the same chunk as its head, which the
 // handler reads whole (`arrayBuffer()`) and sends back, to price a request body.
+// `static` sends `GET /4k.bin`, answered by `serveDir` (default options: the shared file cache)
+// from a temporary directory holding a 4 KiB file, to price a small file served from memory (the
+// benchmark's static-4k without the sockets); `fast` changes nothing there.
 // `log` turns the access log on (Combined format) and `json` (JSON lines), both into a sink that
 // keeps only the byte count, so what is measured is the driver's part of logging: gathering the
 // entry, formatting it, batching. `compress` wraps the handler in compress() with a 10 KiB JSON
@@ -16,12 +19,16 @@
 // response; compare with `compress-off`, the same body sent as it is.
 //   node --cpu-prof bench/driver.ts        (and deno run --cpu-prof, bun --cpu-prof)
 
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   compress,
   type ConnectionEvents,
   FastResponse,
   type Handler,
   serve,
+  serveDir,
   type TransportConnection,
 } from "../mod.ts";
 
@@ -40,7 +47,9 @@ const request = new TextEncoder().encode(
     ? "POST /echo HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n" +
       `Content-Type: application/octet-stream\r\nContent-Length: ${ECHO_BODY_BYTES}\r\n\r\n` +
       "x".repeat(ECHO_BODY_BYTES)
-    : "GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n" +
+    : `GET ${
+      mode === "static" ? "/4k.bin" : "/"
+    } HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n` +
       (mode.startsWith("compress") ? "Accept-Encoding: gzip, br\r\n" : "") + "\r\n",
 );
 /** About 10 KiB of JSON, as an API answers. */
@@ -51,6 +60,9 @@ const JSON_BODY = JSON.stringify(
   ),
 );
 let logBytes = 0;
+/** The static root, made only for `static`, removed at the end. */
+const staticRoot = mode === "static" ? mkdtempSync(join(tmpdir(), "wireserve-driver-")) : "";
+if (staticRoot !== "") writeFileSync(join(staticRoot, "4k.bin"), new Uint8Array(4096).fill(120));
 
 let events: ConnectionEvents | undefined;
 let wake: () => void = () => {};
@@ -90,6 +102,7 @@ function handlerFor(mode: string): Handler {
   if (mode === "compress") return compress(json);
   if (mode === "compress-off") return json;
   if (mode === "echo") return async (request) => new ResponseClass(await request.arrayBuffer());
+  if (mode === "static") return (request) => serveDir(request, { root: staticRoot });
   return () => new ResponseClass("Hello, World!");
 }
 await server.ready;
@@ -113,3 +126,4 @@ console.log(
 );
 events!.onClose();
 await server.shutdown();
+if (staticRoot !== "") rmSync(staticRoot, { recursive: true });

@@ -39,6 +39,7 @@ import type { DecodedPath, RangeResult, ServeDirOptions } from "../mod.ts";
 import {
   bytesOf,
   delay,
+  maskDate,
   nativeServe,
   rawExchange,
   runtimeName,
@@ -1585,6 +1586,47 @@ describe("serveDir fallback", () => {
 //#region The file cache
 
 describe("FileCache", () => {
+  test("a held file goes out byte for byte as it does uncached, its headers read or not, and they are all there after it is sent", async () => {
+    const sent: Response[] = [];
+    const handler = (root: string): Handler => async (request) => {
+      const cache = request.headers.has("x-uncached") ? false : undefined;
+      const response = await serveDir(request, {
+        root,
+        cache,
+        cors: request.headers.has("x-cors"),
+      });
+      if (request.headers.has("x-read")) response.headers.get("etag");
+      sent.push(response);
+      return response;
+    };
+    await withSite(handler, async ({ port }) => {
+      for (const target of ["/hello.txt", "/app.js", "/style.css", "/data.bin"]) {
+        const codings: Record<string, string>[] = [{}, { "accept-encoding": "br, gzip" }];
+        for (const coding of codings) {
+          const uncached = await exchange(port, target, { ...coding, "x-uncached": "1" });
+          assert.equal(uncached.status, 200);
+          await exchange(port, target, coding); // learnt by the shared cache
+          const held = await exchange(port, target, coding);
+          const read = await exchange(port, target, { ...coding, "x-read": "1" });
+          assert.equal(maskDate(held.raw), maskDate(uncached.raw), target);
+          assert.equal(maskDate(read.raw), maskDate(uncached.raw), target);
+          // A response sent without its headers read still has every one of them.
+          const fields = [...sent[sent.length - 2].headers].map(([name, value]) =>
+            `${name}: ${value}`
+          );
+          const wire = held.raw.slice(held.raw.indexOf("\r\n") + 2, held.raw.indexOf("\r\n\r\n"))
+            .split("\r\n").filter((line) => !/^(date|connection):/.test(line));
+          // The wire has Content-Length last (the framing's), the Headers in its sorted place.
+          assert.deepEqual(fields.toSorted(), wire.toSorted(), target);
+        }
+      }
+      // CORS reads the headers (to add its own) and so takes the other path: the same fields.
+      const cors = await exchange(port, "/hello.txt", { "x-cors": "1" });
+      assert.equal(cors.headers.get("access-control-allow-origin"), "*");
+      assert.equal(cors.headers.get("etag"), `"c-${MTIME.getTime().toString(16)}"`);
+    });
+  });
+
   /** A fresh temp root with `files`, every one dated MTIME; removed after `body`. */
   async function withRoot(
     files: Record<string, string | Uint8Array>,
