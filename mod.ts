@@ -2149,7 +2149,7 @@ let pendingFieldsResponse: (
  * The fields of a {@linkcode FastResponse} serialized already, when its `Headers` was never asked
  * for ({@linkcode pendingFieldsResponse}); otherwise null. Set by the class's static block.
  */
-let takeFieldText: (response: FastResponse) => string | null;
+let pendingFieldText: (response: FastResponse) => string | null;
 
 /**
  * Header fields as `name: value` lines (each ending in CR LF) in the order a `Headers` object
@@ -2215,7 +2215,7 @@ export class FastResponse extends Response {
 
   static {
     takeFixedBody = (response) => response.#takeFixedBody();
-    takeFieldText = (response) => response.#fieldText;
+    pendingFieldText = (response) => response.#fieldText;
     pendingFieldsResponse = (bytes, fields, fieldText) => {
       const response = new FastResponse(null);
       response.#source = bytes;
@@ -4509,7 +4509,7 @@ class Exchange {
     if (this.#record !== null) this.#record.status = status;
     // A file response's fields serialized already, unless someone asked for its Headers (none of
     // them is Connection); otherwise the Headers, which is then made if it was not.
-    const fieldText = response instanceof FastResponse ? takeFieldText(response) : null;
+    const fieldText = response instanceof FastResponse ? pendingFieldText(response) : null;
     const headers = fieldText === null ? response.headers : null;
     const keepAlive = upgrade ||
       (connection.keepsAlive(head) && (headers === null || !asksToClose(headers)));
