@@ -2132,24 +2132,24 @@ let fixedBytesResponse: (
 ) => FastResponse;
 
 /**
- * A 200 {@linkcode FastResponse} of fixed bytes that wireserve sends itself, whose fields are given
- * to its `Headers` only when someone asks for them (`headers`): until then the driver writes
- * `fieldText`, the same fields serialized once ({@linkcode serializeFields}) for every response
- * that has them (a file's contents held by a {@linkcode FileCache}). Building a `Headers` of eight
- * fields and reading it back was the larger part of such a response. Set by the class's static
- * block.
+ * A 200 {@linkcode FastResponse} of the whole of a file's contents held by a {@linkcode FileCache},
+ * which wireserve sends itself: its fields are given to its `Headers` only when someone asks for
+ * them (`headers`). Until then the driver writes `held.fields`, the same fields serialized once
+ * ({@linkcode serializeFields}) for every such response, or the whole response `held` made already
+ * this second. Building a `Headers` of eight fields and reading it back was the larger part of such
+ * a response. Set by the class's static block.
  */
 let pendingFieldsResponse: (
-  bytes: Uint8Array<ArrayBuffer>,
+  held: HeldContents,
   fields: Array<[string, string]>,
-  fieldText: string,
 ) => FastResponse;
 
 /**
- * The fields of a {@linkcode FastResponse} serialized already, when its `Headers` was never asked
- * for ({@linkcode pendingFieldsResponse}); otherwise null. Set by the class's static block.
+ * The held contents a {@linkcode FastResponse} of {@linkcode pendingFieldsResponse} sends, when its
+ * `Headers` was never asked for (its fields are then `held.fields`); otherwise null. Set by the
+ * class's static block.
  */
-let pendingFieldText: (response: FastResponse) => string | null;
+let pendingHeld: (response: FastResponse) => HeldContents | null;
 
 /**
  * Header fields as `name: value` lines (each ending in CR LF) in the order a `Headers` object
@@ -2209,19 +2209,20 @@ export class FastResponse extends Response {
   #streamAsked = false;
   /** wireserve took the body to send it: it is used from then on. */
   #taken = false;
-  /** Fields not yet in `headers` ({@linkcode pendingFieldsResponse}), and the same serialized. */
+  /** Fields not yet in `headers` ({@linkcode pendingFieldsResponse}), and the contents they describe. */
   #pendingFields: Array<[string, string]> | null = null;
-  #fieldText: string | null = null;
+  #held: HeldContents | null = null;
 
   static {
     takeFixedBody = (response) => response.#takeFixedBody();
-    pendingFieldText = (response) => response.#fieldText;
-    pendingFieldsResponse = (bytes, fields, fieldText) => {
+    pendingHeld = (response) => response.#held;
+    pendingFieldsResponse = (held, fields) => {
+      held.fields ??= serializeFields(fields);
       const response = new FastResponse(null);
-      response.#source = bytes;
+      response.#source = held.bytes;
       response.#deferred = true;
       response.#pendingFields = fields;
-      response.#fieldText = fieldText;
+      response.#held = held;
       return response;
     };
     fixedBytesResponse = (bytes, init, sentHere) => {
@@ -2297,7 +2298,7 @@ export class FastResponse extends Response {
     const headers = super.headers;
     const pending = this.#pendingFields;
     if (pending !== null) {
-      this.#pendingFields = this.#fieldText = null;
+      this.#pendingFields = this.#held = null;
       for (const [name, value] of pending) headers.append(name, value);
     }
     return headers;
@@ -4507,9 +4508,10 @@ class Exchange {
     const upgrade = response.status === 101;
     const status = response.status;
     if (this.#record !== null) this.#record.status = status;
-    // A file response's fields serialized already, unless someone asked for its Headers (none of
-    // them is Connection); otherwise the Headers, which is then made if it was not.
-    const fieldText = response instanceof FastResponse ? pendingFieldText(response) : null;
+    // A held file's fields serialized already, unless someone asked for its Headers (none of them
+    // is Connection); otherwise the Headers, which is then made if it was not.
+    const held = response instanceof FastResponse ? pendingHeld(response) : null;
+    const fieldText = held === null ? null : held.fields;
     const headers = fieldText === null ? response.headers : null;
     const keepAlive = upgrade ||
       (connection.keepsAlive(head) && (headers === null || !asksToClose(headers)));
@@ -4564,6 +4566,20 @@ class Exchange {
     if (close) connection.closeAfterResponse();
     if (this.#record !== null && prefix.done) this.#record.bytes = prefix.length;
     if (prefix.done) {
+      if (
+        held !== null && !close && head.version === 1 && framing.kind === "length" &&
+        prefix.length === held.bytes.length
+      ) {
+        // A held file over keep-alive HTTP/1.1, whose head changes only with the Date: the whole
+        // response made already this second, or made now and kept.
+        const date = headOptions.date ?? "";
+        output.send(
+          held.date === date && held.response !== null
+            ? held.response
+            : held.remake(serializeHead(status, null, fieldText, headOptions), date),
+        );
+        return;
+      }
       // A small body goes out in one array with its head; a large one after it, uncopied, in the
       // same write where the transport gathers pieces (writev), else in a write of its own.
       const inline =
@@ -6992,9 +7008,15 @@ class DenoConnection implements TransportConnection {
   readonly secure: boolean;
   #conn: DenoConn;
   #events: ConnectionEvents = IGNORED_EVENTS;
+  /** Bytes waiting for the write in flight to finish. */
   #queue: Uint8Array[] = [];
+  /** Bytes not yet written: the write in flight's and the queue's. */
   #queuedBytes = 0;
+  /** Whether a write is in flight: its bytes are `#sending`. */
   #writing = false;
+  #sending: Uint8Array = EMPTY;
+  /** `write` returned false: the driver waits for `onDrain`. */
+  #drainWanted = false;
   #ending = false;
   #lingering = true;
   #closed = false;
@@ -7057,31 +7079,49 @@ class DenoConnection implements TransportConnection {
 
   write(bytes: Uint8Array): boolean {
     if (this.#closed || this.#ending) return false;
-    this.#queue.push(bytes);
     this.#queuedBytes += bytes.length;
-    if (!this.#writing) this.#writeLoop();
-    return this.#queuedBytes < WRITE_HIGH_WATER;
+    if (this.#writing) this.#queue.push(bytes);
+    else this.#send(bytes);
+    if (this.#queuedBytes < WRITE_HIGH_WATER) return true;
+    this.#drainWanted = true;
+    return false;
   }
 
-  async #writeLoop(): Promise<void> {
+  // One write in flight at a time, continued from its promise by a callback made once per
+  // connection: an async function per write cost a frame and a promise per response.
+  #send(bytes: Uint8Array): void {
     this.#writing = true;
-    try {
-      while (this.#queue.length > 0 && !this.#closed) {
-        const queue = this.#queue;
-        const bytes = queue.length === 1 ? queue[0] : concat(queue, this.#queuedBytes);
-        this.#queue = [];
-        for (let offset = 0; offset < bytes.length;) {
-          offset += await this.#conn.write(bytes.subarray(offset));
-        }
-        this.#queuedBytes -= bytes.length;
-        this.#events.onDrain();
-      }
-    } catch {
-      this.#close();
-    }
-    this.#writing = false;
-    if (this.#ending && !this.#closed) this.#halfClose();
+    this.#sending = bytes;
+    this.#conn.write(bytes).then(this.#wrote, this.#writeFailed);
   }
+
+  readonly #wrote = (count: number): void => {
+    const sent = this.#sending;
+    this.#queuedBytes -= count;
+    if (this.#closed) return;
+    const queue = this.#queue;
+    if (count < sent.length) this.#send(sent.subarray(count));
+    else if (queue.length > 0) {
+      // Everything written meanwhile goes out in one write.
+      const bytes = queue.length === 1 ? queue[0] : concat(queue, this.#queuedBytes);
+      queue.length = 0;
+      this.#send(bytes);
+    } else {
+      this.#writing = false;
+      this.#sending = EMPTY;
+    }
+    if (this.#drainWanted && this.#queuedBytes < WRITE_HIGH_WATER) {
+      this.#drainWanted = false;
+      this.#events.onDrain();
+    }
+    if (!this.#writing && this.#ending && !this.#closed) this.#halfClose();
+  };
+
+  readonly #writeFailed = (): void => {
+    this.#writing = false;
+    this.#sending = EMPTY;
+    this.#close();
+  };
 
   pause(): void {
     this.#paused = true;
@@ -9598,17 +9638,11 @@ interface FileStat {
 interface OpenFile {
   readonly stat: FileStat;
   /** The whole file, when a {@linkcode FileCache} holds it: sent as it is, never copied. */
-  readonly memory?: Uint8Array<ArrayBuffer>;
+  readonly held?: HeldContents;
   /** Its `ETag`, when a {@linkcode FileCache} made it already. */
   readonly etag?: string;
   /** Its `Last-Modified`, when a {@linkcode FileCache} formatted it already. */
   readonly lastModified?: string;
-  /**
-   * With `memory`: the fields of its 200 response serialized ({@linkcode serializeFields}), once
-   * one was made. They are the same for every such response: everything they say (type, tags,
-   * coding, Vary) is fixed for the contents held, which a cache entry never changes.
-   */
-  okFields?: string;
   /** Bytes `start` to `end - 1` in one array, for small reads. */
   bytes(start: number, end: number): Promise<Uint8Array<ArrayBuffer>>;
   /** Bytes `start` to `end - 1` as a stream that reads only when pulled, so backpressure holds. */
@@ -9995,8 +10029,8 @@ interface CachedVariant {
   readonly target: string;
   readonly stat: FileStat;
   /** Its contents, or null when it is too large to hold and is opened for each response. */
-  readonly bytes: Uint8Array<ArrayBuffer> | null;
-  /** An open file over `bytes` (it holds nothing else, so one serves every response), or null. */
+  readonly held: HeldContents | null;
+  /** An open file over `held` (it holds nothing else, so one serves every response), or null. */
   readonly memory: OpenFile | null;
   /** Its `ETag` and `Last-Modified`, made once rather than for each response. */
   readonly etag: string;
@@ -10396,12 +10430,10 @@ function sendBytes(
     return new Response(method === "HEAD" ? null : new Uint8Array(0), { status, headers });
   }
   const sentHere = answeredHere(request);
-  if (file.memory !== undefined) {
-    const bytes = file.memory.subarray(start, end);
-    if (status !== 200 || !sentHere) {
-      return fixedBytesResponse(bytes, { status, headers }, sentHere);
-    }
-    return pendingFieldsResponse(bytes, headers, file.okFields ??= serializeFields(headers));
+  const held = file.held;
+  if (held !== undefined) {
+    if (status === 200 && sentHere) return pendingFieldsResponse(held, headers);
+    return fixedBytesResponse(held.bytes.subarray(start, end), { status, headers }, sentHere);
   }
   if (length <= SMALL_FILE_BYTES) return sendSmallFile(file, status, headers, start, end, sentHere);
   return new Response(fileBody(file, [{ start, end: end - 1 }]), { status, headers });
@@ -10535,20 +10567,22 @@ async function learnFile(
       let contents: Uint8Array<ArrayBuffer> | null = null;
       if (stat.size <= store.maxFileBytes) {
         const known = previous?.variants.find((variant) => variant.coding === coding);
-        contents = known !== undefined && known.bytes !== null && known.target === target &&
+        contents = known !== undefined && known.held !== null && known.target === target &&
             sameFileStat(known.stat, stat)
-          ? known.bytes
+          ? known.held.bytes
           : await file.bytes(0, stat.size);
         bytes += contents.length;
       }
       const etag = fileEtag(stat, coding);
       const lastModified = stat.mtime === null ? undefined : formatHttpDate(stat.mtime);
+      // A new one even for contents unchanged: its fields may not be (a sibling came or went).
+      const held = contents === null ? null : new HeldContents(contents);
       variants.push({
         coding,
         target,
         stat,
-        bytes: contents,
-        memory: contents === null ? null : memoryFile(stat, contents, etag, lastModified),
+        held,
+        memory: held === null ? null : memoryFile(stat, held, etag, lastModified),
         etag,
         lastModified,
       });
@@ -10568,23 +10602,57 @@ async function learnFile(
   }
 }
 
+/**
+ * Contents a {@linkcode FileCache} holds for one file, with what every whole 200 response of them
+ * shares: its fields serialized once, and the last such response made whole (head, then contents),
+ * written again as it is while its Date holds. Once a response is made whole the contents live in
+ * it (`bytes` is a view of its end), so a held file costs its size once, not twice. No array is
+ * written after it is made: each second's response is a new one, since a write to a slow client
+ * may still hold the last.
+ */
+class HeldContents {
+  bytes: Uint8Array<ArrayBuffer>;
+  /** The fields of the 200 response, serialized ({@linkcode serializeFields}) when first made. */
+  fields: string | null = null;
+  /** The last whole response made (to a keep-alive HTTP/1.1 request), or null. */
+  response: Uint8Array | null = null;
+  /** The Date field value of `response`. */
+  date = "";
+
+  constructor(bytes: Uint8Array<ArrayBuffer>) {
+    this.bytes = bytes;
+  }
+
+  /** Makes and keeps the whole response of `head` and the contents, for `date`. */
+  remake(head: Uint8Array, date: string): Uint8Array {
+    const contents = this.bytes;
+    const response = new Uint8Array(head.length + contents.length); // not a slab: it is kept
+    response.set(head);
+    response.set(contents, head.length);
+    this.bytes = response.subarray(head.length);
+    this.response = response;
+    this.date = date;
+    return response;
+  }
+}
+
 /** An {@linkcode OpenFile} over contents a {@linkcode FileCache} holds. */
 function memoryFile(
   stat: FileStat,
-  memory: Uint8Array<ArrayBuffer>,
+  held: HeldContents,
   etag: string,
   lastModified: string | undefined,
 ): OpenFile {
   return {
     stat,
-    memory,
+    held,
     etag,
     lastModified,
-    bytes: (start, end) => Promise.resolve(memory.slice(start, end)),
+    bytes: (start, end) => Promise.resolve(held.bytes.slice(start, end)),
     stream: (start, end) =>
       new ReadableStream<Uint8Array>({
         pull(controller) {
-          controller.enqueue(memory.slice(start, end));
+          controller.enqueue(held.bytes.slice(start, end));
           controller.close();
         },
       }, { highWaterMark: 0 }),

@@ -39,11 +39,14 @@ import type { DecodedPath, RangeResult, ServeDirOptions } from "../mod.ts";
 import {
   bytesOf,
   delay,
+  ManualClock,
   maskDate,
+  memoryServer,
   nativeServe,
   rawExchange,
   runtimeName,
   textOf,
+  waitUntil,
   withServer,
   withTimeout,
 } from "./helpers.ts";
@@ -1624,6 +1627,63 @@ describe("FileCache", () => {
       const cors = await exchange(port, "/hello.txt", { "x-cors": "1" });
       assert.equal(cors.headers.get("access-control-allow-origin"), "*");
       assert.equal(cors.headers.get("etag"), `"c-${MTIME.getTime().toString(16)}"`);
+    });
+  });
+
+  test("a held file's whole response, kept for its second, is what an uncached one would be at every moment, on every kind of request", async () => {
+    const clock = new ManualClock();
+    const big = new Uint8Array(5000).map((_, i) => (i * 7) & 0xff);
+    await withRoot({ "a.txt": "held contents", "b.bin": big }, async (root) => {
+      const handler: Handler = (request) =>
+        serveDir(request, { root, cache: request.headers.has("x-uncached") ? false : undefined });
+      await withServer(memoryServer(handler, { clock }), async ({ connect }) => {
+        /** The responses to `head` held and uncached, at this moment of the clock. */
+        const both = async (head: string): Promise<[string, string]> => {
+          const answers: string[] = [];
+          for (const extra of ["", "x-uncached: 1\r\n"]) {
+            const connection = connect();
+            connection.send(head.replace(/\r\n\r\n$/, `\r\n${extra}\r\n`));
+            await waitUntil(() => {
+              const text = textOf(connection.writes);
+              const end = text.indexOf("\r\n\r\n");
+              const length = /content-length: (\d+)/.exec(text);
+              return end > 0 && length !== null &&
+                (head.startsWith("HEAD") || text.length >= end + 4 + Number(length[1]));
+            }, "a response");
+            answers.push(textOf(connection.writes));
+          }
+          return answers as [string, string];
+        };
+        const get = (target: string, extra = "", version = "1.1") =>
+          `GET ${target} HTTP/${version}\r\nhost: h\r\n${extra}\r\n`;
+        for (const target of ["/a.txt", "/b.bin"]) {
+          // Learnt, then sent from memory: twice in one second, then in each of the next two, and
+          // between them the kinds of request that take the other path (HTTP/1.0, a range, HEAD).
+          for (
+            const [step, head] of [
+              [0, get(target)],
+              [0, get(target)],
+              [0, get(target)],
+              [1000, get(target)],
+              [0, get(target, "", "1.0")],
+              [0, get(target, "connection: keep-alive\r\n", "1.0")],
+              [0, get(target)],
+              [0, get(target, "range: bytes=2-5\r\n")],
+              [0, `HEAD ${target} HTTP/1.1\r\nhost: h\r\n\r\n`],
+              [1000, get(target)],
+              [0, get(target)],
+            ] as const
+          ) {
+            clock.advance(step);
+            const [held, uncached] = await both(head);
+            assert.equal(held, uncached, `${target} ${head.split("\r\n")[0]}`);
+            assert.ok(held.includes(`date: ${new Date(clock.time).toUTCString()}\r\n`), held);
+            if (head.startsWith("GET") && !head.includes("range")) {
+              assert.ok(held.endsWith(target === "/b.bin" ? textOf(big) : "held contents"));
+            }
+          }
+        }
+      });
     });
   });
 
