@@ -7216,6 +7216,9 @@ const listenBun: Transport = (options, accept) => {
   };
 };
 
+/** The scratch array of BunConnection.writeMany, shared (writes never overlap on one thread). */
+let bunScratch = new Uint8Array(0);
+
 class BunConnection implements TransportConnection {
   readonly secure: boolean;
   events: ConnectionEvents = IGNORED_EVENTS;
@@ -7303,6 +7306,39 @@ class BunConnection implements TransportConnection {
     }
     (this.#queue ??= []).push(bytes);
     this.#queuedBytes += bytes.length;
+    return this.#queuedBytes < WRITE_HIGH_WATER;
+  }
+
+  // Bun has no writev: the pieces are copied into one scratch array for one send. Bun's write
+  // sends or refuses at once and keeps no reference, so the array serves the next write too;
+  // only what the socket did not take is copied out to wait. A new array per response (head and
+  // body) cost more than the copy: JSC zero-fills it.
+  writeMany(pieces: readonly Uint8Array[]): boolean {
+    if (this.#closed || this.#ending) return false;
+    if (this.#queue !== null) {
+      let writable = true;
+      for (const piece of pieces) writable = this.write(piece);
+      return writable;
+    }
+    let length = 0;
+    for (const piece of pieces) length += piece.length;
+    if (length > MAX_COALESCED_BYTES) {
+      let writable = true;
+      for (const piece of pieces) writable = this.write(piece);
+      return writable;
+    }
+    if (bunScratch.length < length) bunScratch = new Uint8Array(MAX_COALESCED_BYTES);
+    let offset = 0;
+    for (const piece of pieces) {
+      bunScratch.set(piece, offset);
+      offset += piece.length;
+    }
+    const written = this.#socket.write(bunScratch.subarray(0, length));
+    if (written === length) return true;
+    if (written < 0) return false;
+    const rest = bunScratch.slice(written, length);
+    this.#queue = [rest];
+    this.#queuedBytes = rest.length;
     return this.#queuedBytes < WRITE_HIGH_WATER;
   }
 
