@@ -3420,9 +3420,9 @@ export interface TransportConnection {
   write(bytes: Uint8Array): boolean;
   /**
    * Optional: queues several byte arrays to go out together, as `write` would one after another,
-   * where the transport can gather them into one system call (`writev`). The adapter takes
-   * ownership of the arrays, not of the list. Without it the driver copies a response's head and
-   * body into one array, or writes large pieces one by one.
+   * where the transport can gather them into one system call (`writev`, or a copy into an array
+   * it reuses). The adapter takes ownership of the arrays, not of the list. Without it the driver
+   * copies a response's head and body into a new array, or writes large pieces one by one.
    */
   writeMany?(pieces: readonly Uint8Array[]): boolean;
   /** Stops delivering `onData` until `resume()` (read backpressure). */
