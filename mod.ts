@@ -10468,7 +10468,9 @@ function sendBytes(
   const sentHere = answeredHere(request);
   const held = file.held;
   if (held !== undefined) {
-    if (status === 200 && sentHere) return pendingFieldsResponse(held, headers);
+    if (status === 200 && sentHere && start === 0 && end === held.bytes.length) {
+      return pendingFieldsResponse(held, headers);
+    }
     return fixedBytesResponse(held.bytes.subarray(start, end), { status, headers }, sentHere);
   }
   if (length <= SMALL_FILE_BYTES) return sendSmallFile(file, status, headers, start, end, sentHere);
