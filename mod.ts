@@ -10741,51 +10741,54 @@ async function openCachedVariant(
   return null;
 }
 
+/** Where a file answer looks, and how it finds the file again: one per request. */
+interface FileLookup {
+  /** Whether `.br` / `.gz` siblings are served. */
+  readonly precompressed: boolean;
+  /** The cache, or null when it is off (or the file is to be answered without learning it). */
+  readonly store: FileCacheStore | null;
+  /** What the request names, as the cache keys it. */
+  readonly key: string;
+  /** When the request began, by `Date.now()`: what it learns was checked then. */
+  readonly checked: number;
+  /** Finds on disk what the request names (again, when a cached file is gone). */
+  readonly find: () => Promise<FoundFile | Response>;
+}
+
 /**
  * Answers with a file found on disk or in a cache, as {@linkcode serveFile} describes: the one
  * step every file answer goes through (a file named by a URL, an index file, a file given by path,
  * a fallback). Takes ownership of the file found. With a cache, what was found is stored under
- * `key` first (the contents read then, a failed read rejecting as a read while sending would),
- * and a cached file that is gone is forgotten and found again.
+ * `lookup.key` first (the contents read then, a failed read rejecting as a read while sending
+ * would), and a cached file that is gone is forgotten and found again (`lookup.find`).
  */
 function answerWithFile(
   request: Request,
   found: FoundFile | CachedFile,
-  precompressed: boolean,
-  store: FileCacheStore | null,
-  key: string,
-  checked: number,
-  findAgain: () => Promise<FoundFile | Response>,
+  lookup: FileLookup,
 ): Response | Promise<Response> {
-  if (found.kind === "file") {
-    return answerFoundFile(request, found, precompressed, store, key, checked, findAgain);
-  }
+  if (found.kind === "file") return answerFoundFile(request, found, lookup);
   // A hit whose contents are held is answered in this turn, without a promise on the way.
   const chosen = chooseCachedVariant(request, found);
   return chosen instanceof Promise
-    ? chosen.then((chosen) =>
-      answerWithChosen(request, chosen, precompressed, store, key, checked, findAgain)
-    )
-    : answerWithChosen(request, chosen, precompressed, store, key, checked, findAgain);
+    ? chosen.then((chosen) => answerWithChosen(request, chosen, lookup))
+    : answerWithChosen(request, chosen, lookup);
 }
 
 /** {@linkcode answerWithFile} for a file found on disk: learnt by the cache first, if any. */
 async function answerFoundFile(
   request: Request,
   found: FoundFile,
-  precompressed: boolean,
-  store: FileCacheStore | null,
-  key: string,
-  checked: number,
-  findAgain: () => Promise<FoundFile | Response>,
+  lookup: FileLookup,
 ): Promise<Response> {
+  const { precompressed, store, key } = lookup;
   let chosen: ChosenFile | null;
   if (store === null) {
     chosen = await chooseVariant(request, found, precompressed);
   } else {
     let entry: CachedFile;
     try {
-      entry = await learnFile(store, found, precompressed, store.entries.get(key), checked);
+      entry = await learnFile(store, found, precompressed, store.entries.get(key), lookup.checked);
     } catch (error) {
       store.delete(key);
       throw error;
@@ -10793,39 +10796,28 @@ async function answerFoundFile(
     store.put(key, entry);
     chosen = await chooseCachedVariant(request, entry);
   }
-  return answerWithChosen(request, chosen, precompressed, store, key, checked, findAgain);
+  return answerWithChosen(request, chosen, lookup);
 }
 
 /** The answer with the file chosen, or, when a cached one is gone (null), with what is there now. */
 function answerWithChosen(
   request: Request,
   chosen: ChosenFile | null,
-  precompressed: boolean,
-  store: FileCacheStore | null,
-  key: string,
-  checked: number,
-  findAgain: () => Promise<FoundFile | Response>,
+  lookup: FileLookup,
 ): Response | Promise<Response> {
-  if (chosen === null) {
-    return answerFoundAgain(request, precompressed, store, key, checked, findAgain);
-  }
+  if (chosen === null) return answerFoundAgain(request, lookup);
   // Vary whenever siblings are looked for, found or not: caches must key on Accept-Encoding.
-  return respondWithFile(request, chosen.file, chosen.contentType, chosen.coding, precompressed);
+  const { file, contentType, coding } = chosen;
+  return respondWithFile(request, file, contentType, coding, lookup.precompressed);
 }
 
 /** Forgets a cached file that is gone and answers with what the file system has now. */
-async function answerFoundAgain(
-  request: Request,
-  precompressed: boolean,
-  store: FileCacheStore | null,
-  key: string,
-  checked: number,
-  findAgain: () => Promise<FoundFile | Response>,
-): Promise<Response> {
-  store?.delete(key);
-  const again = await findAgain();
+async function answerFoundAgain(request: Request, lookup: FileLookup): Promise<Response> {
+  lookup.store?.delete(lookup.key);
+  const again = await lookup.find();
   if (again instanceof Response) return again;
-  return answerWithFile(request, again, precompressed, null, key, checked, findAgain);
+  // Not learnt again in this request: what was there a moment ago just went.
+  return answerWithFile(request, again, { ...lookup, store: null });
 }
 
 /** Canonical roots by the root as given, so that a request costs one realpath, not two. */
@@ -10893,9 +10885,14 @@ export async function serveFile(
     const precompressed = options.precompressed ?? true;
     const store = cacheStoreOf(options);
     const key = `file\0${precompressed ? 1 : 0}\0${path}`;
-    const now = Date.now();
     const find = () => openFileToServe(path);
-    response = await answerThroughCache(request, precompressed, store, key, now, find);
+    response = await answerThroughCache(request, {
+      precompressed,
+      store,
+      key,
+      checked: Date.now(),
+      find,
+    });
   }
   return cors ? withCors(response) : response;
 }
@@ -10914,28 +10911,21 @@ async function openFileToServe(path: string): Promise<FoundFile | Response> {
 }
 
 /**
- * The answer with what `key` names in a cache, when there is an entry to trust (in this turn when
- * its contents are held); otherwise with what `find` finds on disk, where a response (an error, a
- * redirect, a listing) or a failure forgets the entry.
+ * The answer with what `lookup.key` names in a cache, when there is an entry to trust (in this turn
+ * when its contents are held); otherwise with what `lookup.find` finds on disk, where a response (an
+ * error, a redirect, a listing) or a failure forgets the entry.
  */
 function answerThroughCache(
   request: Request,
-  precompressed: boolean,
-  store: FileCacheStore | null,
-  key: string,
-  now: number,
-  find: () => Promise<FoundFile | Response>,
+  lookup: FileLookup,
 ): Response | Promise<Response> {
-  const entry = store?.get(key, now);
-  if (entry !== undefined) {
-    return answerWithFile(request, entry, precompressed, store, key, now, find);
-  }
-  return findOnDisk(store, key, find).then((found) =>
+  const { store, key } = lookup;
+  const entry = store?.get(key, lookup.checked);
+  if (entry !== undefined) return answerWithFile(request, entry, lookup);
+  return findOnDisk(store, key, lookup.find).then((found) =>
     // Outside the mapping on purpose: a file that was found but fails as it is read is a fault of
     // the server, not of the request, and rejects so that serve()'s onError logs it.
-    found instanceof Response
-      ? found
-      : answerWithFile(request, found, precompressed, store, key, now, find)
+    found instanceof Response ? found : answerWithFile(request, found, lookup)
   );
 }
 
@@ -11352,7 +11342,6 @@ function answerFromDir(
   const target = dirTarget(request, settings);
   if (target instanceof Response) return target;
   const key = store === null ? "" : dirCacheKey(settings, target, directories);
-  const now = Date.now();
   const find = async (): Promise<FoundFile | Response> => {
     try {
       const found = await resolveTarget(target, settings);
@@ -11363,7 +11352,8 @@ function answerFromDir(
       return fileErrorResponse(fileErrorStatus(error));
     }
   };
-  return answerThroughCache(request, settings.precompressed, store, key, now, find);
+  const { precompressed } = settings;
+  return answerThroughCache(request, { precompressed, store, key, checked: Date.now(), find });
 }
 
 //#endregion
