@@ -4580,8 +4580,9 @@ class Exchange {
         );
         return;
       }
-      // A small body goes out in one array with its head; a large one after it, uncopied, in the
-      // same write where the transport gathers pieces (writev), else in a write of its own.
+      // A small body goes out in one array with its head; a large one after it, in the same write
+      // where the transport gathers pieces (Node's writev, Bun's reused array), else in a write of
+      // its own.
       const inline =
         prefix.length <= (output.gathers ? MAX_GATHERED_INLINE_BYTES : MAX_COALESCED_BYTES);
       if (inline) {
