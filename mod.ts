@@ -7316,14 +7316,10 @@ class BunConnection implements TransportConnection {
   // body) cost more than the copy: JSC zero-fills it.
   writeMany(pieces: readonly Uint8Array[]): boolean {
     if (this.#closed || this.#ending) return false;
-    if (this.#queue !== null) {
-      let writable = true;
-      for (const piece of pieces) writable = this.write(piece);
-      return writable;
-    }
     let length = 0;
     for (const piece of pieces) length += piece.length;
-    if (length > MAX_COALESCED_BYTES) {
+    if (this.#queue !== null || length > MAX_COALESCED_BYTES) {
+      // Behind bytes already waiting, or too large to copy: one by one, as write would.
       let writable = true;
       for (const piece of pieces) writable = this.write(piece);
       return writable;
