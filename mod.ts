@@ -10652,7 +10652,11 @@ async function learnFile(
  */
 class HeldContents {
   bytes: Uint8Array<ArrayBuffer>;
-  /** The fields of the 200 response, serialized ({@linkcode serializeFields}) when first made. */
+  /**
+   * The fields of the 200 response, serialized ({@linkcode serializeFields}) when first made. They
+   * are the same for every such response: everything they say (type, tags, coding, Vary) is fixed
+   * for the contents held, which a cache entry never changes; new contents get a new HeldContents.
+   */
   fields: string | null = null;
   /** The last whole response made (to a keep-alive HTTP/1.1 request), or null. */
   response: Uint8Array | null = null;
